@@ -1,0 +1,169 @@
+"""OPEA quirks reproduced on purpose, in one place.
+
+* The `data: b'<token>'` stream framing of ChatQnA (its UIs parse Python bytes reprs).
+* The sync `align_generator(gen)` hook: OPEA users write it as a plain generator over a *sync*
+  iterator of chunks. We drive it from the async side with a greenlet: the user's generator runs
+  in a child greenlet; each time it asks for the next upstream event, it switches back to the event
+  loop's greenlet, which awaits the event and switches in again. No thread, no blocking, two
+  greenlet switches per event (SQLAlchemy's asyncio layer bridges sync code the same way).
+"""
+
+import ast
+import contextvars
+import re
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+import greenlet
+import orjson
+
+from megaservice.sse import parse_event
+
+__all__ = [
+    "DONE_FRAME",
+    "drive_sync_generator",
+    "error_frame",
+    "event_text",
+    "extract_chunk_str",
+    "fake_stream",
+    "opea_token_frame",
+    "split_tokens",
+]
+
+DONE_FRAME = "data: [DONE]\n\n"
+_TOKEN = re.compile(r"\s?\S+\s?", re.UNICODE)
+
+
+def opea_token_frame(text: str) -> str:
+    """Frame one token as ChatQnA does: `data: b'<utf-8 bytes repr>'` (UIs depend on it)."""
+    return "data: " + repr(text.encode("utf-8")) + "\n\n"
+
+
+def split_tokens(sentence: str) -> list[str]:
+    """Split text into the word-ish tokens OPEA re-streams after a post-LLM node."""
+    return _TOKEN.findall(sentence)
+
+
+def extract_chunk_str(chunk_str: str) -> str:
+    """Strip OPEA's `data: b'…'` framing from one frame; `""` for `[DONE]`."""
+    if chunk_str == DONE_FRAME:
+        return ""
+    if chunk_str.startswith(("data: b'", 'data: b"')):
+        chunk_str = chunk_str[len("data: b'") :]
+    if chunk_str.endswith(("'\n\n", '"\n\n')):
+        chunk_str = chunk_str[: -len("'\n\n")]
+    return chunk_str
+
+
+async def fake_stream(text: str) -> AsyncIterator[str]:
+    """Answer a short-circuited request as a stream (a guardrail's refusal still reaches the UI as SSE)."""
+    yield opea_token_frame(text)
+    yield DONE_FRAME
+
+
+def error_frame(body: dict[str, Any]) -> bytes:
+    """The SSE event that ends a stream which failed after it started."""
+    return b"event: error\ndata: " + orjson.dumps(body) + b"\n\n"
+
+
+def _delta_text(payload: Any) -> str | None:
+    """Text of an OpenAI chat/completion chunk or a TGI token event."""
+    if not isinstance(payload, dict):
+        return None
+    choices = payload.get("choices")
+    if choices and isinstance(choices, list) and isinstance(choices[0], dict):
+        choice = choices[0]
+        delta = choice.get("delta")
+        if isinstance(delta, dict):
+            return delta.get("content") or ""
+        text = choice.get("text")
+        return text if isinstance(text, str) else ""
+    token = payload.get("token")
+    if isinstance(token, dict) and isinstance(token.get("text"), str):
+        return str(token["text"])
+    return None
+
+
+def event_text(raw: bytes) -> tuple[str, bool]:
+    """Return `(text, is_done)` of one upstream event, whatever its framing.
+
+    Understands OpenAI/vLLM/TGI JSON chunks, OPEA's `b'…'` frames, `[DONE]`, and bare text
+    (servers that stream plain text as `text/event-stream`).
+    """
+    event = parse_event(raw)
+    if event is None:
+        if raw.lstrip().startswith((b"data:", b":", b"event:", b"id:", b"retry:")):
+            return "", False  # a comment or an event without data
+        return raw.decode("utf-8", errors="replace"), False
+    data = event.data
+    if data.strip() == "[DONE]":
+        return "", True
+    if data.startswith(("b'", 'b"')):
+        try:
+            value = ast.literal_eval(data)
+        except (ValueError, SyntaxError):
+            return data, False
+        if isinstance(value, bytes):
+            return value.decode("utf-8", errors="replace"), False
+    if data.startswith("{"):
+        try:
+            text = _delta_text(orjson.loads(data))
+        except orjson.JSONDecodeError:
+            return data, False
+        if text is not None:
+            return text, False
+    return data, False
+
+
+_NEED = object()
+_END = object()
+_FINISHED = object()
+
+
+class _PullIterator(Iterator[Any]):
+    """The sync iterator handed to the user's hook: each `next()` asks the event loop's greenlet."""
+
+    __slots__ = ()
+
+    def __next__(self) -> Any:
+        item = greenlet.getcurrent().parent.switch(_NEED)
+        if item is _END:
+            raise StopIteration
+        return item
+
+
+async def drive_sync_generator(
+    hook: Callable[..., Any], source: AsyncIterator[Any], kwargs: dict[str, Any]
+) -> AsyncIterator[Any]:
+    """Run `hook(sync_iterator_over(source), **kwargs)` (a sync generator) without blocking the loop.
+
+    The hook runs in a child greenlet; every value it yields is yielded here, every value it pulls
+    is awaited from `source` here, in the event loop's own task. If the stream is abandoned, the
+    hook gets `GreenletExit` at its current `next()`, so its `finally` blocks run.
+    """
+
+    def run() -> object:
+        for item in hook(_PullIterator(), **kwargs):
+            greenlet.getcurrent().parent.switch(item)
+        return _FINISHED
+
+    child = greenlet.greenlet(run)
+    child.gr_context = contextvars.copy_context()
+    try:
+        value = child.switch()
+        while value is not _FINISHED:
+            if value is _NEED:
+                try:
+                    item = await anext(source)
+                except StopAsyncIteration:
+                    item = _END
+                value = child.switch(item)
+            else:
+                yield value
+                value = child.switch()
+    finally:
+        if not child.dead:
+            child.throw(greenlet.GreenletExit)
+        aclose = getattr(source, "aclose", None)
+        if aclose is not None:
+            await aclose()

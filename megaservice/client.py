@@ -1,0 +1,175 @@
+"""The pooled upstream HTTP client: one `aiohttp` session per event loop, keep-alive, no env lookups.
+
+Every call names the node it is for, and every failure of the HTTP library is translated here,
+in one place, into an `UpstreamError` subclass naming that node (the httpx `map_exceptions` idea).
+"""
+
+import asyncio
+import contextlib
+import weakref
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import orjson
+from pydantic import BaseModel
+
+from megaservice.exceptions import (
+    UpstreamConnectError,
+    UpstreamError,
+    UpstreamProtocolError,
+    UpstreamStatusError,
+    UpstreamTimeout,
+)
+
+__all__ = ["Timeout", "UpstreamClient", "close_client", "dumps", "get_client", "upstream_errors"]
+
+_ERROR_BODY_LIMIT = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Timeout:
+    """Time limits for one call to a node, in seconds (`None`: no limit).
+
+    `read` bounds the wait for the response headers and then for each further piece of the body,
+    so it is both the first-byte timeout and the stall timeout of a stream; `total` bounds a whole
+    non-streaming call.
+    """
+
+    connect: float | None = 10.0
+    """Time to establish the TCP connection (or take one from the pool)."""
+    read: float | None = 300.0
+    """Time to wait for the first byte, and then between two reads."""
+    total: float | None = 600.0
+    """Time for a whole non-streaming call; streams are bounded by `read` only."""
+
+    def for_request(self) -> aiohttp.ClientTimeout:
+        """Return the aiohttp timeout of a non-streaming call."""
+        return aiohttp.ClientTimeout(total=self.total, sock_connect=self.connect, sock_read=self.read)
+
+    def for_stream(self) -> aiohttp.ClientTimeout:
+        """Return the aiohttp timeout of a streaming call (no total: a long answer is not a failure)."""
+        return aiohttp.ClientTimeout(total=None, sock_connect=self.connect, sock_read=self.read)
+
+
+def _default(obj: Any) -> Any:
+    if isinstance(obj, BaseModel):
+        return obj.model_dump()
+    if isinstance(obj, set | frozenset | tuple):
+        return list(obj)
+    raise TypeError(f"{type(obj).__name__} is not JSON serializable")
+
+
+def dumps(obj: Any) -> bytes:
+    """Serialise a payload to JSON bytes (orjson; pydantic models and sets accepted)."""
+    return orjson.dumps(obj, default=_default, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY)
+
+
+@contextlib.contextmanager
+def upstream_errors(node: str, url: str) -> Iterator[None]:
+    """Re-raise the HTTP library's exceptions as `UpstreamError` subclasses naming `node`."""
+    try:
+        yield
+    except UpstreamError:
+        raise
+    except TimeoutError as exc:  # aiohttp's ServerTimeoutError/ConnectionTimeoutError subclass TimeoutError
+        raise UpstreamTimeout(f"{node} did not answer in time ({url})", node=node, url=url) from exc
+    except aiohttp.ClientConnectorError as exc:
+        raise UpstreamConnectError(f"cannot reach {node} at {url}: {exc.os_error}", node=node, url=url) from exc
+    except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+        raise UpstreamConnectError(f"connection to {node} failed: {exc}", node=node, url=url) from exc
+    except aiohttp.ClientResponseError as exc:
+        raise UpstreamProtocolError(f"{node} sent an invalid HTTP response: {exc}", node=node, url=url) from exc
+    except aiohttp.ClientError as exc:
+        raise UpstreamConnectError(f"request to {node} failed: {exc}", node=node, url=url) from exc
+
+
+class UpstreamClient:
+    """A pooled client for calls from a megaservice to its nodes.
+
+    It owns one `aiohttp.ClientSession`, created on first use inside the running event loop.
+    `trust_env` is off: proxy variables and `~/.netrc` are not consulted per request (OPEA's
+    per-hop thread hop); connections are kept alive and reused across requests.
+    """
+
+    def __init__(self, *, limit: int = 0, keepalive_timeout: float = 75.0) -> None:
+        self._limit = limit
+        self._keepalive_timeout = keepalive_timeout
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        """The underlying session (created on first use, in the running loop)."""
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(
+                limit=self._limit, keepalive_timeout=self._keepalive_timeout, ttl_dns_cache=300, enable_cleanup_closed=False
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector, trust_env=False, json_serialize=lambda o: dumps(o).decode(), raise_for_status=False
+            )
+        return self._session
+
+    async def post(
+        self,
+        node: str,
+        url: str,
+        body: bytes,
+        *,
+        headers: Mapping[str, str],
+        timeout: aiohttp.ClientTimeout,
+    ) -> tuple[str, bytes]:
+        """POST `body` and return `(content_type, body)` of a 2xx answer; raise `UpstreamError` otherwise."""
+        with upstream_errors(node, url):
+            async with self.session.post(url, data=body, headers=headers, timeout=timeout) as response:
+                data = await response.read()
+                if response.status >= 300:
+                    raise UpstreamStatusError(
+                        node=node, url=url, status=response.status, body=data[:_ERROR_BODY_LIMIT].decode(errors="replace")
+                    )
+                return response.content_type, data
+
+    async def open_stream(
+        self,
+        node: str,
+        url: str,
+        body: bytes,
+        *,
+        headers: Mapping[str, str],
+        timeout: aiohttp.ClientTimeout,
+    ) -> aiohttp.ClientResponse:
+        """POST `body` and return the response once its headers arrived; the caller reads and releases it."""
+        with upstream_errors(node, url):
+            response = await self.session.post(url, data=body, headers=headers, timeout=timeout)
+            if response.status >= 300:
+                try:
+                    data = await response.content.read(_ERROR_BODY_LIMIT)
+                finally:
+                    response.close()
+                raise UpstreamStatusError(node=node, url=url, status=response.status, body=data.decode(errors="replace"))
+            return response
+
+    async def aclose(self) -> None:
+        """Close the session and its pooled connections."""
+        if self._session is not None and not self._session.closed:
+            await self._session.close()
+        self._session = None
+
+
+_clients: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, UpstreamClient]" = weakref.WeakKeyDictionary()
+
+
+def get_client() -> UpstreamClient:
+    """Return the process's upstream client for the running event loop (one pool per loop)."""
+    loop = asyncio.get_running_loop()
+    client = _clients.get(loop)
+    if client is None:
+        client = _clients[loop] = UpstreamClient()
+    return client
+
+
+async def close_client() -> None:
+    """Close the running loop's upstream client, if one was created."""
+    client = _clients.pop(asyncio.get_running_loop(), None)
+    if client is not None:
+        await client.aclose()

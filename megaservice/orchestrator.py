@@ -1,0 +1,630 @@
+"""`ServiceOrchestrator`: run a DAG of remote microservices for each request.
+
+The life of one `schedule()` call:
+
+1. The topology was frozen into a `_Plan` the first time it ran (validated once, children and
+   parents as tuples in insertion order; rebuilt only if the DAG or its services change).
+2. A `_Run` holds the request's state: results so far, and a copy-on-write `RuntimeGraph` that
+   hooks may rewire and that `downstream_black_list` answers prune. No graph is copied unless a
+   request actually changes it.
+3. Each root gets its own shallow copy of the inputs. A node runs when all its parents answered;
+   a chain runs inline in one task, fan-out runs in an `asyncio.TaskGroup` (concurrent, cancelled
+   together on failure), fan-in merges parent outputs in insertion order (`process_outputs`).
+4. A node call is `align_inputs` → one POST on the process's pooled client → `align_outputs`.
+   A streaming LLM/LVM node instead returns a `StreamingResponse` whose body is read from the
+   upstream as it arrives, event by event, through `align_generator`, and (if the LLM has a
+   downstream node, e.g. an output guardrail) sentence by sentence through that node.
+5. Failures raise one `UpstreamError` naming the node; after a stream has started they end it
+   with an SSE error event. The pending-request gauge is decremented on every exit path.
+"""
+
+import asyncio
+import inspect
+import logging
+import re
+import time
+import weakref
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+import orjson
+from pydantic import BaseModel
+
+from megaservice import _compat
+from megaservice.client import Timeout, UpstreamClient, dumps, get_client, upstream_errors
+from megaservice.constants import ServiceType
+from megaservice.dag import DAG, Graph
+from megaservice.exceptions import ConfigurationError, UpstreamError, UpstreamProtocolError
+from megaservice.metrics import OrchestratorMetrics, get_metrics
+from megaservice.protocol import LLMParams
+from megaservice.responses import StreamingResponse
+from megaservice.sse import EventSplitter
+
+if TYPE_CHECKING:
+    from prometheus_client.metrics import Histogram
+
+    from megaservice.microservice import MicroService
+
+__all__ = ["RuntimeGraph", "ServiceOrchestrator"]
+
+logger = logging.getLogger(__name__)
+
+JSON = dict[str, Any]
+_SENTENCE_ENDS = frozenset(".?!。，！")
+_BINARY_TYPES = ("audio/", "image/", "video/", "application/octet-stream")
+
+
+class RuntimeGraph(DAG):
+    """The graph of one request: shares the orchestrator's graph until something changes it.
+
+    Reading `graph` (or calling a method that mutates it) gives the request its own copy first,
+    so hooks that rewire the pipeline (ChatQnA removes the rerank node when nothing was retrieved)
+    never touch the orchestrator's graph or another request's.
+    """
+
+    def __init__(self, base: Graph | None = None) -> None:
+        self._base: Graph = base if base is not None else OrderedDict()
+        self._own: Graph | None = None
+
+    @property  # type: ignore[override]
+    def graph(self) -> Graph:
+        """This request's graph (copied from the orchestrator's on first access)."""
+        if self._own is None:
+            self._own = OrderedDict((node, set(edges)) for node, edges in self._base.items())
+        return self._own
+
+    @graph.setter
+    def graph(self, value: Graph) -> None:
+        self._own = value
+
+    @property
+    def changed(self) -> bool:
+        """Whether this request has its own copy (it may have changed the topology)."""
+        return self._own is not None
+
+    def _view(self) -> Graph:
+        return self._base if self._own is None else self._own
+
+    def downstream(self, node: str, graph: Graph | None = None) -> list[str]:
+        """Return the direct downstream nodes of `node`, in insertion order."""
+        return super().downstream(node, self._view() if graph is None else graph)
+
+    def predecessors(self, node: str, graph: Graph | None = None) -> list[str]:
+        """Return the direct upstream nodes of `node`, in insertion order."""
+        return super().predecessors(node, self._view() if graph is None else graph)
+
+    def all_leaves(self, graph: Graph | None = None) -> list[str]:
+        """Return the nodes with no downstream, in insertion order."""
+        return super().all_leaves(self._view() if graph is None else graph)
+
+    def ind_nodes(self, graph: Graph | None = None) -> list[str]:
+        """Return the roots, in insertion order."""
+        return super().ind_nodes(self._view() if graph is None else graph)
+
+    def size(self) -> int:
+        """Return the number of nodes."""
+        return len(self._view())
+
+
+@dataclass(slots=True)
+class _Node:
+    """Everything a call to one node needs, computed once per topology."""
+
+    name: str
+    service: "MicroService"
+    is_llm: bool
+    headers: dict[str, str]
+    request_timeout: aiohttp.ClientTimeout
+    stream_timeout: aiohttp.ClientTimeout
+    latency: "Histogram"
+
+
+@dataclass(slots=True)
+class _Plan:
+    roots: tuple[str, ...]
+    children: dict[str, tuple[str, ...]]
+    parents: dict[str, tuple[str, ...]]
+    nodes: dict[str, _Node]
+
+
+class _StreamGuard:
+    """Releases a stream's upstream response and its pending-gauge count exactly once, however it ends."""
+
+    __slots__ = ("_metrics", "_responses", "done", "owns_pending")
+
+    def __init__(self, metrics: OrchestratorMetrics) -> None:
+        self._metrics = metrics
+        self._responses: list[aiohttp.ClientResponse] = []
+        self.done = False
+        self.owns_pending = False
+
+    def track(self, response: aiohttp.ClientResponse) -> None:
+        self._responses.append(response)
+
+    def finish(self) -> None:
+        if self.done:
+            return
+        self.done = True
+        for response in self._responses:
+            response.close()
+        if self.owns_pending:
+            self._metrics.pending_update(False)
+
+
+@dataclass(slots=True)
+class _Run:
+    """One call of `schedule()`."""
+
+    plan: _Plan
+    graph: RuntimeGraph
+    params: LLMParams
+    params_dict: JSON
+    kwargs: dict[str, Any]
+    req_start: float
+    client: UpstreamClient
+    results: dict[str, Any] = field(default_factory=dict)
+    started: set[str] = field(default_factory=set)
+    streams: list[_StreamGuard] = field(default_factory=list)
+
+    def children(self, node: str) -> list[str]:
+        if self.graph.changed:
+            return self.graph.downstream(node)
+        return list(self.plan.children.get(node, ()))
+
+    def parents(self, node: str) -> tuple[str, ...] | list[str]:
+        if self.graph.changed:
+            return self.graph.predecessors(node)
+        return self.plan.parents.get(node, ())
+
+
+def _default_align_generator(self: Any, gen: Any, *args: Any, **kwargs: Any) -> Any:
+    return gen
+
+
+class ServiceOrchestrator(DAG):
+    """Run a DAG of (remote) microservices per request, with OPEA's API and hooks.
+
+    **Parameters:**
+
+    * **timeout** - default `Timeout` (or total seconds) of every node call; a node's own
+      `MicroService(timeout=...)` wins.
+    * **client** - the `UpstreamClient` to call nodes with; default: the process's pooled client.
+
+    Customise it like OPEA: override `align_inputs`, `align_outputs`, `align_generator` (and
+    `process_outputs`) in a subclass, or assign functions to the class attributes.
+    """
+
+    def __init__(self, *, timeout: Timeout | float | None = None, client: UpstreamClient | None = None) -> None:
+        self._plan: _Plan | None = None
+        super().__init__()
+        self.services: dict[str, MicroService] = {}
+        self.metrics = get_metrics()
+        self.timeout = timeout if isinstance(timeout, Timeout) else Timeout(total=timeout) if timeout else Timeout()
+        self._client = client
+
+    # -- building -------------------------------------------------------------------------------
+
+    @property  # type: ignore[override]
+    def graph(self) -> Graph:
+        """The orchestrator's graph: node name → set of downstream node names."""
+        return self._graph
+
+    @graph.setter
+    def graph(self, value: Graph) -> None:
+        self._graph = value
+        self._plan = None
+
+    def add(self, service: "MicroService") -> "ServiceOrchestrator":
+        """Add a service as a node (named `service.name`); chainable. `ConfigurationError` if the name is taken."""
+        if service.name in self.services:
+            raise ConfigurationError(f"Service {service.name} already exists!")
+        self.services[service.name] = service
+        self.add_node_if_not_exists(service.name)
+        return self
+
+    def flow_to(self, from_service: "MicroService", to_service: "MicroService") -> bool:
+        """Connect two added services; return `True`.
+
+        Raises:
+            ConfigurationError: a service was not `add()`ed, or the edge would create a cycle.
+        """
+        for service in (from_service, to_service):
+            if service.name not in self.services:
+                raise ConfigurationError(f"{service.name} is not part of this orchestrator: add() it first")
+        self.add_edge(from_service.name, to_service.name)
+        return True
+
+    def add_node(self, node_name: str, graph: Graph | None = None) -> None:  # noqa: D102
+        super().add_node(node_name, graph)
+        self._plan = None
+
+    def add_node_if_not_exists(self, node_name: str, graph: Graph | None = None) -> None:  # noqa: D102
+        super().add_node_if_not_exists(node_name, graph)
+        self._plan = None
+
+    def delete_node(self, node_name: str, graph: Graph | None = None) -> None:  # noqa: D102
+        super().delete_node(node_name, graph)
+        self._plan = None
+
+    def add_edge(self, ind_node: str, dep_node: str, graph: Graph | None = None) -> None:  # noqa: D102
+        super().add_edge(ind_node, dep_node, graph)
+        self._plan = None
+
+    def delete_edge(self, ind_node: str, dep_node: str, graph: Graph | None = None) -> None:  # noqa: D102
+        super().delete_edge(ind_node, dep_node, graph)
+        self._plan = None
+
+    def _get_plan(self) -> _Plan:
+        plan = self._plan
+        if plan is None:
+            plan = self._plan = self._build_plan()
+        return plan
+
+    def _build_plan(self) -> _Plan:
+        graph = self.graph
+        valid, reason = self.validate()
+        if not valid:
+            raise ConfigurationError(f"the pipeline graph is invalid: {reason}")
+        missing = [n for n in graph if n not in self.services]
+        if missing:
+            raise ConfigurationError(f"nodes without a service: {missing}; use add() to add services")
+        nodes = {}
+        for name, service in self.services.items():
+            timeout = service.timeout or self.timeout
+            headers = {"Content-Type": "application/json"}
+            if service.api_key:
+                headers["Authorization"] = f"Bearer {service.api_key}"
+            nodes[name] = _Node(
+                name=name,
+                service=service,
+                is_llm=service.service_type in (ServiceType.LLM, ServiceType.LVM),
+                headers=headers,
+                request_timeout=timeout.for_request(),
+                stream_timeout=timeout.for_stream(),
+                latency=self.metrics.node_latency.labels(name),
+            )
+        return _Plan(
+            roots=tuple(self.ind_nodes()),
+            children={n: tuple(self.downstream(n)) for n in graph},
+            parents={n: tuple(self.predecessors(n)) for n in graph},
+            nodes=nodes,
+        )
+
+    # -- running --------------------------------------------------------------------------------
+
+    async def schedule(
+        self, initial_inputs: JSON | BaseModel, llm_parameters: LLMParams | None = None, **kwargs: Any
+    ) -> tuple[dict[str, Any], DAG]:
+        """Run the pipeline once; return each node's result (by node name) and the graph that ran.
+
+        `kwargs` reach every hook (ChatQnA passes `retriever_parameters=`, `reranker_parameters=`).
+        A streaming LLM node's result is a `StreamingResponse`.
+
+        Raises:
+            UpstreamError: a node failed (the subclass says how; `.node` says which).
+        """
+        params = llm_parameters if llm_parameters is not None else LLMParams()
+        plan = self._get_plan()
+        run = _Run(
+            plan=plan,
+            graph=RuntimeGraph(self.graph),
+            params=params,
+            params_dict=params.model_dump(),
+            kwargs=kwargs,
+            req_start=time.monotonic(),
+            client=self._client or get_client(),
+        )
+        metrics = self.metrics
+        metrics.pending_update(True)
+        ok = False
+        try:
+            await self._run_roots(run, initial_inputs)
+            ok = True
+        finally:
+            if ok and run.streams:
+                run.streams[0].owns_pending = True  # the stream counts the request out when it ends
+            else:
+                for stream in run.streams:
+                    stream.finish()
+                metrics.pending_update(False)
+                metrics.request_update(run.req_start)
+        if run.graph.changed:
+            self._prune(run)
+        return run.results, run.graph
+
+    async def _run_roots(self, run: _Run, initial_inputs: JSON | BaseModel) -> None:
+        roots = run.plan.roots
+        run.started.update(roots)
+        if len(roots) == 1:
+            await self._walk(run, roots[0], _copy_inputs(initial_inputs))
+        else:
+            await self._fan_out(run, [(root, _copy_inputs(initial_inputs)) for root in roots])
+
+    async def _fan_out(self, run: _Run, work: list[tuple[str, Any]]) -> None:
+        try:
+            async with asyncio.TaskGroup() as group:
+                for node, inputs in work:
+                    group.create_task(self._walk(run, node, inputs))
+        except BaseExceptionGroup as errors:
+            raise _first_error(errors) from None
+
+    async def _walk(self, run: _Run, node: str, inputs: Any) -> None:
+        """Run `node`, then whatever became ready because of it (inline for a chain)."""
+        while True:
+            result, stored_as = await self._call_node(run, node, inputs)
+            run.results[stored_as] = result
+            run.started.add(stored_as)
+            children = self._children_after(run, stored_as, result)
+            ready = [c for c in children if c not in run.started and all(p in run.results for p in run.parents(c))]
+            if not ready:
+                return
+            run.started.update(ready)
+            if len(ready) > 1:
+                await self._fan_out(run, [(c, self.process_outputs(list(run.parents(c)), run.results)) for c in ready])
+                return
+            node = ready[0]
+            inputs = self.process_outputs(list(run.parents(node)), run.results)
+
+    def _children_after(self, run: _Run, node: str, result: Any) -> list[str]:
+        """Children of `node`, minus those its answer's `downstream_black_list` skips."""
+        children = run.children(node)
+        if not isinstance(result, dict):
+            return children
+        patterns = result.get("downstream_black_list")
+        if not patterns:
+            return children
+        for pattern in patterns:
+            for child in list(children):
+                try:
+                    skip = re.search(pattern, child) is not None
+                except re.error:
+                    logger.warning("node %s sent an invalid downstream_black_list pattern %r", node, pattern)
+                    continue
+                if skip:
+                    run.graph.delete_edge(node, child)
+                    children.remove(child)
+            if not children and run.params.stream:
+                # OPEA compat: a short-circuited streaming request is still answered as SSE (UIs expect it)
+                run.results[node] = StreamingResponse(_compat.fake_stream(str(result.get("text", ""))))
+        return children
+
+    def _prune(self, run: _Run) -> None:
+        keep = set(run.plan.roots)
+        for root in run.plan.roots:
+            keep.update(run.graph.all_downstreams(root))
+        for node in list(run.graph.graph):
+            if node not in keep:
+                run.graph.delete_node_if_exists(node)
+
+    async def _call_node(self, run: _Run, name: str, inputs: Any) -> tuple[Any, str]:
+        node = run.plan.nodes[name]
+        if node.is_llm:
+            inputs = _as_dict(inputs)
+            for key, value in run.params_dict.items():
+                if key != "id" and inputs.get(key) != value:
+                    inputs[key] = value
+        inputs = self.align_inputs(inputs, name, run.graph, run.params_dict, **run.kwargs)
+        model = inputs.get("model") if node.service.api_key and isinstance(inputs, dict) else None
+        url = node.service.endpoint_path(model)
+        if node.is_llm and run.params.stream:
+            return await self._open_llm_stream(run, node, url, inputs)
+        data = await self._post(run, node, url, _payload(inputs))
+        return self.align_outputs(data, name, inputs, run.graph, run.params_dict, **run.kwargs), name
+
+    async def _post(self, run: _Run, node: _Node, url: str, payload: Any) -> Any:
+        started = time.monotonic()
+        try:
+            content_type, body = await run.client.post(
+                node.name, url, dumps(payload), headers=node.headers, timeout=node.request_timeout
+            )
+        except UpstreamError as exc:
+            self.metrics.node_errors.labels(node.name, exc.kind).inc()
+            raise
+        finally:
+            node.latency.observe(time.monotonic() - started)
+        if content_type.startswith(_BINARY_TYPES):
+            return body
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError:
+            self.metrics.node_errors.labels(node.name, UpstreamProtocolError.kind).inc()
+            raise UpstreamProtocolError(
+                f"{node.name} answered {content_type or 'no content type'} that is not JSON: {body[:200]!r}",
+                node=node.name,
+                url=url,
+            ) from None
+
+    async def _open_llm_stream(self, run: _Run, node: _Node, url: str, inputs: Any) -> tuple[Any, str]:
+        downstream = run.children(node.name)
+        if len(downstream) > 1:
+            raise ConfigurationError(f"a streaming node can feed one downstream node; {node.name} has {downstream}")
+        started = time.monotonic()
+        try:
+            response = await run.client.open_stream(
+                node.name, url, dumps(_payload(inputs)), headers=node.headers, timeout=node.stream_timeout
+            )
+        except UpstreamError as exc:
+            self.metrics.node_errors.labels(node.name, exc.kind).inc()
+            raise
+        finally:
+            node.latency.observe(time.monotonic() - started)
+        guard = _StreamGuard(self.metrics)
+        guard.track(response)
+        run.streams.append(guard)
+        source: AsyncIterator[Any] = _read_events(response, node.name, url)
+        stored_as = node.name
+        if downstream:
+            stored_as = downstream[0]
+            source = self._through_node(run, run.plan.nodes[stored_as], source)
+        body = self._metered(run, guard, self._align_stream(source, run.kwargs))
+        stream = StreamingResponse(body)
+        weakref.finalize(stream, guard.finish)
+        return stream, stored_as
+
+    async def _through_node(self, run: _Run, node: _Node, source: AsyncIterator[bytes]) -> AsyncIterator[str]:
+        """Feed an LLM stream to the node after it (an output guardrail) sentence by sentence; re-stream its answers."""
+        url = node.service.endpoint_path(None)
+        buffered = ""
+        async for raw in source:
+            text, done = _compat.event_text(raw)
+            buffered += text
+            if buffered and (done or buffered[-1] in _SENTENCE_ENDS):
+                answer = await self._post(run, node, url, {"text": buffered})
+                buffered = ""
+                for token in _compat.split_tokens(_answer_text(answer, node.name, url)):
+                    yield _compat.opea_token_frame(token.replace("\\n", "\n"))
+            if done:
+                yield _compat.DONE_FRAME
+                return
+        if buffered:
+            answer = await self._post(run, node, url, {"text": buffered})
+            for token in _compat.split_tokens(_answer_text(answer, node.name, url)):
+                yield _compat.opea_token_frame(token.replace("\\n", "\n"))
+
+    def _align_stream(self, source: AsyncIterator[Any], kwargs: dict[str, Any]) -> AsyncIterator[Any]:
+        hook = self.align_generator
+        function = getattr(hook, "__func__", hook)
+        if function is _default_align_generator:
+            return source
+        if inspect.isasyncgenfunction(function):
+            result: AsyncIterator[Any] = hook(source, **kwargs)
+            return result
+        return _compat.drive_sync_generator(hook, source, kwargs)
+
+    async def _metered(self, run: _Run, guard: _StreamGuard, source: AsyncIterator[Any]) -> AsyncIterator[Any]:
+        """Count tokens for the latency metrics; turn a failure after the first byte into an SSE error event."""
+        metrics = self.metrics
+        last = run.req_start
+        first = True
+        try:
+            async for chunk in source:
+                now = time.monotonic()
+                (metrics.first_token_latency if first else metrics.inter_token_latency).observe(now - last)
+                last = now
+                first = False
+                yield chunk
+        except UpstreamError as exc:
+            logger.warning("stream from %s failed after it started: %s", exc.node, exc)
+            yield _compat.error_frame(exc.to_dict())
+        except Exception as exc:
+            logger.exception("stream failed after it started")
+            yield _compat.error_frame({"object": "error", "type": "internal_error", "message": type(exc).__name__})
+        finally:
+            guard.finish()
+            metrics.request_update(run.req_start)
+            aclose = getattr(source, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+    # -- OPEA hooks and helpers (override or assign to customise) --------------------------------
+
+    def process_outputs(self, prev_nodes: list[str], result_dict: dict[str, Any]) -> JSON:
+        """Merge the outputs of a node's parents into its inputs (later parents win on equal keys)."""
+        if len(prev_nodes) == 1:
+            only = result_dict[prev_nodes[0]]
+            if isinstance(only, dict):
+                return dict(only)
+        merged: JSON = {}
+        for node in prev_nodes:
+            output = result_dict[node]
+            if not isinstance(output, dict):
+                raise ConfigurationError(
+                    f"node {node} returned {type(output).__name__}, but a downstream node needs a JSON object: "
+                    "convert it in align_outputs()"
+                )
+            merged.update(output)
+        return merged
+
+    def align_inputs(self, inputs: Any, *args: Any, **kwargs: Any) -> Any:
+        """Hook: adapt `inputs` before a node is called.
+
+        Called as `align_inputs(inputs, cur_node, runtime_graph, llm_parameters_dict, **kwargs)`.
+        """
+        return inputs
+
+    def align_outputs(self, data: Any, *args: Any, **kwargs: Any) -> Any:
+        """Hook: adapt a node's answer.
+
+        Called as `align_outputs(data, cur_node, inputs, runtime_graph, llm_parameters_dict, **kwargs)`.
+        """
+        return data
+
+    align_generator = _default_align_generator
+    """Hook: adapt a stream. Called as `align_generator(gen, **kwargs)`; `gen` yields one SSE event (bytes) at
+    a time. Write it as a sync generator (OPEA's way; run without threads) or as an async generator."""
+
+    def get_all_final_outputs(self, result_dict: dict[str, Any], runtime_graph: DAG) -> dict[str, Any]:
+        """Return the results of the leaves of the graph that ran."""
+        return {leaf: result_dict[leaf] for leaf in runtime_graph.all_leaves()}
+
+    def extract_chunk_str(self, chunk_str: str) -> str:
+        """Strip OPEA's `data: b'…'` framing from one frame."""
+        return _compat.extract_chunk_str(chunk_str)
+
+    def token_generator(self, sentence: str, token_start: float, is_first: bool, is_last: bool) -> Iterator[str]:
+        """Re-stream `sentence` as OPEA token frames, recording token latencies."""
+        for token in _compat.split_tokens(sentence):
+            token_start = self.metrics.token_update(token_start, is_first)
+            yield _compat.opea_token_frame(token.replace("\\n", "\n"))
+            is_first = False
+        if is_last:
+            yield _compat.DONE_FRAME
+
+
+def _copy_inputs(inputs: JSON | BaseModel) -> Any:
+    return dict(inputs) if isinstance(inputs, dict) else inputs
+
+
+def _as_dict(inputs: Any) -> JSON:
+    if isinstance(inputs, dict):
+        return inputs
+    if isinstance(inputs, BaseModel):
+        return _payload(inputs)
+    raise ConfigurationError(f"LLM node inputs must be a JSON object, got {type(inputs).__name__}")
+
+
+def _payload(inputs: Any) -> Any:
+    """What goes on the wire: models as dicts without their top-level `None`s (as OPEA sends them)."""
+    if isinstance(inputs, BaseModel):
+        return {k: v for k, v in inputs.model_dump().items() if v is not None}
+    return inputs
+
+
+def _answer_text(answer: Any, node: str, url: str) -> str:
+    if isinstance(answer, Mapping) and isinstance(answer.get("text"), str):
+        return str(answer["text"])
+    raise UpstreamProtocolError(f"{node} must answer a JSON object with a 'text' field", node=node, url=url)
+
+
+async def _read_events(response: aiohttp.ClientResponse, node: str, url: str) -> AsyncIterator[bytes]:
+    """Yield the upstream's SSE events as they complete (raw bytes, framing included)."""
+    splitter = EventSplitter()
+    chunked = response.headers.get("Transfer-Encoding", "").lower() == "chunked"
+    completed = False
+    try:
+        with upstream_errors(node, url):
+            async for chunk, end_of_chunk in response.content.iter_chunks():
+                for event in splitter.feed(chunk, complete=end_of_chunk or not chunked):
+                    yield event
+        completed = True
+        rest = splitter.flush()
+        if rest:
+            yield rest
+    finally:
+        if completed:
+            response.release()  # fully read: the connection goes back to the pool
+        else:
+            response.close()  # abandoned or failed: drop the connection, which stops the upstream
+
+
+def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The first real failure of a task group (siblings were cancelled because of it)."""
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            return _first_error(exc)
+        if not isinstance(exc, asyncio.CancelledError):
+            return exc
+    return group.exceptions[0]

@@ -1,0 +1,35 @@
+"""`BaseDoc`: the pydantic v2 stand-in for docarray's `BaseDoc` (same JSON, no docarray)."""
+
+import os
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = ["BaseDoc", "TopologyInfo"]
+
+
+def _new_id() -> str:
+    return os.urandom(16).hex()
+
+
+class BaseDoc(BaseModel):
+    """A document exchanged between nodes; serialises an auto-generated 32-hex `id`, as docarray does."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True, protected_namespaces=())
+
+    id: str | None = Field(default_factory=_new_id)
+
+    # OPEA compat: pipelines written for docarray call `.dict()` / `.json()`, which pydantic v2 deprecates.
+    def dict(self, **kwargs: Any) -> dict[str, Any]:  # type: ignore[override]  # docarray's signature, no warning
+        """Return the document as a dict (docarray's spelling of `model_dump`)."""
+        return self.model_dump(**kwargs)
+
+    def json(self, **kwargs: Any) -> str:  # type: ignore[override]  # docarray's signature, no warning
+        """Return the document as JSON text (docarray's spelling of `model_dump_json`)."""
+        return self.model_dump_json(**kwargs)
+
+
+class TopologyInfo(BaseModel):
+    """Mixin carrying `downstream_black_list`: regexes of downstream node names this answer must skip."""
+
+    downstream_black_list: list[Any] | None = Field(default_factory=list)

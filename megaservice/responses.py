@@ -1,0 +1,73 @@
+"""`StreamingResponse` that never uses a thread per chunk and stops its source when the client leaves."""
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterable, Mapping
+
+from starlette.background import BackgroundTask
+from starlette.responses import StreamingResponse as _StarletteStreamingResponse
+from starlette.types import Receive, Scope, Send
+
+__all__ = ["StreamingResponse"]
+
+
+class StreamingResponse(_StarletteStreamingResponse):
+    """A Starlette `StreamingResponse` over an async iterable (what OPEA handlers return and check for).
+
+    While it streams, a watcher waits for the client's `http.disconnect`; when it comes, the
+    streaming task is cancelled and the body iterator closed, so the upstream request that feeds
+    it (an LLM generating tokens) is closed too instead of running on for nobody.
+    """
+
+    def __init__(
+        self,
+        content: AsyncIterable[str | bytes],
+        status_code: int = 200,
+        headers: Mapping[str, str] | None = None,
+        media_type: str | None = "text/event-stream",
+        background: BackgroundTask | None = None,
+    ) -> None:
+        super().__init__(content, status_code, headers, media_type, background)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        task = asyncio.current_task()
+        assert task is not None
+        state = {"finished": False, "disconnected": False}
+
+        async def watch() -> None:
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    if not state["finished"]:
+                        state["disconnected"] = True
+                        task.cancel()
+                    return
+
+        watcher = asyncio.get_running_loop().create_task(watch())
+        try:
+            await self._stream(send)
+            state["finished"] = True
+        except asyncio.CancelledError:
+            if not state["disconnected"]:
+                raise
+            task.uncancel()
+        finally:
+            state["finished"] = True
+            watcher.cancel()
+            aclose = getattr(self.body_iterator, "aclose", None)
+            if aclose is not None:
+                with contextlib.suppress(Exception):
+                    await aclose()
+        if self.background is not None and not state["disconnected"]:
+            await self.background()
+
+    async def _stream(self, send: Send) -> None:
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        charset = self.charset
+        async for chunk in self.body_iterator:
+            body = chunk if isinstance(chunk, bytes) else chunk.encode(charset)  # type: ignore[union-attr]
+            await send({"type": "http.response.body", "body": body, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
