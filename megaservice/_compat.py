@@ -11,7 +11,7 @@
 import ast
 import contextvars
 import re
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from typing import Any
 
 import greenlet
@@ -134,7 +134,7 @@ class _PullIterator(Iterator[Any]):
 
 async def drive_sync_generator(
     hook: Callable[..., Any], source: AsyncIterator[Any], kwargs: dict[str, Any]
-) -> AsyncIterator[Any]:
+) -> AsyncGenerator[Any, None]:
     """Run `hook(sync_iterator_over(source), **kwargs)` (a sync generator) without blocking the loop.
 
     The hook runs in a child greenlet; every value it yields is yielded here, every value it pulls

@@ -103,7 +103,10 @@ class UpstreamClient:
         """The underlying session (created on first use, in the running loop)."""
         if self._session is None or self._session.closed:
             connector = aiohttp.TCPConnector(
-                limit=self._limit, keepalive_timeout=self._keepalive_timeout, ttl_dns_cache=300, enable_cleanup_closed=False
+                limit=self._limit,
+                keepalive_timeout=self._keepalive_timeout,
+                ttl_dns_cache=300,
+                enable_cleanup_closed=False,
             )
             self._session = aiohttp.ClientSession(
                 connector=connector, trust_env=False, json_serialize=lambda o: dumps(o).decode(), raise_for_status=False
@@ -125,7 +128,10 @@ class UpstreamClient:
                 data = await response.read()
                 if response.status >= 300:
                     raise UpstreamStatusError(
-                        node=node, url=url, status=response.status, body=data[:_ERROR_BODY_LIMIT].decode(errors="replace")
+                        node=node,
+                        url=url,
+                        status=response.status,
+                        body=data[:_ERROR_BODY_LIMIT].decode(errors="replace"),
                     )
                 return response.content_type, data
 
@@ -146,7 +152,9 @@ class UpstreamClient:
                     data = await response.content.read(_ERROR_BODY_LIMIT)
                 finally:
                     response.close()
-                raise UpstreamStatusError(node=node, url=url, status=response.status, body=data.decode(errors="replace"))
+                raise UpstreamStatusError(
+                    node=node, url=url, status=response.status, body=data.decode(errors="replace")
+                )
             return response
 
     async def aclose(self) -> None:

@@ -15,7 +15,7 @@ _IMAGE_MAX_BYTES = 20 * 1024 * 1024
 
 
 def handle_message(messages: str | Sequence[dict[str, Any]]) -> str | tuple[str, list[str]]:
-    """Return the prompt for `messages` (a string, or OpenAI chat messages), and the images if there are any.
+    r"""Return the prompt for `messages` (a string, or OpenAI chat messages), and the images if there are any.
 
     The system message becomes the first line; every user/assistant message is appended as
     `"{role}: {text}\\n"` (`"{role}:"` when empty). Images in user content parts are returned as base64

@@ -59,7 +59,7 @@ _lock = threading.Lock()
 
 def get_metrics() -> OrchestratorMetrics:
     """Return the process's metrics, creating them on first use."""
-    global _metrics  # noqa: PLW0603
+    global _metrics
     if _metrics is None:
         with _lock:
             if _metrics is None:

@@ -20,9 +20,9 @@ from enum import Enum
 from types import SimpleNamespace
 from typing import Any, TypeVar
 
+import orjson
 import uvicorn
 from fastapi import FastAPI, Request
-import orjson
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
@@ -361,7 +361,7 @@ class MicroService(HTTPService):
         raise NotImplementedError(f"{self.name}: set dynamic_batching_infer to process batches")
 
     async def _dynamic_batch_processor(self) -> None:
-        """Every `dynamic_batching_timeout` seconds, hand each service type's buffered requests to the batch function."""
+        """Every `dynamic_batching_timeout` seconds, hand buffered requests to `dynamic_batching_infer`."""
         while True:
             await asyncio.sleep(self.dynamic_batching_timeout)
             async with self.buffer_lock:
@@ -460,4 +460,3 @@ async def _statistics() -> dict[str, Any]:
 
 async def _metrics() -> Response:
     return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
-

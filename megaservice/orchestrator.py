@@ -53,7 +53,7 @@ __all__ = ["RuntimeGraph", "ServiceOrchestrator"]
 logger = logging.getLogger(__name__)
 
 JSON = dict[str, Any]
-_SENTENCE_ENDS = frozenset(".?!。，！")
+_SENTENCE_ENDS = frozenset(".?!。，！")  # noqa: RUF001  # OPEA's list, CJK punctuation included
 _BINARY_TYPES = ("audio/", "image/", "video/", "application/octet-stream")
 
 
@@ -69,7 +69,7 @@ class RuntimeGraph(DAG):
         self._base: Graph = base if base is not None else OrderedDict()
         self._own: Graph | None = None
 
-    @property  # type: ignore[override]
+    @property
     def graph(self) -> Graph:
         """This request's graph (copied from the orchestrator's on first access)."""
         if self._own is None:
@@ -207,7 +207,7 @@ class ServiceOrchestrator(DAG):
 
     # -- building -------------------------------------------------------------------------------
 
-    @property  # type: ignore[override]
+    @property
     def graph(self) -> Graph:
         """The orchestrator's graph: node name → set of downstream node names."""
         return self._graph
@@ -582,7 +582,7 @@ def _as_dict(inputs: Any) -> JSON:
     if isinstance(inputs, dict):
         return inputs
     if isinstance(inputs, BaseModel):
-        return _payload(inputs)
+        return {k: v for k, v in inputs.model_dump().items() if v is not None}
     raise ConfigurationError(f"LLM node inputs must be a JSON object, got {type(inputs).__name__}")
 
 

@@ -30,6 +30,7 @@ class StreamingResponse(_StarletteStreamingResponse):
         super().__init__(content, status_code, headers, media_type, background)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Stream the body; stop at once (closing the body iterator) if the client disconnects."""
         if scope["type"] != "http":
             await super().__call__(scope, receive, send)
             return

@@ -22,7 +22,7 @@ class Event:
     retry: int | None = None
 
 
-def encode_event(data: str, *, event: str | None = None, id: str | None = None) -> bytes:  # noqa: A002
+def encode_event(data: str, *, event: str | None = None, id: str | None = None) -> bytes:
     """Encode one event; multi-line `data` becomes several `data:` lines, as the spec requires."""
     lines = []
     if event is not None:

@@ -18,7 +18,17 @@ import types
 __all__ = ["install", "uninstall"]
 
 _MODULE_DUNDERS = frozenset(
-    ("__name__", "__doc__", "__file__", "__spec__", "__loader__", "__package__", "__path__", "__builtins__", "__cached__")
+    (
+        "__name__",
+        "__doc__",
+        "__file__",
+        "__spec__",
+        "__loader__",
+        "__package__",
+        "__path__",
+        "__builtins__",
+        "__cached__",
+    )
 )
 _PACKAGES = (
     "comps",
@@ -93,5 +103,7 @@ def uninstall() -> None:
 
     microservice._bind_on_construction = False
     for name in list(sys.modules):
-        if (name == "comps" or name.startswith("comps.")) and getattr(sys.modules[name], "__megaservice_compat__", 0):
+        if (name == "comps" or name.startswith("comps.")) and getattr(
+            sys.modules[name], "__megaservice_compat__", False
+        ):
             del sys.modules[name]

@@ -83,7 +83,7 @@ def opea_telemetry(func: F) -> F:
 class OpeaComponent(ABC):
     """OPEA's base class of a component implementation (a backend of a microservice)."""
 
-    def __init__(self, name: str, type: str, description: str, config: dict[str, Any] | None = None) -> None:  # noqa: A002
+    def __init__(self, name: str, type: str, description: str, config: dict[str, Any] | None = None) -> None:
         self.name = name
         self.type = type
         self.description = description

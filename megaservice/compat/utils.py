@@ -81,14 +81,13 @@ class SafeContextManager:
     def __enter__(self) -> Any:
         return self.resource.__enter__()
 
-    def __exit__(self, *exc: Any) -> bool:
+    def __exit__(self, *exc: Any) -> None:
         try:
             self.resource.__exit__(*exc)
-        except Exception:  # noqa: BLE001  # OPEA's contract: exit errors are reported, not raised
+        except Exception:  # OPEA's contract: exit errors are reported, not raised
             import logging
 
             logging.getLogger(__name__).exception("error while closing %r", self.resource)
-        return False
 
 
 def sanitize_env(value: str | None) -> str | None:
@@ -98,4 +97,3 @@ def sanitize_env(value: str | None) -> str | None:
     if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
         return value[1:-1]
     return value
-

@@ -20,11 +20,11 @@ class BaseDoc(BaseModel):
     id: str | None = Field(default_factory=_new_id)
 
     # OPEA compat: pipelines written for docarray call `.dict()` / `.json()`, which pydantic v2 deprecates.
-    def dict(self, **kwargs: Any) -> dict[str, Any]:  # type: ignore[override]  # docarray's signature, no warning
+    def dict(self, **kwargs: Any) -> dict[str, Any]:  # docarray's spelling, without pydantic's warning
         """Return the document as a dict (docarray's spelling of `model_dump`)."""
         return self.model_dump(**kwargs)
 
-    def json(self, **kwargs: Any) -> str:  # type: ignore[override]  # docarray's signature, no warning
+    def json(self, **kwargs: Any) -> str:  # docarray's spelling, without pydantic's warning
         """Return the document as JSON text (docarray's spelling of `model_dump_json`)."""
         return self.model_dump_json(**kwargs)
 

@@ -289,7 +289,7 @@ class RAGASScores(BaseDoc):
 
     answer_relevancy: float
     faithfulness: float
-    context_recallL: float  # noqa: N815  # OPEA's field name
+    context_recallL: float  # OPEA's field name
     context_precision: float
 
 

@@ -71,6 +71,10 @@ def _now() -> int:
     return int(time.time())
 
 
+def _text_only() -> list[Literal["text", "audio"]]:
+    return ["text"]
+
+
 def _chat_id() -> str:
     return f"chatcmpl-{uuid.uuid4().hex[:22]}"
 
@@ -162,8 +166,8 @@ class TokenCheckResponseItem(BaseModel):
     """Whether one prompt fits its model's context."""
 
     fits: bool
-    tokenCount: int  # noqa: N815  # OPEA's field name
-    contextLength: int  # noqa: N815  # OPEA's field name
+    tokenCount: int  # OPEA's field name
+    contextLength: int  # OPEA's field name
 
 
 class TokenCheckResponse(BaseModel):
@@ -177,7 +181,7 @@ class EmbeddingRequest(BaseModel):
 
     model: str | None = None
     input: EmbeddingInput
-    encoding_format: str | None = Field("float", pattern="^(float|base64)$")
+    encoding_format: str | None = Field(default="float", pattern="^(float|base64)$")
     dimensions: int | None = None
     user: str | None = None
     request_type: Literal["embedding"] = "embedding"
@@ -254,7 +258,7 @@ class ChatCompletionRequest(BaseModel):
 
     messages: Messages
     model: str | None = None
-    modalities: list[Literal["text", "audio"]] = Field(default_factory=lambda: ["text"])
+    modalities: list[Literal["text", "audio"]] = Field(default_factory=_text_only)
     frequency_penalty: float | None = 0.0
     logit_bias: dict[str, float] | None = None
     logprobs: bool | None = False
@@ -291,7 +295,7 @@ class ChatCompletionRequest(BaseModel):
     chat_template_kwargs: dict[str, Any] | None = None
     # embedding
     input: EmbeddingInput | None = None
-    encoding_format: str | None = Field("float", pattern="^(float|base64)$")
+    encoding_format: str | None = Field(default="float", pattern="^(float|base64)$")
     dimensions: int | None = None
     embedding: EmbeddingResponse | list[float] = Field(default_factory=list)
     # retrieval

@@ -38,7 +38,7 @@ async def _read_body(receive: Receive) -> bytes | None:
             return None
         body += message.get("body", b"")
         if not message.get("more_body", False):
-            return body
+            return bytes(body)
 
 
 class FakeService:
@@ -57,6 +57,7 @@ class FakeService:
         self.headers: list[dict[str, str]] = []
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Answer one ASGI call (lifespan, health GET, or a POST handled by `handle`)."""
         if scope["type"] == "lifespan":
             while True:
                 message = await receive()
@@ -118,7 +119,8 @@ class FakeEmbedding(FakeService):
         if "input" in request:
             texts = request["input"] if isinstance(request["input"], list) else [request["input"]]
             data = [
-                {"index": i, "object": "embedding", "embedding": _hash_embedding(t, self.dim)} for i, t in enumerate(texts)
+                {"index": i, "object": "embedding", "embedding": _hash_embedding(t, self.dim)}
+                for i, t in enumerate(texts)
             ]
             await self.send_json(send, {"object": "list", "model": request.get("model"), "data": data, "usage": None})
             return
@@ -199,13 +201,17 @@ class FakeLLM(FakeService):
         self.active = 0
 
     def answer_tokens(self, request: Any) -> list[str]:
-        """The tokens of the answer to `request`."""
+        """The tokens of the answer to `request`: the given tokens, or the first document of a RAG prompt."""
         if self.tokens is not None:
             return self.tokens
         messages = request.get("messages") or [{"content": request.get("prompt", "")}]
         prompt = str(messages[-1].get("content", "")) if isinstance(messages, list) else str(messages)
-        question = prompt.rsplit("Question:", 1)[-1].split("\n")[0].strip(" ?") or "your question"
-        return [f" {w}" for w in f"Here is what the documents say about {question}.".split()]
+        context = prompt.partition("Search results:")[2].strip()
+        if context:
+            answer = "Based on the retrieved documents: " + context.splitlines()[0].strip()
+        else:
+            answer = "I have no documents about that."
+        return [f" {word}" for word in answer.split()]
 
     async def handle(self, request: Any, scope: Scope, receive: Receive, send: Send) -> None:  # noqa: D102
         if self.prefill_delay:

@@ -13,7 +13,7 @@ __all__ = ["client_for"]
 @contextlib.asynccontextmanager
 async def client_for(app: ASGIApp, base_url: str = "http://testserver") -> AsyncIterator[httpx.AsyncClient]:
     """An `httpx.AsyncClient` talking to `app` in process, with its lifespan running."""
-    async with LifespanManager(app) as manager:  # type: ignore[arg-type]
-        transport = httpx.ASGITransport(app=manager.app)  # type: ignore[arg-type]
+    async with LifespanManager(app) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
         async with httpx.AsyncClient(transport=transport, base_url=base_url) as client:
             yield client
