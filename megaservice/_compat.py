@@ -4,13 +4,15 @@
 * The sync `align_generator(gen)` hook: OPEA users write it as a plain generator over a *sync*
   iterator of chunks. We drive it from the async side with a greenlet: the user's generator runs
   in a child greenlet; each time it asks for the next upstream event, it switches back to the event
-  loop's greenlet, which awaits the event and switches in again. No thread, no blocking, two
-  greenlet switches per event (SQLAlchemy's asyncio layer bridges sync code the same way).
+  loop's greenlet, which awaits the event and switches in again. No thread, no blocking; events
+  that arrived together are handed over together, so it is two greenlet switches per network
+  read, not per event (SQLAlchemy's asyncio layer bridges sync code the same way).
 """
 
 import ast
 import contextvars
 import re
+from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from typing import Any
 
@@ -120,47 +122,78 @@ _END = object()
 _FINISHED = object()
 
 
-class _PullIterator(Iterator[Any]):
-    """The sync iterator handed to the user's hook: each `next()` asks the event loop's greenlet."""
+class _Feed:
+    """What the hook's greenlet and the event loop share: input not yet pulled, output not yet sent."""
 
-    __slots__ = ()
+    __slots__ = ("ended", "inbox", "outbox")
+
+    def __init__(self) -> None:
+        self.inbox: deque[Any] = deque()
+        self.outbox: list[Any] = []
+        self.ended = False
+
+
+class _PullIterator(Iterator[Any]):
+    """The sync iterator handed to the user's hook; it asks the event loop only when its batch is used up."""
+
+    __slots__ = ("_feed",)
+
+    def __init__(self, feed: _Feed) -> None:
+        self._feed = feed
 
     def __next__(self) -> Any:
-        item = greenlet.getcurrent().parent.switch(_NEED)
-        if item is _END:
-            raise StopIteration
-        return item
+        feed = self._feed
+        while not feed.inbox:
+            if feed.ended or greenlet.getcurrent().parent.switch(_NEED) is _END:
+                feed.ended = True
+                raise StopIteration
+        return feed.inbox.popleft()
 
 
 async def drive_sync_generator(
-    hook: Callable[..., Any], source: AsyncIterator[Any], kwargs: dict[str, Any]
-) -> AsyncGenerator[Any, None]:
+    hook: Callable[..., Any], source: AsyncIterator[list[Any]], kwargs: dict[str, Any]
+) -> AsyncGenerator[list[Any], None]:
     """Run `hook(sync_iterator_over(source), **kwargs)` (a sync generator) without blocking the loop.
 
-    The hook runs in a child greenlet; every value it yields is yielded here, every value it pulls
-    is awaited from `source` here, in the event loop's own task. If the stream is abandoned, the
-    hook gets `GreenletExit` at its current `next()`, so its `finally` blocks run.
+    `source` yields batches (lists of items that arrived together). The hook runs in a child
+    greenlet and pulls one item at a time; while its batch lasts it runs on without leaving the
+    greenlet, collecting what it yields. When it needs more input, what it yielded so far is
+    yielded here as one batch, and the next batch is awaited from `source` in the event loop's own
+    task. No thread is involved. If the stream is abandoned, the hook gets `GreenletExit` at its
+    current `next()`, so its `finally` blocks run.
     """
+    feed = _Feed()
 
-    def run() -> object:
-        for item in hook(_PullIterator(), **kwargs):
-            greenlet.getcurrent().parent.switch(item)
+    def run(*_: object) -> object:
+        outbox = feed.outbox
+        for item in hook(_PullIterator(feed), **kwargs):
+            outbox.append(item)
         return _FINISHED
 
     child = greenlet.greenlet(run)
     child.gr_context = contextvars.copy_context()
+    value: object = None
     try:
-        value = child.switch()
-        while value is not _FINISHED:
-            if value is _NEED:
-                try:
-                    item = await anext(source)
-                except StopAsyncIteration:
-                    item = _END
-                value = child.switch(item)
+        while True:
+            try:
+                signal = child.switch(value)
+            except Exception:
+                if feed.outbox:  # what the hook yielded before it failed still goes out
+                    yield feed.outbox[:]
+                    feed.outbox.clear()
+                raise
+            if feed.outbox:
+                yield feed.outbox[:]
+                feed.outbox.clear()
+            if signal is _FINISHED:
+                return
+            try:
+                batch = await anext(source)
+            except StopAsyncIteration:
+                value = _END
             else:
-                yield value
-                value = child.switch()
+                feed.inbox.extend(batch)
+                value = None
     finally:
         if not child.dead:
             child.throw(greenlet.GreenletExit)

@@ -26,6 +26,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
+from megaservice._app import ServiceApp
 from megaservice._server import HealthCheckFilter, bind_socket
 from megaservice._version import __version__
 from megaservice.client import Timeout, close_client
@@ -102,27 +103,28 @@ class HTTPService(BaseService):
         self._readiness: list[ReadinessCheck] = []
         self._background: list[asyncio.Task[Any]] = []
         self._started = False
-        self._app = self._create_app()
+        self._app: ServiceApp = self._create_app()
 
     @property
     def app(self) -> FastAPI:
         """The service's FastAPI application."""
         return self._app
 
-    def _create_app(self) -> FastAPI:
-        app = FastAPI(title=self.title, description=self.description, lifespan=self._lifespan)
+    def _create_app(self) -> ServiceApp:
+        app = ServiceApp(title=self.title, description=self.description, lifespan=self._lifespan)
         if self.cors:
             from starlette.middleware.cors import CORSMiddleware
 
             # Unlike OPEA, no credentials with a wildcard origin: browsers would send cookies to anyone.
             app.add_middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["*"], allow_headers=["*"])
         app.add_exception_handler(UpstreamError, _upstream_error_response)  # type: ignore[arg-type]
-        app.add_api_route("/v1/health_check", self._health_check, methods=["GET"], tags=["health"])
-        app.add_api_route("/v1/health", self._health_check, methods=["GET"], tags=["health"])
-        app.add_api_route("/health", _empty_ok, methods=["GET"], tags=["health"])
-        app.add_api_route("/v1/ready", self._readiness_route, methods=["GET"], tags=["health"])
-        app.add_api_route("/v1/statistics", _statistics, methods=["GET"], tags=["health"])
-        app.add_api_route("/metrics", _metrics, methods=["GET"], tags=["health"], include_in_schema=False)
+        app.seal_middleware()
+        app.add_route_fast("/v1/health_check", self._health_check, methods=["GET"], tags=["health"])
+        app.add_route_fast("/v1/health", self._health_check, methods=["GET"], tags=["health"])
+        app.add_route_fast("/health", _empty_ok, methods=["GET"], tags=["health"])
+        app.add_route_fast("/v1/ready", self._readiness_route, methods=["GET"], tags=["health"])
+        app.add_route_fast("/v1/statistics", _statistics, methods=["GET"], tags=["health"])
+        app.add_route_fast("/metrics", _metrics, methods=["GET"], tags=["health"], include_in_schema=False)
         return app
 
     async def _health_check(self) -> dict[str, str]:
@@ -176,7 +178,7 @@ class HTTPService(BaseService):
 
     def add_route(self, endpoint: str, handler: Callable[..., Any], methods: Sequence[str] | None = None) -> None:
         """Add a FastAPI route (the handler may take a `Request` or pydantic bodies and return a response)."""
-        self._app.router.add_api_route(endpoint, handler, methods=list(methods or ["POST"]))
+        self._app.add_route_fast(endpoint, handler, methods=list(methods or ["POST"]))
 
     # -- serving --------------------------------------------------------------------------------
 

@@ -2,13 +2,14 @@
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Mapping
+from typing import Any
 
 from starlette.background import BackgroundTask
 from starlette.responses import StreamingResponse as _StarletteStreamingResponse
 from starlette.types import Receive, Scope, Send
 
-__all__ = ["StreamingResponse"]
+__all__ = ["BatchStreamingResponse", "StreamingResponse"]
 
 
 class StreamingResponse(_StarletteStreamingResponse):
@@ -58,10 +59,7 @@ class StreamingResponse(_StarletteStreamingResponse):
         finally:
             state["finished"] = True
             watcher.cancel()
-            aclose = getattr(self.body_iterator, "aclose", None)
-            if aclose is not None:
-                with contextlib.suppress(Exception):
-                    await aclose()
+            await self._close_source()
         if self.background is not None and not state["disconnected"]:
             await self.background()
 
@@ -72,3 +70,61 @@ class StreamingResponse(_StarletteStreamingResponse):
             body = chunk if isinstance(chunk, bytes) else chunk.encode(charset)  # type: ignore[union-attr]
             await send({"type": "http.response.body", "body": body, "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def _close_source(self) -> None:
+        aclose = getattr(self.body_iterator, "aclose", None)
+        if aclose is not None:
+            with contextlib.suppress(Exception):
+                await aclose()
+
+
+class BatchStreamingResponse(StreamingResponse):
+    """A stream whose source yields *batches*: lists of chunks that became ready together.
+
+    Each batch goes to the client as one write. `body_iterator` still yields one chunk at a time
+    (OPEA code iterates it); if it is consumed or replaced, the response streams from it instead.
+    """
+
+    def __init__(self, batches: AsyncIterator[list[Any]], status_code: int = 200) -> None:
+        self._batches = batches
+        self._items = flatten(batches)
+        super().__init__(self._items, status_code)
+
+    async def _stream(self, send: Send) -> None:
+        if self.body_iterator is not self._items:
+            await super()._stream(send)
+            return
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        async for batch in self._batches:
+            await send({"type": "http.response.body", "body": join(batch), "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def _close_source(self) -> None:
+        await super()._close_source()
+        with contextlib.suppress(Exception):
+            await aclose(self._batches)
+
+
+def join(batch: list[Any]) -> bytes:
+    """One write's worth of bytes from a batch of `str`/`bytes` chunks."""
+    if len(batch) == 1:
+        item = batch[0]
+        return item if isinstance(item, bytes) else str(item).encode()
+    return b"".join(item if isinstance(item, bytes) else str(item).encode() for item in batch)
+
+
+async def flatten(batches: AsyncIterator[list[Any]]) -> AsyncIterator[Any]:
+    """The items of `batches`, one at a time."""
+    try:
+        async for batch in batches:
+            for item in batch:
+                yield item
+    finally:
+        await aclose(batches)
+
+
+async def aclose(iterator: Any) -> None:
+    """Close an async iterator if it can be closed."""
+    close = getattr(iterator, "aclose", None)
+    if close is not None:
+        await close()

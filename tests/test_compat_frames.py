@@ -34,9 +34,9 @@ def test_split_tokens_keeps_surrounding_spaces():
     assert _compat.split_tokens(" OPEA is great. ~~~") == [" OPEA ", "is ", "great. ", "~~~"]
 
 
-async def _source(items):
-    for item in items:
-        yield item
+async def _source(batches):
+    for batch in batches:
+        yield batch
 
 
 @pytest.mark.anyio
@@ -50,9 +50,22 @@ async def test_sync_generator_hook_runs_on_the_event_loop_thread():
             seen_threads.add(threading.get_ident())
             yield item + suffix
 
-    out = [x async for x in _compat.drive_sync_generator(hook, _source(["a", "b"]), {"suffix": "!"})]
-    assert out == ["a!", "b!"]
+    out = [x async for x in _compat.drive_sync_generator(hook, _source([["a"], ["b"]]), {"suffix": "!"})]
+    assert out == [["a!"], ["b!"]]
     assert seen_threads == {threading.get_ident()}
+
+
+@pytest.mark.anyio
+async def test_what_arrived_together_leaves_together():
+    def hook(gen):
+        for item in gen:
+            yield item.upper()
+            if item == "b":
+                yield "extra"
+        yield "end"
+
+    out = [x async for x in _compat.drive_sync_generator(hook, _source([["a", "b"], ["c"], []]), {})]
+    assert out == [["A", "B", "extra"], ["C"], ["end"]]
 
 
 @pytest.mark.anyio
@@ -65,18 +78,33 @@ async def test_abandoning_a_bridged_stream_runs_the_hooks_finally():
         finally:
             closed.append(True)
 
-    stream = _compat.drive_sync_generator(hook, _source(["a", "b", "c"]), {})
-    assert await anext(stream) == "a"
+    stream = _compat.drive_sync_generator(hook, _source([["a"], ["b"], ["c"]]), {})
+    assert await anext(stream) == ["a"]
     await stream.aclose()
     assert closed == [True]
 
 
 @pytest.mark.anyio
-async def test_a_failing_hook_raises_on_the_async_side():
+async def test_a_failing_hook_raises_on_the_async_side_after_what_it_yielded():
     def hook(gen):
-        for _ in gen:
-            raise ValueError("bad hook")
-        yield "unreachable"
+        for item in gen:
+            if item == "bad":
+                raise ValueError("bad hook")
+            yield item
 
+    out = []
     with pytest.raises(ValueError, match="bad hook"):
-        [x async for x in _compat.drive_sync_generator(hook, _source(["a"]), {})]
+        async for batch in _compat.drive_sync_generator(hook, _source([["a", "bad"]]), {}):
+            out.append(batch)  # noqa: PERF401  # kept up to the failure
+    assert out == [["a"]]
+
+
+@pytest.mark.anyio
+async def test_a_hook_that_pulls_after_the_end_keeps_getting_stop_iteration():
+    def hook(gen):
+        yield from gen
+        yield from gen
+        yield "done"
+
+    out = [x async for x in _compat.drive_sync_generator(hook, _source([["a"]]), {})]
+    assert out == [["a"], ["done"]]

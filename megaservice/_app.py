@@ -1,0 +1,184 @@
+"""`ServiceApp`: the FastAPI app of a service, with a direct path for routes that need no FastAPI machinery.
+
+A route whose handler is `async def handler(request: Request)` (or takes nothing) and returns a
+dict, a model or a `Response` needs no dependency solving, no body validation and no response
+model: FastAPI would only wrap it in its middleware stack (errors, telemetry, body limit, CORS,
+exception handlers), each layer wrapping every `send` of a stream. For those routes the app calls
+the handler itself and writes the answer straight to the server, and keeps the behaviour a client
+sees: the same JSON, the app's exception handlers, 500 on a bug.
+
+FastAPI keeps serving everything else, and everything whenever the direct path could differ:
+a request with an `Origin` header (CORS), a middleware the user added, a body size limit, a path
+under a `root_path`. The route is registered with FastAPI too, so it is in the OpenAPI schema.
+"""
+
+import inspect
+import logging
+import typing
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import orjson
+from fastapi import FastAPI
+from fastapi.encoders import jsonable_encoder
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.types import Receive, Scope, Send
+from starlette.websockets import WebSocket
+
+__all__ = ["InvalidJSONBodyError", "ServiceApp"]
+
+logger = logging.getLogger("megaservice.app")
+
+_JSON_HEADER = (b"content-type", b"application/json")
+_ORIGIN = b"origin"
+
+
+class InvalidJSONBodyError(orjson.JSONDecodeError):
+    """The request body is not JSON (a `json.JSONDecodeError`, so handlers that catch that still do)."""
+
+
+class _Request(Request):
+    """Starlette's `Request`, parsing JSON with orjson; a body that is not JSON raises `InvalidJSONBodyError`."""
+
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            body = await self.body()
+            try:
+                self._json = orjson.loads(body)
+            except orjson.JSONDecodeError as exc:
+                raise InvalidJSONBodyError(exc.msg, exc.doc, exc.pos) from None
+        return self._json
+
+
+class _DirectRoute:
+    __slots__ = ("app", "endpoint", "takes_request")
+
+    def __init__(self, app: "ServiceApp", endpoint: Callable[..., Awaitable[Any]], takes_request: bool) -> None:
+        self.app = app
+        self.endpoint = endpoint
+        self.takes_request = takes_request
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scope["app"] = self.app
+        request = _Request(scope, receive, send)
+        try:
+            result = await (self.endpoint(request) if self.takes_request else self.endpoint())
+            if not isinstance(result, Response):
+                body = _dumps(result)
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 200,
+                        "headers": [(b"content-length", str(len(body)).encode()), _JSON_HEADER],
+                    }
+                )
+                await send({"type": "http.response.body", "body": body})
+                return
+        except Exception as exc:  # noqa: BLE001  # the app's handlers decide; an unhandled one is a 500
+            result = await self.app.error_response(request, exc)
+        await result(scope, receive, send)
+
+
+def _dumps(content: Any) -> bytes:
+    """What FastAPI answers for a handler without a response model (`jsonable_encoder`, then JSON), faster."""
+    try:
+        return orjson.dumps(content, option=orjson.OPT_NON_STR_KEYS)
+    except TypeError:
+        return orjson.dumps(jsonable_encoder(content), option=orjson.OPT_NON_STR_KEYS)
+
+
+def _direct_form(endpoint: Callable[..., Any]) -> bool | None:
+    """`True`/`False` (takes the request or nothing) if `endpoint` can take the direct path, else `None`."""
+    if not inspect.iscoroutinefunction(endpoint):
+        return None
+    try:
+        signature = inspect.signature(endpoint)
+        hints = typing.get_type_hints(endpoint)
+    except (TypeError, ValueError, NameError):
+        return None
+    if not _plain_return(hints.get("return", inspect.Signature.empty)):
+        return None
+    params = list(signature.parameters.values())
+    if not params:
+        return False
+    if len(params) > 1 or params[0].default is not inspect.Parameter.empty:
+        return None
+    annotation = hints.get(params[0].name)
+    if not (inspect.isclass(annotation) and issubclass(annotation, Request)):
+        return None
+    if issubclass(annotation, WebSocket) or not issubclass(_Request, annotation):
+        return None
+    return True
+
+
+def _plain_return(annotation: Any) -> bool:
+    """Whether FastAPI would infer no response model from this return annotation (or one that changes nothing)."""
+    if annotation in (inspect.Signature.empty, Any, None, type(None), dict):
+        return True
+    if typing.get_origin(annotation) is dict:
+        return True
+    return inspect.isclass(annotation) and issubclass(annotation, Response)
+
+
+class ServiceApp(FastAPI):
+    """FastAPI, plus the direct path (module docstring) for the routes added with `add_route_fast`."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._direct: dict[tuple[str, str], _DirectRoute] = {}
+        self._own_middleware = 0
+
+    def seal_middleware(self) -> None:
+        """Mark the middleware added so far as the service's own; any added later turns the direct path off."""
+        self._own_middleware = len(self.user_middleware)
+
+    def add_route_fast(self, path: str, endpoint: Callable[..., Any], *, methods: Sequence[str], **kwargs: Any) -> None:
+        """Add a FastAPI route; serve it directly too when its handler allows (module docstring)."""
+        self.add_api_route(path, endpoint, methods=list(methods), **kwargs)
+        if set(kwargs) - {"tags", "include_in_schema"}:
+            return
+        form = _direct_form(endpoint)
+        if form is None:
+            return
+        route = _DirectRoute(self, endpoint, form)
+        for method in methods:
+            self._direct.setdefault((method.upper(), path), route)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve a direct route if the request allows it; everything else goes through FastAPI."""
+        if scope["type"] == "http" and self._direct:
+            route = self._direct.get((scope["method"], scope["path"]))
+            if (
+                route is not None
+                and len(self.user_middleware) == self._own_middleware
+                and self.max_body_size is None
+                and not scope.get("root_path")
+                and not any(name == _ORIGIN for name, _ in scope["headers"])
+            ):
+                await route(scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
+
+    async def error_response(self, request: Request, exc: Exception) -> Response:
+        """The answer FastAPI's middleware would give for `exc` (its exception handlers, or a 500)."""
+        if isinstance(exc, InvalidJSONBodyError):
+            return JSONResponse({"detail": f"request body is not valid JSON: {exc}"}, status_code=400)
+        handler = None
+        if isinstance(exc, HTTPException):
+            handler = self.exception_handlers.get(exc.status_code)
+        if handler is None:
+            for cls in type(exc).__mro__:
+                if cls in self.exception_handlers:
+                    handler = self.exception_handlers[cls]
+                    break
+        if handler is None:
+            handler = self.exception_handlers.get(500)
+        if handler is None:
+            logger.error("Exception in %s %s", request.scope["method"], request.url.path, exc_info=exc)
+            return PlainTextResponse("Internal Server Error", status_code=500)
+        response = handler(request, exc)
+        if inspect.isawaitable(response):
+            response = await response
+        return response
