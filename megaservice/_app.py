@@ -22,7 +22,7 @@ import orjson
 from fastapi import FastAPI
 from fastapi.encoders import jsonable_encoder
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
@@ -40,7 +40,28 @@ class InvalidJSONBodyError(orjson.JSONDecodeError):
 
 
 class _Request(Request):
-    """Starlette's `Request`, parsing JSON with orjson; a body that is not JSON raises `InvalidJSONBodyError`."""
+    """Starlette's `Request`, reading the body without a generator per request and parsing JSON with orjson.
+
+    A body that is not JSON raises `InvalidJSONBodyError`.
+    """
+
+    async def body(self) -> bytes:
+        if not hasattr(self, "_body"):
+            if self._stream_consumed:
+                raise RuntimeError("Stream consumed")
+            self._stream_consumed = True
+            chunks = []
+            while True:
+                message = await self._receive()
+                if message["type"] == "http.request":
+                    chunks.append(message.get("body", b""))
+                    if not message.get("more_body", False):
+                        break
+                elif message["type"] == "http.disconnect":
+                    self._is_disconnected = True
+                    raise ClientDisconnect
+            self._body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        return self._body
 
     async def json(self) -> Any:
         if not hasattr(self, "_json"):

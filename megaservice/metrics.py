@@ -12,25 +12,143 @@ They live in the default registry, are created once per process, and are shared 
 orchestrator (OPEA PR #1301: duplicated time series otherwise).
 """
 
+import bisect
+import math
 import threading
 import time
+from collections.abc import Iterable, Sequence
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import REGISTRY, Counter
+from prometheus_client.metrics_core import GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
 
-__all__ = ["OrchestratorMetrics", "get_metrics"]
+__all__ = ["FastGauge", "FastHistogram", "OrchestratorMetrics", "get_metrics"]
 
+_DEFAULT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
 _NODE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+class _Series:
+    """One histogram series: a count per bucket and a sum (`observe` is a bisect and two additions)."""
+
+    __slots__ = ("_bounds", "counts", "sum")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self._bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.sum = 0.0
+
+    def observe(self, amount: float) -> None:
+        """Record one value."""
+        self.counts[bisect.bisect_left(self._bounds, amount)] += 1
+        self.sum += amount
+
+
+class FastHistogram(Collector):
+    """A Prometheus histogram for the event loop's hot path; same exposition as `prometheus_client.Histogram`.
+
+    `prometheus_client`'s histogram takes a lock and walks its buckets in Python for every value,
+    several microseconds a call; streams observe one value per token. This one records with one
+    `bisect` and two additions, and turns counts into cumulative buckets only when scraped. It is
+    meant to be observed from one thread (the event loop's), as the orchestrator does.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: Sequence[str] = (),
+        buckets: Sequence[float] = _DEFAULT_BUCKETS,
+        registry: "object | None" = REGISTRY,
+    ) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.labelnames = tuple(labelnames)
+        self._bounds = tuple(sorted(float(b) for b in buckets if b != math.inf))
+        self._series: dict[tuple[str, ...], _Series] = {}
+        self._lock = threading.Lock()
+        if registry is not None:
+            registry.register(self)  # type: ignore[attr-defined]
+
+    def labels(self, *values: str) -> _Series:
+        """The series of one label combination (look it up once, keep it)."""
+        if len(values) != len(self.labelnames):
+            raise ValueError(f"{self.name} takes labels {self.labelnames}, got {values}")
+        key = tuple(str(v) for v in values)
+        series = self._series.get(key)
+        if series is None:
+            with self._lock:
+                series = self._series.setdefault(key, _Series(self._bounds))
+        return series
+
+    def observe(self, amount: float) -> None:
+        """Record one value (a histogram without labels)."""
+        series = self._series.get(())
+        if series is None:
+            series = self.labels()
+        series.observe(amount)
+
+    def describe(self) -> Iterable[Metric]:
+        """The metric without samples (lets the registry catch duplicate names)."""
+        return [HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)]
+
+    def collect(self) -> Iterable[Metric]:
+        """The current values, as Prometheus reads them."""
+        family = HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        series_list = list(self._series.items()) if self.labelnames else [((), self.labels())]
+        for key, series in series_list:
+            counts = list(series.counts)
+            cumulative = 0
+            buckets = []
+            for bound, count in zip((*self._bounds, math.inf), counts, strict=True):
+                cumulative += count
+                buckets.append((_bound_text(bound), cumulative))
+            family.add_metric(list(key), buckets, series.sum)
+        return [family]
+
+
+class FastGauge(Collector):
+    """A Prometheus gauge without a lock per update, for the event loop's hot path."""
+
+    def __init__(self, name: str, documentation: str, registry: "object | None" = REGISTRY) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.value = 0.0
+        if registry is not None:
+            registry.register(self)  # type: ignore[attr-defined]
+
+    def inc(self, amount: float = 1.0) -> None:
+        """Add `amount`."""
+        self.value += amount
+
+    def dec(self, amount: float = 1.0) -> None:
+        """Subtract `amount`."""
+        self.value -= amount
+
+    def describe(self) -> Iterable[Metric]:
+        """The metric without samples."""
+        return [GaugeMetricFamily(self.name, self.documentation)]
+
+    def collect(self) -> Iterable[Metric]:
+        """The current value."""
+        return [GaugeMetricFamily(self.name, self.documentation, value=self.value)]
+
+
+def _bound_text(bound: float) -> str:
+    if bound == math.inf:
+        return "+Inf"
+    return repr(float(bound))
 
 
 class OrchestratorMetrics:
     """The megaservice's series, with OPEA's `OrchestratorMetrics` update methods."""
 
     def __init__(self) -> None:
-        self.first_token_latency = Histogram("megaservice_first_token_latency", "First token latency (histogram)")
-        self.inter_token_latency = Histogram("megaservice_inter_token_latency", "Inter-token latency (histogram)")
-        self.request_latency = Histogram("megaservice_request_latency", "Whole request/reply latency (histogram)")
-        self.request_pending = Gauge("megaservice_request_pending", "Count of currently pending requests (gauge)")
-        self.node_latency = Histogram(
+        self.first_token_latency = FastHistogram("megaservice_first_token_latency", "First token latency (histogram)")
+        self.inter_token_latency = FastHistogram("megaservice_inter_token_latency", "Inter-token latency (histogram)")
+        self.request_latency = FastHistogram("megaservice_request_latency", "Whole request/reply latency (histogram)")
+        self.request_pending = FastGauge("megaservice_request_pending", "Count of currently pending requests (gauge)")
+        self.node_latency = FastHistogram(
             "pipeline_node_latency_seconds", "Latency of one call to a pipeline node", ["node"], buckets=_NODE_BUCKETS
         )
         self.node_errors = Counter("pipeline_node_errors", "Failed calls to a pipeline node", ["node", "kind"])

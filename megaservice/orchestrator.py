@@ -44,8 +44,7 @@ from megaservice.responses import BatchStreamingResponse, StreamingResponse, acl
 from megaservice.sse import EventSplitter
 
 if TYPE_CHECKING:
-    from prometheus_client.metrics import Histogram
-
+    from megaservice.metrics import _Series
     from megaservice.microservice import MicroService
 
 __all__ = ["RuntimeGraph", "ServiceOrchestrator"]
@@ -118,10 +117,12 @@ class _Node:
     name: str
     service: "MicroService"
     is_llm: bool
+    url: str | None
+    """The node's URL, when it does not depend on the request (no `api_key` base URL, no custom `endpoint_path`)."""
     headers: dict[str, str]
     request_timeout: aiohttp.ClientTimeout
     stream_timeout: aiohttp.ClientTimeout
-    latency: "Histogram"
+    latency: "_Series"
 
 
 @dataclass(slots=True)
@@ -283,6 +284,7 @@ class ServiceOrchestrator(DAG):
                 name=name,
                 service=service,
                 is_llm=service.service_type in (ServiceType.LLM, ServiceType.LVM),
+                url=_fixed_url(service),
                 headers=headers,
                 request_timeout=timeout.for_request(),
                 stream_timeout=timeout.for_stream(),
@@ -409,8 +411,10 @@ class ServiceOrchestrator(DAG):
                 if key != "id" and inputs.get(key) != value:
                     inputs[key] = value
         inputs = self.align_inputs(inputs, name, run.graph, run.params_dict, **run.kwargs)
-        model = inputs.get("model") if node.service.api_key and isinstance(inputs, dict) else None
-        url = node.service.endpoint_path(model)
+        url = node.url
+        if url is None:
+            model = inputs.get("model") if node.service.api_key and isinstance(inputs, dict) else None
+            url = node.service.endpoint_path(model)
         if node.is_llm and run.params.stream:
             return await self._open_llm_stream(run, node, url, inputs)
         data = await self._post(run, node, url, _payload(inputs))
@@ -592,6 +596,14 @@ class ServiceOrchestrator(DAG):
             is_first = False
         if is_last:
             yield _compat.DONE_FRAME
+
+
+def _fixed_url(service: "MicroService") -> str | None:
+    from megaservice.microservice import MicroService  # microservice imports this module
+
+    if service.api_key or type(service).endpoint_path is not MicroService.endpoint_path:
+        return None
+    return service.endpoint_path(None)
 
 
 def _sentences(text: str) -> tuple[list[str], str]:
