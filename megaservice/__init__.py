@@ -1,66 +1,152 @@
-"""Run GenAI pipelines as HTTP microservices and orchestrate them as a DAG, with OPEA's API."""
+"""Run GenAI pipelines as HTTP microservices and orchestrate them as a DAG, with OPEA's API.
+
+The public names are imported on first use (PEP 562), so `import megaservice` stays cheap and a
+process only pays for what it uses (a component service never imports the orchestrator's client).
+"""
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from megaservice._version import __version__
-from megaservice.client import Timeout, UpstreamClient
-from megaservice.constants import MegaServiceEndpoint, MicroServiceEndpoint, ServiceRoleType, ServiceType
-from megaservice.dag import DAG
-from megaservice.exceptions import (
-    ConfigurationError,
-    MegaserviceError,
-    MissingDependencyError,
-    UpstreamConnectError,
-    UpstreamError,
-    UpstreamProtocolError,
-    UpstreamStatusError,
-    UpstreamTimeout,
-)
-from megaservice.microservice import BaseService, HTTPService, MicroService, opea_microservices, register_microservice
-from megaservice.orchestrator import RuntimeGraph, ServiceOrchestrator
-from megaservice.protocol import (
-    Audio2text,
-    Audio2TextDoc,
-    Base64ByteStrDoc,
-    BaseDoc,
-    ChatCompletionRequest,
-    ChatCompletionResponse,
-    DocPath,
-    DocSumDoc,
-    EmbedDoc,
-    EmbedMultimodalDoc,
-    FactualityDoc,
-    GeneratedDoc,
-    GraphDoc,
-    ImageDoc,
-    ImagePath,
-    ImagesPath,
-    LLMParams,
-    LLMParamsDoc,
-    LVMDoc,
-    LVMSearchedMultimodalDoc,
-    LVMVideoDoc,
-    MetadataTextDoc,
-    MultimodalDoc,
-    PIIRequestDoc,
-    PIIResponseDoc,
-    PromptTemplateInput,
-    RAGASParams,
-    RAGASScores,
-    RerankedDoc,
-    RerankerParms,
-    RetrieverParms,
-    ScoreDoc,
-    SDImg2ImgInputs,
-    SDInputs,
-    SDOutputs,
-    SearchedDoc,
-    SearchedMultimodalDoc,
-    TextDoc,
-    TextImageDoc,
-    TranslationInput,
-    VideoPath,
-)
-from megaservice.responses import StreamingResponse
-from megaservice.statistics import BaseStatistics, register_statistics, statistics_dict
+
+if TYPE_CHECKING:
+    from megaservice.client import Timeout, UpstreamClient
+    from megaservice.constants import MegaServiceEndpoint, MicroServiceEndpoint, ServiceRoleType, ServiceType
+    from megaservice.dag import DAG
+    from megaservice.exceptions import (
+        ConfigurationError,
+        MegaserviceError,
+        MissingDependencyError,
+        UpstreamConnectError,
+        UpstreamError,
+        UpstreamProtocolError,
+        UpstreamStatusError,
+        UpstreamTimeout,
+    )
+    from megaservice.microservice import (
+        BaseService,
+        HTTPService,
+        MicroService,
+        opea_microservices,
+        register_microservice,
+    )
+    from megaservice.orchestrator import RuntimeGraph, ServiceOrchestrator
+    from megaservice.protocol import (
+        Audio2text,
+        Audio2TextDoc,
+        Base64ByteStrDoc,
+        BaseDoc,
+        ChatCompletionRequest,
+        ChatCompletionResponse,
+        DocPath,
+        DocSumDoc,
+        EmbedDoc,
+        EmbedMultimodalDoc,
+        FactualityDoc,
+        GeneratedDoc,
+        GraphDoc,
+        ImageDoc,
+        ImagePath,
+        ImagesPath,
+        LLMParams,
+        LLMParamsDoc,
+        LVMDoc,
+        LVMSearchedMultimodalDoc,
+        LVMVideoDoc,
+        MetadataTextDoc,
+        MultimodalDoc,
+        PIIRequestDoc,
+        PIIResponseDoc,
+        PromptTemplateInput,
+        RAGASParams,
+        RAGASScores,
+        RerankedDoc,
+        RerankerParms,
+        RetrieverParms,
+        ScoreDoc,
+        SDImg2ImgInputs,
+        SDInputs,
+        SDOutputs,
+        SearchedDoc,
+        SearchedMultimodalDoc,
+        TextDoc,
+        TextImageDoc,
+        TranslationInput,
+        VideoPath,
+    )
+    from megaservice.responses import StreamingResponse
+    from megaservice.statistics import BaseStatistics, register_statistics, statistics_dict
+
+_EXPORTS: dict[str, str] = {
+    "Audio2text": "megaservice.protocol",
+    "Audio2TextDoc": "megaservice.protocol",
+    "Base64ByteStrDoc": "megaservice.protocol",
+    "BaseDoc": "megaservice.protocol",
+    "BaseService": "megaservice.microservice",
+    "BaseStatistics": "megaservice.statistics",
+    "ChatCompletionRequest": "megaservice.protocol",
+    "ChatCompletionResponse": "megaservice.protocol",
+    "ConfigurationError": "megaservice.exceptions",
+    "DAG": "megaservice.dag",
+    "DocPath": "megaservice.protocol",
+    "DocSumDoc": "megaservice.protocol",
+    "EmbedDoc": "megaservice.protocol",
+    "EmbedMultimodalDoc": "megaservice.protocol",
+    "FactualityDoc": "megaservice.protocol",
+    "GeneratedDoc": "megaservice.protocol",
+    "GraphDoc": "megaservice.protocol",
+    "HTTPService": "megaservice.microservice",
+    "ImageDoc": "megaservice.protocol",
+    "ImagePath": "megaservice.protocol",
+    "ImagesPath": "megaservice.protocol",
+    "LLMParams": "megaservice.protocol",
+    "LLMParamsDoc": "megaservice.protocol",
+    "LVMDoc": "megaservice.protocol",
+    "LVMSearchedMultimodalDoc": "megaservice.protocol",
+    "LVMVideoDoc": "megaservice.protocol",
+    "MegaServiceEndpoint": "megaservice.constants",
+    "MegaserviceError": "megaservice.exceptions",
+    "MetadataTextDoc": "megaservice.protocol",
+    "MicroService": "megaservice.microservice",
+    "MicroServiceEndpoint": "megaservice.constants",
+    "MissingDependencyError": "megaservice.exceptions",
+    "MultimodalDoc": "megaservice.protocol",
+    "opea_microservices": "megaservice.microservice",
+    "PIIRequestDoc": "megaservice.protocol",
+    "PIIResponseDoc": "megaservice.protocol",
+    "PromptTemplateInput": "megaservice.protocol",
+    "RAGASParams": "megaservice.protocol",
+    "RAGASScores": "megaservice.protocol",
+    "register_microservice": "megaservice.microservice",
+    "register_statistics": "megaservice.statistics",
+    "RerankedDoc": "megaservice.protocol",
+    "RerankerParms": "megaservice.protocol",
+    "RetrieverParms": "megaservice.protocol",
+    "RuntimeGraph": "megaservice.orchestrator",
+    "ScoreDoc": "megaservice.protocol",
+    "SDImg2ImgInputs": "megaservice.protocol",
+    "SDInputs": "megaservice.protocol",
+    "SDOutputs": "megaservice.protocol",
+    "SearchedDoc": "megaservice.protocol",
+    "SearchedMultimodalDoc": "megaservice.protocol",
+    "ServiceOrchestrator": "megaservice.orchestrator",
+    "ServiceRoleType": "megaservice.constants",
+    "ServiceType": "megaservice.constants",
+    "statistics_dict": "megaservice.statistics",
+    "StreamingResponse": "megaservice.responses",
+    "TextDoc": "megaservice.protocol",
+    "TextImageDoc": "megaservice.protocol",
+    "Timeout": "megaservice.client",
+    "TranslationInput": "megaservice.protocol",
+    "UpstreamClient": "megaservice.client",
+    "UpstreamConnectError": "megaservice.exceptions",
+    "UpstreamError": "megaservice.exceptions",
+    "UpstreamProtocolError": "megaservice.exceptions",
+    "UpstreamStatusError": "megaservice.exceptions",
+    "UpstreamTimeout": "megaservice.exceptions",
+    "VideoPath": "megaservice.protocol",
+}
+
 
 __all__ = [
     "DAG",
@@ -132,3 +218,16 @@ __all__ = [
     "register_statistics",
     "statistics_dict",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'megaservice' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(__all__) | {"__version__"})
