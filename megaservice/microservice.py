@@ -32,7 +32,7 @@ from megaservice._version import __version__
 from megaservice.client import Timeout, close_client
 from megaservice.constants import MCPFuncType, ServiceRoleType, ServiceType
 from megaservice.exceptions import ConfigurationError, UpstreamError
-from megaservice.protocol import TextDoc
+from megaservice.protocol.docs import TextDoc
 from megaservice.statistics import collect_all_statistics
 
 __all__ = ["BaseService", "HTTPService", "MicroService", "opea_microservices", "register_microservice"]
@@ -183,7 +183,8 @@ class HTTPService(BaseService):
     # -- serving --------------------------------------------------------------------------------
 
     def _uvicorn_config(self) -> uvicorn.Config:
-        options: dict[str, Any] = {"log_level": "info", "timeout_graceful_shutdown": 5}
+        # No websockets route in a service: `ws="none"` spares importing a websockets implementation.
+        options: dict[str, Any] = {"log_level": "info", "timeout_graceful_shutdown": 5, "ws": "none"}
         options.update(self.uvicorn_kwargs)
         return uvicorn.Config(self._app, host=self.host_address, port=self.primary_port, **options)
 

@@ -39,7 +39,7 @@ from megaservice.constants import ServiceType
 from megaservice.dag import DAG, Graph
 from megaservice.exceptions import ConfigurationError, UpstreamError, UpstreamProtocolError
 from megaservice.metrics import OrchestratorMetrics, get_metrics
-from megaservice.protocol import LLMParams
+from megaservice.protocol.docs import LLMParams
 from megaservice.responses import BatchStreamingResponse, StreamingResponse, aclose, flatten
 from megaservice.sse import EventSplitter
 

@@ -1,16 +1,126 @@
-"""Wire models: OPEA's docarray-shaped documents and its OpenAI-style API models, on plain pydantic v2."""
+"""Wire models: OPEA's docarray-shaped documents and its OpenAI-style API models, on plain pydantic v2.
 
-from megaservice.protocol import docs, openai
-from megaservice.protocol.base import BaseDoc, TopologyInfo
-from megaservice.protocol.docs import *  # noqa: F403
-from megaservice.protocol.guardrails import LLMGuardInputGuardrailParams, LLMGuardOutputGuardrailParams
-from megaservice.protocol.openai import *  # noqa: F403
+    base        BaseDoc (auto `id`), TopologyInfo
+    docs        TextDoc, EmbedDoc, SearchedDoc, LLMParams, ... (`comps.cores.proto.docarray`)
+    openai      ChatCompletionRequest/Response, EmbeddingRequest, ... (`comps.cores.proto.api_protocol`)
+    guardrails  LLM-Guard scanner settings
 
-__all__ = [
-    "BaseDoc",
-    "LLMGuardInputGuardrailParams",
-    "LLMGuardOutputGuardrailParams",
-    "TopologyInfo",
-    *docs.__all__,
-    *openai.__all__,
-]
+Each submodule is imported on first use of one of its names.
+"""
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from megaservice.protocol.base import BaseDoc as BaseDoc, TopologyInfo as TopologyInfo
+    from megaservice.protocol.docs import *  # noqa: F403
+    from megaservice.protocol.guardrails import (
+        LLMGuardInputGuardrailParams as LLMGuardInputGuardrailParams,
+        LLMGuardOutputGuardrailParams as LLMGuardOutputGuardrailParams,
+    )
+    from megaservice.protocol.openai import *  # noqa: F403
+
+_EXPORTS: dict[str, str] = {
+    "BaseDoc": "megaservice.protocol.base",
+    "TopologyInfo": "megaservice.protocol.base",
+    "Audio2TextDoc": "megaservice.protocol.docs",
+    "Audio2text": "megaservice.protocol.docs",
+    "Base64ByteStrDoc": "megaservice.protocol.docs",
+    "DocPath": "megaservice.protocol.docs",
+    "DocSumDoc": "megaservice.protocol.docs",
+    "EmbedDoc": "megaservice.protocol.docs",
+    "EmbedMultimodalDoc": "megaservice.protocol.docs",
+    "FactualityDoc": "megaservice.protocol.docs",
+    "GeneratedDoc": "megaservice.protocol.docs",
+    "GraphDoc": "megaservice.protocol.docs",
+    "ImageDoc": "megaservice.protocol.docs",
+    "ImagePath": "megaservice.protocol.docs",
+    "ImagesPath": "megaservice.protocol.docs",
+    "LLMParams": "megaservice.protocol.docs",
+    "LLMParamsDoc": "megaservice.protocol.docs",
+    "LVMDoc": "megaservice.protocol.docs",
+    "LVMSearchedMultimodalDoc": "megaservice.protocol.docs",
+    "LVMVideoDoc": "megaservice.protocol.docs",
+    "MetadataTextDoc": "megaservice.protocol.docs",
+    "MultimodalDoc": "megaservice.protocol.docs",
+    "PIIRequestDoc": "megaservice.protocol.docs",
+    "PIIResponseDoc": "megaservice.protocol.docs",
+    "PrevQuestionDetails": "megaservice.protocol.docs",
+    "PromptTemplateInput": "megaservice.protocol.docs",
+    "RAGASParams": "megaservice.protocol.docs",
+    "RAGASScores": "megaservice.protocol.docs",
+    "RerankedDoc": "megaservice.protocol.docs",
+    "RerankerParms": "megaservice.protocol.docs",
+    "RetrieverParms": "megaservice.protocol.docs",
+    "SDImg2ImgInputs": "megaservice.protocol.docs",
+    "SDInputs": "megaservice.protocol.docs",
+    "SDOutputs": "megaservice.protocol.docs",
+    "ScoreDoc": "megaservice.protocol.docs",
+    "SearchedDoc": "megaservice.protocol.docs",
+    "SearchedMultimodalDoc": "megaservice.protocol.docs",
+    "TextDoc": "megaservice.protocol.docs",
+    "TextImageDoc": "megaservice.protocol.docs",
+    "TranslationInput": "megaservice.protocol.docs",
+    "VideoPath": "megaservice.protocol.docs",
+    "ALLOWED_CHATCOMPLETION_ARGS": "megaservice.protocol.openai",
+    "ALLOWED_COMPLETION_ARGS": "megaservice.protocol.openai",
+    "ApiErrorCode": "megaservice.protocol.openai",
+    "AudioChatCompletionRequest": "megaservice.protocol.openai",
+    "AudioSpeechRequest": "megaservice.protocol.openai",
+    "AudioTranscriptionResponse": "megaservice.protocol.openai",
+    "ChatCompletionNamedFunction": "megaservice.protocol.openai",
+    "ChatCompletionNamedToolChoiceParam": "megaservice.protocol.openai",
+    "ChatCompletionRequest": "megaservice.protocol.openai",
+    "ChatCompletionResponse": "megaservice.protocol.openai",
+    "ChatCompletionResponseChoice": "megaservice.protocol.openai",
+    "ChatCompletionResponseStreamChoice": "megaservice.protocol.openai",
+    "ChatCompletionStreamResponse": "megaservice.protocol.openai",
+    "ChatCompletionToolsParam": "megaservice.protocol.openai",
+    "ChatMessage": "megaservice.protocol.openai",
+    "CompletionRequest": "megaservice.protocol.openai",
+    "CompletionResponse": "megaservice.protocol.openai",
+    "CompletionResponseChoice": "megaservice.protocol.openai",
+    "CompletionResponseStreamChoice": "megaservice.protocol.openai",
+    "CompletionStreamResponse": "megaservice.protocol.openai",
+    "DeltaMessage": "megaservice.protocol.openai",
+    "DocSumChatCompletionRequest": "megaservice.protocol.openai",
+    "EmbeddingRequest": "megaservice.protocol.openai",
+    "EmbeddingResponse": "megaservice.protocol.openai",
+    "EmbeddingResponseData": "megaservice.protocol.openai",
+    "ErrorResponse": "megaservice.protocol.openai",
+    "FunctionDefinition": "megaservice.protocol.openai",
+    "RerankingRequest": "megaservice.protocol.openai",
+    "RerankingResponse": "megaservice.protocol.openai",
+    "RerankingResponseData": "megaservice.protocol.openai",
+    "ResponseFormat": "megaservice.protocol.openai",
+    "RetrievalRequest": "megaservice.protocol.openai",
+    "RetrievalResponse": "megaservice.protocol.openai",
+    "RetrievalResponseData": "megaservice.protocol.openai",
+    "RouteEndpointDoc": "megaservice.protocol.openai",
+    "ServiceCard": "megaservice.protocol.openai",
+    "ServiceList": "megaservice.protocol.openai",
+    "StreamOptions": "megaservice.protocol.openai",
+    "TokenCheckRequest": "megaservice.protocol.openai",
+    "TokenCheckRequestItem": "megaservice.protocol.openai",
+    "TokenCheckResponse": "megaservice.protocol.openai",
+    "TokenCheckResponseItem": "megaservice.protocol.openai",
+    "UsageInfo": "megaservice.protocol.openai",
+    "create_error_response": "megaservice.protocol.openai",
+    "LLMGuardInputGuardrailParams": "megaservice.protocol.guardrails",
+    "LLMGuardOutputGuardrailParams": "megaservice.protocol.guardrails",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'megaservice.protocol' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
