@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from megaservice.dag import DAG
     from megaservice.exceptions import (
         ConfigurationError,
+        InputError,
         MegaserviceError,
         MissingDependencyError,
         UpstreamConnectError,
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
         UpstreamProtocolError,
         UpstreamStatusError,
         UpstreamTimeout,
+        UpstreamUnavailable,
     )
     from megaservice.microservice import (
         BaseService,
@@ -144,6 +146,8 @@ _EXPORTS: dict[str, str] = {
     "UpstreamProtocolError": "megaservice.exceptions",
     "UpstreamStatusError": "megaservice.exceptions",
     "UpstreamTimeout": "megaservice.exceptions",
+    "UpstreamUnavailable": "megaservice.exceptions",
+    "InputError": "megaservice.exceptions",
     "VideoPath": "megaservice.protocol",
 }
 
@@ -170,6 +174,7 @@ __all__ = [
     "ImageDoc",
     "ImagePath",
     "ImagesPath",
+    "InputError",
     "LLMParams",
     "LLMParamsDoc",
     "LVMDoc",
@@ -211,6 +216,7 @@ __all__ = [
     "UpstreamProtocolError",
     "UpstreamStatusError",
     "UpstreamTimeout",
+    "UpstreamUnavailable",
     "VideoPath",
     "__version__",
     "opea_microservices",

@@ -3,18 +3,22 @@
     MegaserviceError
     ├── ConfigurationError        the service or the DAG was assembled wrong (raised at build/start time)
     ├── MissingDependencyError    an optional extra is not installed
+    ├── InputError                the client sent something unacceptable (.status_code)   → 400/413
     └── UpstreamError             a call to a node of the pipeline failed (.node, .url)   → 502
         ├── UpstreamConnectError  the node could not be reached                            → 502
         ├── UpstreamTimeout       the node did not answer in time                          → 504
         ├── UpstreamStatusError   the node answered a non-2xx status (.status_code, .body) → 502
-        └── UpstreamProtocolError the node answered, but not with valid JSON / SSE         → 502
+        ├── UpstreamProtocolError the node answered, but not with valid JSON / SSE         → 502
+        └── UpstreamUnavailable   the node's circuit breaker is open: not even tried      → 503
 
-Every `MicroService` app installs one exception handler that turns an `UpstreamError` into that
-status with a JSON body naming the node; anything else is a bug and becomes a logged 500.
+Every `MicroService` app installs exception handlers that turn an `UpstreamError` into that
+status with a JSON body naming the node, and an `InputError` into its 4xx with a JSON `detail`;
+anything else is a bug and becomes a logged 500.
 """
 
 __all__ = [
     "ConfigurationError",
+    "InputError",
     "MegaserviceError",
     "MissingDependencyError",
     "UpstreamConnectError",
@@ -22,6 +26,7 @@ __all__ = [
     "UpstreamProtocolError",
     "UpstreamStatusError",
     "UpstreamTimeout",
+    "UpstreamUnavailable",
 ]
 
 
@@ -41,6 +46,14 @@ class MissingDependencyError(MegaserviceError, ImportError):
         super().__init__(f"{package} is not installed: {hint}")
         self.package = package
         self.extra = extra
+
+
+class InputError(MegaserviceError, ValueError):
+    """The client's input was refused; answered with `status_code` and the message as `detail`."""
+
+    def __init__(self, message: str, *, status_code: int = 400) -> None:
+        super().__init__(message)
+        self.status_code = status_code
 
 
 class UpstreamError(MegaserviceError):
@@ -93,3 +106,10 @@ class UpstreamProtocolError(UpstreamError):
     """The node answered 2xx, but its body was not what the protocol requires (bad JSON, bad SSE)."""
 
     kind = "upstream_protocol"
+
+
+class UpstreamUnavailable(UpstreamError):
+    """The node failed too often lately; its circuit breaker refuses calls until it may have recovered."""
+
+    kind = "upstream_unavailable"
+    status_code = 503

@@ -48,11 +48,13 @@ class FakeService:
 
     * **status** - HTTP status of every answer (default 200).
     * **delay** - seconds to wait before answering.
+    * **record** - keep every request in `requests`/`headers` (turn off for long runs: benchmarks).
     """
 
-    def __init__(self, *, status: int = 200, delay: float = 0.0) -> None:
+    def __init__(self, *, status: int = 200, delay: float = 0.0, record: bool = True) -> None:
         self.status = status
         self.delay = delay
+        self.record = record
         self.requests: list[Any] = []
         self.headers: list[dict[str, str]] = []
 
@@ -73,8 +75,9 @@ class FakeService:
         if body is None:
             return
         request = orjson.loads(body) if body else None
-        self.requests.append(request)
-        self.headers.append({k.decode(): v.decode() for k, v in scope["headers"]})
+        if self.record:
+            self.requests.append(request)
+            self.headers.append({k.decode(): v.decode() for k, v in scope["headers"]})
         if self.delay:
             await asyncio.sleep(self.delay)
         if self.status >= 300:

@@ -1,0 +1,105 @@
+"""Guards for services that accept uploads and URLs (dataprep and the like).
+
+    safe_path(directory, filename)     a path inside `directory`, whatever the client sent
+    read_upload(upload, max_bytes)     an upload's bytes, refused past `max_bytes`
+    check_url(url, allow_private=...)  an http(s) URL whose host does not resolve to a private address
+
+Each refusal raises `InputError` (an HTTP 400/413 with a message saying what was wrong).
+"""
+
+import asyncio
+import ipaddress
+import os
+import socket
+import unicodedata
+from pathlib import Path
+from typing import Protocol
+from urllib.parse import urlsplit
+
+from megaservice.exceptions import InputError
+
+__all__ = ["check_url", "read_upload", "safe_path"]
+
+_CHUNK = 64 * 1024
+
+
+def safe_path(directory: str | os.PathLike[str], filename: str) -> Path:
+    r"""Return `directory/<name>`, where `<name>` is `filename` stripped of every directory part.
+
+    `../../etc/passwd`, `/etc/passwd`, `C:\x`, names with NUL or control characters, `.`, `..`
+    and empty names are refused or reduced to their last component, so the result is always a
+    direct child of `directory`.
+    """
+    name = unicodedata.normalize("NFC", filename).replace("\\", "/").rsplit("/", 1)[-1].strip()
+    if not name or name in {".", ".."} or any(unicodedata.category(c) == "Cc" for c in name):
+        raise InputError(f"invalid file name {filename!r}")
+    if len(name.encode()) > 255:
+        raise InputError(f"file name too long ({len(name.encode())} bytes, at most 255)")
+    base = Path(directory).resolve()
+    path = (base / name).resolve()
+    if path.parent != base:
+        raise InputError(f"invalid file name {filename!r}")
+    return path
+
+
+class _Upload(Protocol):
+    async def read(self, size: int = -1) -> bytes: ...
+
+
+async def read_upload(upload: _Upload, max_bytes: int) -> bytes:
+    """Read an upload (e.g. Starlette's `UploadFile`) chunk by chunk; `InputError` (413) past `max_bytes`."""
+    chunks = []
+    size = 0
+    while chunk := await upload.read(_CHUNK):
+        size += len(chunk)
+        if size > max_bytes:
+            raise InputError(f"upload larger than {max_bytes} bytes", status_code=413)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _is_public(address: str) -> bool:
+    ip = ipaddress.ip_address(address)
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return not (
+        ip.is_private
+        or ip.is_loopback
+        or ip.is_link_local
+        or ip.is_multicast
+        or ip.is_reserved
+        or ip.is_unspecified
+        or (isinstance(ip, ipaddress.IPv4Address) and ip in ipaddress.ip_network("100.64.0.0/10"))
+    )
+
+
+async def check_url(url: str, *, allow_private: bool = False) -> str:
+    """Return `url` if it is http(s) and its host resolves only to public addresses; else raise `InputError`.
+
+    Every address the host resolves to is checked (a name with one public and one private
+    address is refused). `allow_private=True` allows loopback, link-local and private ranges
+    (an intranet crawler, a test). The caller should fetch with redirects off, or check each hop.
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in {"http", "https"}:
+        raise InputError(f"only http and https URLs are accepted, not {parts.scheme or 'no scheme'!r}")
+    if not parts.hostname:
+        raise InputError(f"URL without a host: {url!r}")
+    if parts.username or parts.password:
+        raise InputError("URLs with credentials are not accepted")
+    if allow_private:
+        return url
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError as exc:
+        raise InputError(f"invalid port in {url!r}") from exc
+    loop = asyncio.get_running_loop()
+    try:
+        infos = await loop.getaddrinfo(parts.hostname, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise InputError(f"cannot resolve {parts.hostname!r}") from exc
+    for info in infos:
+        address = str(info[4][0]).split("%", 1)[0]
+        if not _is_public(address):
+            raise InputError(f"{parts.hostname!r} resolves to a non-public address ({address}); refused")
+    return url
