@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from megaservice._version import __version__
 
 if TYPE_CHECKING:
+    from megaservice._app import Limits
     from megaservice.client import Timeout, UpstreamClient
     from megaservice.constants import MegaServiceEndpoint, MicroServiceEndpoint, ServiceRoleType, ServiceType
     from megaservice.dag import DAG
@@ -147,6 +148,7 @@ _EXPORTS: dict[str, str] = {
     "UpstreamStatusError": "megaservice.exceptions",
     "UpstreamTimeout": "megaservice.exceptions",
     "UpstreamUnavailable": "megaservice.exceptions",
+    "Limits": "megaservice._app",
     "InputError": "megaservice.exceptions",
     "VideoPath": "megaservice.protocol",
 }
@@ -180,6 +182,7 @@ __all__ = [
     "LVMDoc",
     "LVMSearchedMultimodalDoc",
     "LVMVideoDoc",
+    "Limits",
     "MegaServiceEndpoint",
     "MegaserviceError",
     "MetadataTextDoc",

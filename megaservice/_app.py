@@ -12,10 +12,13 @@ a request with an `Origin` header (CORS), a middleware the user added, a body si
 under a `root_path`. The route is registered with FastAPI too, so it is in the OpenAPI schema.
 """
 
+import hmac
 import inspect
 import logging
+import os
 import typing
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import orjson
@@ -24,15 +27,77 @@ from fastapi.encoders import jsonable_encoder
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
-__all__ = ["InvalidJSONBodyError", "ServiceApp"]
+from megaservice.exceptions import ConfigurationError, InputError
+
+__all__ = ["InvalidJSONBodyError", "Limits", "ServiceApp"]
 
 logger = logging.getLogger("megaservice.app")
 
 _JSON_HEADER = (b"content-type", b"application/json")
 _ORIGIN = b"origin"
+_MAX_INFLIGHT = 1024
+_MAX_BODY_BYTES = 16 * 1024 * 1024
+_PROBES = frozenset({"/v1/health_check", "/v1/health", "/health", "/v1/ready", "/metrics"})
+
+
+def _env_int(name: str, default: int | None) -> int | None:
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        raise ConfigurationError(f"{name} must be an integer, got {value!r}") from None
+    return number if number > 0 else None
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What a service accepts before it runs a handler (checked for every HTTP request).
+
+    Every field can come from the environment (`Limits.from_env()`, what services use by default):
+    `MEGASERVICE_MAX_INFLIGHT`, `MEGASERVICE_MAX_BODY_BYTES` (0 turns a limit off),
+    `MEGASERVICE_API_KEYS` (comma-separated), `MEGASERVICE_PUBLIC_PATHS` (comma-separated).
+    """
+
+    max_inflight: int | None = _MAX_INFLIGHT
+    """Requests served at once; one more is answered 503 with `Retry-After` at once (no queue)."""
+    max_body_bytes: int | None = _MAX_BODY_BYTES
+    """Largest request body; a larger one is answered 413 (from `Content-Length`, or while it arrives)."""
+    api_keys: tuple[str, ...] = ()
+    """Keys accepted as `Authorization: Bearer <key>` or `X-API-Key: <key>`; none means no authentication."""
+    public_paths: frozenset[str] = field(default=_PROBES)
+    """Paths that need no key and do not count as in flight: health, readiness and metrics probes."""
+    retry_after: int = 1
+    """Seconds a client is told to wait after a 503."""
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> "Limits":
+        """Defaults, then the environment, then `overrides` (those that are not `None`)."""
+        keys = tuple(k.strip() for k in os.environ.get("MEGASERVICE_API_KEYS", "").split(",") if k.strip())
+        paths = os.environ.get("MEGASERVICE_PUBLIC_PATHS", "")
+        limits = cls(
+            max_inflight=_env_int("MEGASERVICE_MAX_INFLIGHT", _MAX_INFLIGHT),
+            max_body_bytes=_env_int("MEGASERVICE_MAX_BODY_BYTES", _MAX_BODY_BYTES),
+            api_keys=keys,
+            public_paths=frozenset(p.strip() for p in paths.split(",") if p.strip()) if paths else _PROBES,
+        )
+        return replace(limits, **{k: v for k, v in overrides.items() if v is not None})
+
+    def authorized(self, credential: bytes | None) -> bool:
+        """Whether `credential` (an `Authorization` or `X-API-Key` header value) holds an accepted key."""
+        if credential is None:
+            return False
+        if credential[:7].lower() == b"bearer ":
+            credential = credential[7:]
+        credential = credential.strip()
+        accepted = False
+        for key in self.api_keys:  # every key is compared, in constant time each
+            accepted |= hmac.compare_digest(credential, key.encode())
+        return accepted
 
 
 class InvalidJSONBodyError(orjson.JSONDecodeError):
@@ -102,6 +167,33 @@ class _DirectRoute:
         await result(scope, receive, send)
 
 
+async def _refuse(send: Send, status: int, detail: str, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    body = orjson.dumps({"detail": detail})
+    raw = [(b"content-length", str(len(body)).encode()), _JSON_HEADER, *(headers or [])]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _limited(receive: Receive, limit: int) -> Receive:
+    """`receive`, raising `InputError` (413) once the body passes `limit` bytes (bodies without a length)."""
+    seen = 0
+
+    async def limited() -> Message:
+        nonlocal seen
+        message = await receive()
+        if message["type"] == "http.request":
+            seen += len(message.get("body", b""))
+            if seen > limit:
+                raise InputError(f"request body larger than {limit} bytes", status_code=413)
+        return message
+
+    return limited
+
+
+async def _input_error_response(request: Request, exc: InputError) -> Response:
+    return JSONResponse({"detail": str(exc)}, status_code=exc.status_code)
+
+
 def _dumps(content: Any) -> bytes:
     """What FastAPI answers for a handler without a response model (`jsonable_encoder`, then JSON), faster."""
     try:
@@ -146,10 +238,13 @@ def _plain_return(annotation: Any) -> bool:
 class ServiceApp(FastAPI):
     """FastAPI, plus the direct path (module docstring) for the routes added with `add_route_fast`."""
 
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(self, limits: Limits | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        self.limits = limits if limits is not None else Limits.from_env()
+        self.inflight = 0
         self._direct: dict[tuple[str, str], _DirectRoute] = {}
         self._own_middleware = 0
+        self.add_exception_handler(InputError, _input_error_response)  # type: ignore[arg-type]
 
     def seal_middleware(self) -> None:
         """Mark the middleware added so far as the service's own; any added later turns the direct path off."""
@@ -168,15 +263,64 @@ class ServiceApp(FastAPI):
             self._direct.setdefault((method.upper(), path), route)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Serve a direct route if the request allows it; everything else goes through FastAPI."""
-        if scope["type"] == "http" and self._direct:
+        """Check the limits; serve a direct route if the request allows it, everything else through FastAPI."""
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        admitted = await self._admit(scope, receive, send)
+        if admitted is None:
+            return
+        receive, origin, public = admitted
+        limits = self.limits
+        if public or limits.max_inflight is None:
+            await self._dispatch(scope, receive, send, origin)
+            return
+        if self.inflight >= limits.max_inflight:
+            retry = [(b"retry-after", str(limits.retry_after).encode())]
+            await _refuse(send, 503, f"busy: {self.inflight} requests in flight, try again later", retry)
+            return
+        self.inflight += 1
+        try:
+            await self._dispatch(scope, receive, send, origin)
+        finally:
+            self.inflight -= 1
+
+    async def _admit(self, scope: Scope, receive: Receive, send: Send) -> tuple[Receive, bool, bool] | None:
+        """Check the key and the body size; `(receive, has Origin, is public)`, or `None` once refused."""
+        limits = self.limits
+        origin = False
+        length = credential = None
+        for name, value in scope["headers"]:
+            if name == _ORIGIN:
+                origin = True
+            elif name == b"content-length":
+                length = value
+            elif name in (b"authorization", b"x-api-key"):
+                credential = value
+        public = scope["path"] in limits.public_paths or scope["method"] == "OPTIONS"
+        if limits.api_keys and not public and not limits.authorized(credential):
+            await _refuse(send, 401, "missing or invalid API key", [(b"www-authenticate", b"Bearer")])
+            return None
+        if limits.max_body_bytes is not None:
+            if length is None:
+                if scope["method"] not in ("GET", "HEAD", "OPTIONS"):
+                    receive = _limited(receive, limits.max_body_bytes)
+            elif not length.isdigit():
+                await _refuse(send, 400, "invalid Content-Length")
+                return None
+            elif int(length) > limits.max_body_bytes:
+                await _refuse(send, 413, f"request body larger than {limits.max_body_bytes} bytes")
+                return None
+        return receive, origin, public
+
+    async def _dispatch(self, scope: Scope, receive: Receive, send: Send, origin: bool) -> None:
+        if self._direct and not origin:
             route = self._direct.get((scope["method"], scope["path"]))
             if (
                 route is not None
                 and len(self.user_middleware) == self._own_middleware
                 and self.max_body_size is None
                 and not scope.get("root_path")
-                and not any(name == _ORIGIN for name, _ in scope["headers"])
             ):
                 await route(scope, receive, send)
                 return

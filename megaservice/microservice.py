@@ -26,7 +26,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
-from megaservice._app import ServiceApp
+from megaservice._app import Limits, ServiceApp
 from megaservice._server import HealthCheckFilter, bind_socket
 from megaservice._version import __version__
 from megaservice.client import Timeout, close_client
@@ -93,10 +93,17 @@ class HTTPService(BaseService):
     `GET /v1/statistics`, `GET /metrics` (Prometheus).
     """
 
-    def __init__(self, uvicorn_kwargs: dict[str, Any] | None = None, cors: bool = True, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        uvicorn_kwargs: dict[str, Any] | None = None,
+        cors: bool = True,
+        limits: Limits | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.uvicorn_kwargs = dict(uvicorn_kwargs or {})
         self.cors = cors
+        self.limits = limits if limits is not None else Limits.from_env()
         self._sockets: list[socket.socket] = []
         self._startup: list[Callable[[], Awaitable[Any]] | Awaitable[Any]] = []
         self._shutdown: list[Callable[[], Awaitable[Any] | Any]] = []
@@ -111,7 +118,7 @@ class HTTPService(BaseService):
         return self._app
 
     def _create_app(self) -> ServiceApp:
-        app = ServiceApp(title=self.title, description=self.description, lifespan=self._lifespan)
+        app = ServiceApp(self.limits, title=self.title, description=self.description, lifespan=self._lifespan)
         if self.cors:
             from starlette.middleware.cors import CORSMiddleware
 
@@ -259,9 +266,12 @@ class HTTPService(BaseService):
 class MicroService(HTTPService):
     """An OPEA microservice: a local HTTP service, or (with `use_remote_service=True`) a pipeline node's address.
 
-    The constructor takes OPEA's arguments with OPEA's defaults, plus `timeout` (this node's
-    `Timeout`, or total seconds, when an orchestrator calls it). `name` becomes
-    `f"{name}/MicroService"`: the node id used in results and `downstream_black_list` patterns.
+    The constructor takes OPEA's arguments with OPEA's defaults, plus, keyword-only: `timeout`
+    (this node's `Timeout`, or total seconds, when an orchestrator calls it), and for a local
+    service its `Limits`: `max_inflight`, `max_body_bytes`, `auth_keys` (keys clients must send;
+    unlike `api_key`, which is the key sent *to* this node). Unset limits come from the
+    environment (`Limits.from_env`). `name` becomes `f"{name}/MicroService"`: the node id used in
+    results and `downstream_black_list` patterns.
     """
 
     def __init__(
@@ -291,6 +301,9 @@ class MicroService(HTTPService):
         *,
         timeout: Timeout | float | None = None,
         cors: bool = True,
+        max_inflight: int | None = None,
+        max_body_bytes: int | None = None,
+        auth_keys: Sequence[str] | None = None,
     ) -> None:
         self.server = None
         self._sockets = []
@@ -328,7 +341,14 @@ class MicroService(HTTPService):
                 "title": name,
                 "description": description or DEFAULT_DESCRIPTION,
             }
-            HTTPService.__init__(self, uvicorn_kwargs=self.uvicorn_kwargs, runtime_args=runtime_args, cors=cors)
+            limits = Limits.from_env(
+                max_inflight=max_inflight,
+                max_body_bytes=max_body_bytes,
+                api_keys=tuple(auth_keys) if auth_keys is not None else None,
+            )
+            HTTPService.__init__(
+                self, uvicorn_kwargs=self.uvicorn_kwargs, runtime_args=runtime_args, cors=cors, limits=limits
+            )
             if dynamic_batching:
                 self.buffer_lock = asyncio.Lock()
                 self.request_buffer: defaultdict[Any, deque[dict[str, Any]]] = defaultdict(deque)
