@@ -13,7 +13,7 @@ pytestmark = pytest.mark.anyio
 def service(**kwargs) -> MicroService:
     svc = MicroService("guarded", port=0, **kwargs)
 
-    async def echo(request: Request) -> dict:
+    async def echo(request: Request) -> dict[str, object]:
         return {"got": len(await request.body())}
 
     svc.add_route("/v1/echo", echo, methods=["POST"])
@@ -75,7 +75,7 @@ async def test_beyond_max_inflight_the_answer_is_503_with_retry_after():
     svc = MicroService("busy", port=0, max_inflight=2)
     release = asyncio.Event()
 
-    async def slow(request: Request) -> dict:
+    async def slow(request: Request) -> dict[str, object]:
         await release.wait()
         return {"ok": True}
 
@@ -101,7 +101,7 @@ async def test_beyond_max_inflight_the_answer_is_503_with_retry_after():
 async def test_input_error_becomes_its_status_with_a_detail():
     svc = MicroService("strict", port=0)
 
-    async def picky(request: Request) -> dict:
+    async def picky(request: Request) -> dict[str, object]:
         raise InputError("field 'x' must be positive", status_code=422)
 
     svc.add_route("/v1/picky", picky, methods=["POST"])
@@ -114,7 +114,7 @@ async def test_input_error_becomes_its_status_with_a_detail():
 async def test_a_body_that_is_not_json_is_a_400():
     svc = MicroService("json", port=0)
 
-    async def parse(request: Request) -> dict:
+    async def parse(request: Request) -> dict[str, object]:
         return await request.json()
 
     svc.add_route("/v1/parse", parse, methods=["POST"])
