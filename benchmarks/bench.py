@@ -24,15 +24,10 @@ import sys
 import time
 from pathlib import Path
 
+from backends import PATHS
+
 HERE = Path(__file__).resolve().parent
 ROLES = ("guardrail", "embedding", "retriever", "rerank", "llm")
-PATHS = {
-    "guardrail": "/v1/guardrails",
-    "embedding": "/embed",
-    "retriever": "/v1/retrieval",
-    "rerank": "/rerank",
-    "llm": "/v1/chat/completions",
-}
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
