@@ -11,7 +11,7 @@ from megaservice._version import __version__
 
 if TYPE_CHECKING:
     from megaservice._app import Limits
-    from megaservice.client import Timeout, UpstreamClient
+    from megaservice.client import UpstreamClient
     from megaservice.constants import MegaServiceEndpoint, MicroServiceEndpoint, ServiceRoleType, ServiceType
     from megaservice.dag import DAG
     from megaservice.exceptions import (
@@ -77,6 +77,7 @@ if TYPE_CHECKING:
         TranslationInput,
         VideoPath,
     )
+    from megaservice.resilience import CircuitBreaker, Retry, Timeout
     from megaservice.responses import StreamingResponse
     from megaservice.statistics import BaseStatistics, register_statistics, statistics_dict
 
@@ -139,7 +140,9 @@ _EXPORTS: dict[str, str] = {
     "StreamingResponse": "megaservice.responses",
     "TextDoc": "megaservice.protocol",
     "TextImageDoc": "megaservice.protocol",
-    "Timeout": "megaservice.client",
+    "Timeout": "megaservice.resilience",
+    "Retry": "megaservice.resilience",
+    "CircuitBreaker": "megaservice.resilience",
     "TranslationInput": "megaservice.protocol",
     "UpstreamClient": "megaservice.client",
     "UpstreamConnectError": "megaservice.exceptions",
@@ -164,6 +167,7 @@ __all__ = [
     "BaseStatistics",
     "ChatCompletionRequest",
     "ChatCompletionResponse",
+    "CircuitBreaker",
     "ConfigurationError",
     "DocPath",
     "DocSumDoc",
@@ -198,6 +202,7 @@ __all__ = [
     "RerankedDoc",
     "RerankerParms",
     "RetrieverParms",
+    "Retry",
     "RuntimeGraph",
     "SDImg2ImgInputs",
     "SDInputs",

@@ -8,7 +8,6 @@ import asyncio
 import contextlib
 import weakref
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -22,35 +21,11 @@ from megaservice.exceptions import (
     UpstreamStatusError,
     UpstreamTimeout,
 )
+from megaservice.resilience import Timeout
 
 __all__ = ["Timeout", "UpstreamClient", "close_client", "dumps", "get_client", "upstream_errors"]
 
 _ERROR_BODY_LIMIT = 64 * 1024
-
-
-@dataclass(frozen=True, slots=True)
-class Timeout:
-    """Time limits for one call to a node, in seconds (`None`: no limit).
-
-    `read` bounds the wait for the response headers and then for each further piece of the body,
-    so it is both the first-byte timeout and the stall timeout of a stream; `total` bounds a whole
-    non-streaming call.
-    """
-
-    connect: float | None = 10.0
-    """Time to establish the TCP connection (or take one from the pool)."""
-    read: float | None = 300.0
-    """Time to wait for the first byte, and then between two reads."""
-    total: float | None = 600.0
-    """Time for a whole non-streaming call; streams are bounded by `read` only."""
-
-    def for_request(self) -> aiohttp.ClientTimeout:
-        """Return the aiohttp timeout of a non-streaming call."""
-        return aiohttp.ClientTimeout(total=self.total, sock_connect=self.connect, sock_read=self.read)
-
-    def for_stream(self) -> aiohttp.ClientTimeout:
-        """Return the aiohttp timeout of a streaming call (no total: a long answer is not a failure)."""
-        return aiohttp.ClientTimeout(total=None, sock_connect=self.connect, sock_read=self.read)
 
 
 def _default(obj: Any) -> Any:
@@ -121,10 +96,20 @@ class UpstreamClient:
         *,
         headers: Mapping[str, str],
         timeout: aiohttp.ClientTimeout,
+        first_byte: float | None = None,
     ) -> tuple[str, bytes]:
-        """POST `body` and return `(content_type, body)` of a 2xx answer; raise `UpstreamError` otherwise."""
+        """POST `body` and return `(content_type, body)` of a 2xx answer; raise `UpstreamError` otherwise.
+
+        `first_byte` bounds the wait for the response headers (`timeout` bounds the rest).
+        """
         with upstream_errors(node, url):
-            async with self.session.post(url, data=body, headers=headers, timeout=timeout) as response:
+            pending = self.session.post(url, data=body, headers=headers, timeout=timeout)
+            if first_byte is None:
+                response = await pending
+            else:
+                async with asyncio.timeout(first_byte):
+                    response = await pending
+            async with response:
                 data = await response.read()
                 if response.status >= 300:
                     raise UpstreamStatusError(
@@ -143,10 +128,16 @@ class UpstreamClient:
         *,
         headers: Mapping[str, str],
         timeout: aiohttp.ClientTimeout,
+        first_byte: float | None = None,
     ) -> aiohttp.ClientResponse:
         """POST `body` and return the response once its headers arrived; the caller reads and releases it."""
         with upstream_errors(node, url):
-            response = await self.session.post(url, data=body, headers=headers, timeout=timeout)
+            pending = self.session.post(url, data=body, headers=headers, timeout=timeout)
+            if first_byte is None:
+                response = await pending
+            else:
+                async with asyncio.timeout(first_byte):
+                    response = await pending
             if response.status >= 300:
                 try:
                     data = await response.content.read(_ERROR_BODY_LIMIT)

@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Iterable, Sequence
 
-from prometheus_client import REGISTRY, Counter
+from prometheus_client import REGISTRY, Counter, Gauge
 from prometheus_client.metrics_core import GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -152,6 +152,11 @@ class OrchestratorMetrics:
             "pipeline_node_latency_seconds", "Latency of one call to a pipeline node", ["node"], buckets=_NODE_BUCKETS
         )
         self.node_errors = Counter("pipeline_node_errors", "Failed calls to a pipeline node", ["node", "kind"])
+        self.node_retries = Counter("pipeline_node_retries", "Calls to a pipeline node tried again", ["node"])
+        self.node_fallbacks = Counter(
+            "pipeline_node_fallbacks", "Failed calls to a pipeline node answered by its fallback", ["node"]
+        )
+        self.circuit_open = Gauge("pipeline_node_circuit_open", "1 while a node's circuit breaker is open", ["node"])
 
     def token_update(self, token_start: float, is_first: bool) -> float:
         """Record one token sent `now`; return `now` (OPEA's signature)."""

@@ -29,10 +29,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from megaservice._app import Limits, ServiceApp
 from megaservice._server import HealthCheckFilter, bind_socket
 from megaservice._version import __version__
-from megaservice.client import Timeout, close_client
+from megaservice.client import close_client
 from megaservice.constants import MCPFuncType, ServiceRoleType, ServiceType
 from megaservice.exceptions import ConfigurationError, UpstreamError
 from megaservice.protocol.docs import TextDoc
+from megaservice.resilience import CircuitBreaker, Retry, Timeout
 from megaservice.statistics import collect_all_statistics
 
 __all__ = ["BaseService", "HTTPService", "MicroService", "opea_microservices", "register_microservice"]
@@ -266,8 +267,10 @@ class HTTPService(BaseService):
 class MicroService(HTTPService):
     """An OPEA microservice: a local HTTP service, or (with `use_remote_service=True`) a pipeline node's address.
 
-    The constructor takes OPEA's arguments with OPEA's defaults, plus, keyword-only: `timeout`
-    (this node's `Timeout`, or total seconds, when an orchestrator calls it), and for a local
+    The constructor takes OPEA's arguments with OPEA's defaults, plus, keyword-only: how an
+    orchestrator calls this node (`timeout`: a `Timeout` or total seconds; `retry`: a `Retry`;
+    `breaker`: a `CircuitBreaker`; `fallback`: the node to call when this one fails; unset ones
+    come from the environment or the orchestrator, see `megaservice.resilience`), and for a local
     service its `Limits`: `max_inflight`, `max_body_bytes`, `auth_keys` (keys clients must send;
     unlike `api_key`, which is the key sent *to* this node). Unset limits come from the
     environment (`Limits.from_env`). `name` becomes `f"{name}/MicroService"`: the node id used in
@@ -300,6 +303,9 @@ class MicroService(HTTPService):
         func: Callable[..., Any] | None = None,
         *,
         timeout: Timeout | float | None = None,
+        retry: Retry | None = None,
+        breaker: CircuitBreaker | None = None,
+        fallback: "MicroService | None" = None,
         cors: bool = True,
         max_inflight: int | None = None,
         max_body_bytes: int | None = None,
@@ -323,6 +329,9 @@ class MicroService(HTTPService):
         self.dynamic_batching_timeout = dynamic_batching_timeout
         self.dynamic_batching_max_batch_size = dynamic_batching_max_batch_size
         self.timeout = Timeout(total=timeout) if isinstance(timeout, int | float) else timeout
+        self.retry = retry
+        self.breaker = breaker
+        self.fallback = fallback
         self.uvicorn_kwargs = {}
         if ssl_keyfile:
             self.uvicorn_kwargs["ssl_keyfile"] = ssl_keyfile

@@ -21,6 +21,7 @@ The life of one `schedule()` call:
 import asyncio
 import inspect
 import logging
+import os
 import re
 import time
 import weakref
@@ -28,18 +29,20 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
 from pydantic import BaseModel
 
 from megaservice import _compat
-from megaservice.client import Timeout, UpstreamClient, dumps, get_client, upstream_errors
+from megaservice.client import UpstreamClient, dumps, get_client, upstream_errors
 from megaservice.constants import ServiceType
 from megaservice.dag import DAG, Graph
 from megaservice.exceptions import ConfigurationError, UpstreamError, UpstreamProtocolError
 from megaservice.metrics import OrchestratorMetrics, get_metrics
 from megaservice.protocol.docs import LLMParams
+from megaservice.resilience import Circuit, CircuitBreaker, Retry, Timeout, env_prefix, is_node_failure
 from megaservice.responses import BatchStreamingResponse, StreamingResponse, aclose, flatten
 from megaservice.sse import EventSplitter
 
@@ -122,7 +125,13 @@ class _Node:
     headers: dict[str, str]
     request_timeout: aiohttp.ClientTimeout
     stream_timeout: aiohttp.ClientTimeout
+    first_byte: float | None
     latency: "_Series"
+    timeout: Timeout
+    retry: Retry | None = None
+    """How to retry a failed call (`None`: never; always `None` for an LLM and the nodes after it)."""
+    circuit: Circuit | None = None
+    fallback: "_Node | None" = None
 
 
 @dataclass(slots=True)
@@ -192,21 +201,37 @@ class ServiceOrchestrator(DAG):
 
     **Parameters:**
 
-    * **timeout** - default `Timeout` (or total seconds) of every node call; a node's own
-      `MicroService(timeout=...)` wins.
+    * **timeout** - default `Timeout` (or total seconds) of every node call.
+    * **retry** - default `Retry` of the nodes before the LLM (default: no retry).
+    * **breaker** - default `CircuitBreaker` of every node (default: none).
     * **client** - the `UpstreamClient` to call nodes with; default: the process's pooled client.
+
+    A node's own `MicroService(timeout=, retry=, breaker=, fallback=)` wins over these, and the
+    environment can set all of them (`megaservice.resilience` explains the order).
 
     Customise it like OPEA: override `align_inputs`, `align_outputs`, `align_generator` (and
     `process_outputs`) in a subclass, or assign functions to the class attributes.
     """
 
-    def __init__(self, *, timeout: Timeout | float | None = None, client: UpstreamClient | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        timeout: Timeout | float | None = None,
+        retry: Retry | None = None,
+        breaker: CircuitBreaker | None = None,
+        client: UpstreamClient | None = None,
+    ) -> None:
         self._plan: _Plan | None = None
         super().__init__()
         self.services: dict[str, MicroService] = {}
         self.metrics = get_metrics()
-        self.timeout = timeout if isinstance(timeout, Timeout) else Timeout(total=timeout) if timeout else Timeout()
+        if isinstance(timeout, int | float):
+            timeout = Timeout(total=timeout)
+        self.timeout = timeout or Timeout.from_env()
+        self.retry = retry or Retry.from_env()
+        self.breaker = breaker if breaker is not None else CircuitBreaker.from_env(None)
         self._client = client
+        self._circuits: dict[str, Circuit] = {}
 
     # -- building -------------------------------------------------------------------------------
 
@@ -274,28 +299,60 @@ class ServiceOrchestrator(DAG):
         missing = [n for n in graph if n not in self.services]
         if missing:
             raise ConfigurationError(f"nodes without a service: {missing}; use add() to add services")
-        nodes = {}
-        for name, service in self.services.items():
-            timeout = service.timeout or self.timeout
-            headers = {"Content-Type": "application/json"}
-            if service.api_key:
-                headers["Authorization"] = f"Bearer {service.api_key}"
-            nodes[name] = _Node(
-                name=name,
-                service=service,
-                is_llm=service.service_type in (ServiceType.LLM, ServiceType.LVM),
-                url=_fixed_url(service),
-                headers=headers,
-                request_timeout=timeout.for_request(),
-                stream_timeout=timeout.for_stream(),
-                latency=self.metrics.node_latency.labels(name),
-            )
+        after_llm: set[str] = set()
+        for name in graph:
+            if self.services[name].service_type in (ServiceType.LLM, ServiceType.LVM):
+                after_llm.add(name)
+                after_llm.update(self.all_downstreams(name))
+        nodes = {
+            name: self._make_node(service, pre_llm=name not in after_llm) for name, service in self.services.items()
+        }
         return _Plan(
             roots=tuple(self.ind_nodes()),
             children={n: tuple(self.downstream(n)) for n in graph},
             parents={n: tuple(self.predecessors(n)) for n in graph},
             nodes=nodes,
         )
+
+    def _make_node(self, service: "MicroService", *, pre_llm: bool, fallback_of: "_Node | None" = None) -> _Node:
+        """The call plan of one node: its URL, headers and resolved policies (`megaservice.resilience`)."""
+        name = service.name
+        prefix = env_prefix(name)
+        if fallback_of is None:
+            timeout = service.timeout or Timeout.from_env(self.timeout, prefix)
+            retry = service.retry or Retry.from_env(self.retry, prefix)
+            breaker = service.breaker if service.breaker is not None else CircuitBreaker.from_env(self.breaker, prefix)
+        else:  # a fallback: its own settings in code, else those of the node it stands in for
+            timeout = service.timeout or fallback_of.timeout
+            retry = None
+            breaker = service.breaker
+        headers = {"Content-Type": "application/json"}
+        if service.api_key:
+            headers["Authorization"] = f"Bearer {service.api_key}"
+        node = _Node(
+            name=name,
+            service=service,
+            is_llm=service.service_type in (ServiceType.LLM, ServiceType.LVM),
+            url=_fixed_url(service),
+            headers=headers,
+            request_timeout=timeout.for_request(),
+            stream_timeout=timeout.for_stream(),
+            first_byte=timeout.first_byte,
+            latency=self.metrics.node_latency.labels(name),
+            timeout=timeout,
+        )
+        if retry is not None and retry.attempts > 1 and pre_llm:
+            node.retry = retry
+        if breaker is not None:
+            circuit = self._circuits.get(name)
+            if circuit is None or circuit.breaker != breaker:
+                circuit = self._circuits[name] = Circuit(breaker)
+            node.circuit = circuit
+        if fallback_of is None:
+            fallback = service.fallback or _fallback_from_env(service, prefix)
+            if fallback is not None:
+                node.fallback = self._make_node(fallback, pre_llm=False, fallback_of=node)
+        return node
 
     # -- running --------------------------------------------------------------------------------
 
@@ -420,53 +477,114 @@ class ServiceOrchestrator(DAG):
         data = await self._post(run, node, url, _payload(inputs))
         return self.align_outputs(data, name, inputs, run.graph, run.params_dict, **run.kwargs), name
 
-    async def _post(self, run: _Run, node: _Node, url: str, payload: Any) -> Any:
-        started = time.monotonic()
+    async def _post(self, run: _Run, node: _Node, url: str, payload: Any, *, retry: bool = True) -> Any:
+        """Call a node (its retries and circuit breaker included) and decode its answer; then its fallback."""
+        body = dumps(payload)
         try:
-            content_type, body = await run.client.post(
-                node.name, url, dumps(payload), headers=node.headers, timeout=node.request_timeout
-            )
+            return await self._call(run, node, url, body, node.retry if retry else None)
+        except UpstreamError as exc:
+            fallback = node.fallback
+            if fallback is None or not is_node_failure(exc):
+                raise
+            self.metrics.node_fallbacks.labels(node.name).inc()
+            logger.warning("%s failed (%s); calling its fallback %s", node.name, exc, fallback.name)
+            return await self._call(run, fallback, fallback.url or fallback.service.endpoint_path(None), body, None)
+
+    async def _call(self, run: _Run, node: _Node, url: str, body: bytes, retry: Retry | None) -> Any:
+        attempt = 0
+        while True:
+            circuit = node.circuit
+            if circuit is not None:
+                self._check_circuit(node, circuit, url)
+            started = time.monotonic()
+            outcome: bool | None = None
+            try:
+                content_type, data = await run.client.post(
+                    node.name, url, body, headers=node.headers, timeout=node.request_timeout, first_byte=node.first_byte
+                )
+                result = _decode(node.name, url, content_type, data)
+            except UpstreamError as exc:
+                outcome = not is_node_failure(exc)  # a 4xx: the node is well, the request was wrong
+                self.metrics.node_errors.labels(node.name, exc.kind).inc()
+                if retry is None or attempt + 1 >= retry.attempts or not retry.should_retry(exc):
+                    raise
+            else:
+                outcome = True
+                return result
+            finally:
+                node.latency.observe(time.monotonic() - started)
+                if circuit is not None:
+                    self._record(node, circuit, outcome)
+            self.metrics.node_retries.labels(node.name).inc()
+            await asyncio.sleep(retry.delay(attempt))
+            attempt += 1
+
+    def _check_circuit(self, node: _Node, circuit: Circuit, url: str) -> None:
+        try:
+            circuit.check(node.name, url)
         except UpstreamError as exc:
             self.metrics.node_errors.labels(node.name, exc.kind).inc()
             raise
+
+    def _record(self, node: _Node, circuit: Circuit, outcome: bool | None) -> None:
+        """Count a call's outcome (`None`: cancelled, which says nothing about the node)."""
+        if outcome is None:
+            circuit.probing = False
+            return
+        was_open = circuit.opened_at is not None
+        if circuit.record(outcome):
+            logger.warning("%s: circuit opened after %d failures in a row", node.name, circuit.failures)
+        if was_open != (circuit.opened_at is not None):
+            self.metrics.circuit_open.labels(node.name).set(0 if outcome else 1)
+
+    async def _open_stream(self, run: _Run, node: _Node, url: str, body: bytes) -> aiohttp.ClientResponse:
+        circuit = node.circuit
+        if circuit is not None:
+            self._check_circuit(node, circuit, url)
+        started = time.monotonic()
+        outcome: bool | None = None
+        try:
+            response = await run.client.open_stream(
+                node.name, url, body, headers=node.headers, timeout=node.stream_timeout, first_byte=node.first_byte
+            )
+        except UpstreamError as exc:
+            outcome = not is_node_failure(exc)
+            self.metrics.node_errors.labels(node.name, exc.kind).inc()
+            raise
+        else:
+            outcome = True
+            return response
         finally:
             node.latency.observe(time.monotonic() - started)
-        if content_type.startswith(_BINARY_TYPES):
-            return body
-        try:
-            return orjson.loads(body)
-        except orjson.JSONDecodeError:
-            self.metrics.node_errors.labels(node.name, UpstreamProtocolError.kind).inc()
-            raise UpstreamProtocolError(
-                f"{node.name} answered {content_type or 'no content type'} that is not JSON: {body[:200]!r}",
-                node=node.name,
-                url=url,
-            ) from None
+            if circuit is not None:
+                self._record(node, circuit, outcome)
 
     async def _open_llm_stream(self, run: _Run, node: _Node, url: str, inputs: Any) -> tuple[Any, str]:
         downstream = run.children(node.name)
         if len(downstream) > 1:
             raise ConfigurationError(f"a streaming node can feed one downstream node; {node.name} has {downstream}")
-        started = time.monotonic()
+        body = dumps(_payload(inputs))
         try:
-            response = await run.client.open_stream(
-                node.name, url, dumps(_payload(inputs)), headers=node.headers, timeout=node.stream_timeout
-            )
+            response = await self._open_stream(run, node, url, body)
+            answering = node
         except UpstreamError as exc:
-            self.metrics.node_errors.labels(node.name, exc.kind).inc()
-            raise
-        finally:
-            node.latency.observe(time.monotonic() - started)
+            answering = node.fallback  # type: ignore[assignment]
+            if answering is None or not is_node_failure(exc):
+                raise
+            self.metrics.node_fallbacks.labels(node.name).inc()
+            logger.warning("%s failed (%s); streaming from its fallback %s", node.name, exc, answering.name)
+            url = answering.url or answering.service.endpoint_path(None)
+            response = await self._open_stream(run, answering, url, body)
         guard = _StreamGuard(self.metrics)
         guard.track(response)
         run.streams.append(guard)
-        source: AsyncIterator[list[Any]] = _read_batches(response, node.name, url)
+        source: AsyncIterator[list[Any]] = _read_batches(response, answering.name, url)
         stored_as = node.name
         if downstream:
             stored_as = downstream[0]
             source = self._through_node(run, run.plan.nodes[stored_as], source)
-        body = self._metered(run, guard, self._align_stream(source, run.kwargs))
-        stream = BatchStreamingResponse(body)
+        body_iterator = self._metered(run, guard, self._align_stream(source, run.kwargs))
+        stream = BatchStreamingResponse(body_iterator)
         weakref.finalize(stream, guard.finish)
         return stream, stored_as
 
@@ -485,13 +603,13 @@ class ServiceOrchestrator(DAG):
                         sentences.append(buffered)
                         buffered = ""
                     for sentence in sentences:
-                        answer = await self._post(run, node, url, {"text": sentence})
+                        answer = await self._post(run, node, url, {"text": sentence}, retry=False)
                         yield _opea_frames(_answer_text(answer, node.name, url))
                     if done:
                         yield [_compat.DONE_FRAME]
                         return
             if buffered:
-                answer = await self._post(run, node, url, {"text": buffered})
+                answer = await self._post(run, node, url, {"text": buffered}, retry=False)
                 yield _opea_frames(_answer_text(answer, node.name, url))
         finally:
             await aclose(source)
@@ -596,6 +714,39 @@ class ServiceOrchestrator(DAG):
             is_first = False
         if is_last:
             yield _compat.DONE_FRAME
+
+
+def _decode(node: str, url: str, content_type: str, body: bytes) -> Any:
+    """A node's answer: JSON decoded, binary media as bytes."""
+    if content_type.startswith(_BINARY_TYPES):
+        return body
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise UpstreamProtocolError(
+            f"{node} answered {content_type or 'no content type'} that is not JSON: {body[:200]!r}", node=node, url=url
+        ) from None
+
+
+def _fallback_from_env(service: "MicroService", prefix: str) -> "MicroService | None":
+    """The fallback named by `<prefix>FALLBACK_URL`, as a remote node of the same type."""
+    from megaservice.microservice import MicroService  # microservice imports this module
+
+    url = os.environ.get(prefix + "FALLBACK_URL", "").strip()
+    if not url:
+        return None
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigurationError(f"{prefix}FALLBACK_URL must be an http(s) URL, got {url!r}")
+    return MicroService(
+        name=service.name.rsplit("/", 1)[0] + "-fallback",
+        protocol=parts.scheme,
+        host=parts.hostname,
+        port=parts.port or (443 if parts.scheme == "https" else 80),
+        endpoint=parts.path or "/",
+        use_remote_service=True,
+        service_type=service.service_type,
+    )
 
 
 def _fixed_url(service: "MicroService") -> str | None:
