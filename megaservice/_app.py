@@ -12,6 +12,7 @@ a request with an `Origin` header (CORS), a middleware the user added, a body si
 under a `root_path`. The route is registered with FastAPI too, so it is in the OpenAPI schema.
 """
 
+import asyncio
 import hmac
 import inspect
 import logging
@@ -167,6 +168,61 @@ class _DirectRoute:
         await result(scope, receive, send)
 
 
+_DISCONNECT: Message = {"type": "http.disconnect"}
+WATCHED = "megaservice.disconnect_watch"
+"""Scope key set while the app watches for the client's disconnect (responses need not watch themselves)."""
+
+
+class _Watch:
+    """Cancel a request's task when its client goes away before the answer is complete.
+
+    Once the request body is in, a watcher task owns the server's `receive` and waits for
+    `http.disconnect`. If that comes before the last byte of the answer was sent, the request's
+    task is cancelled, and with it every upstream call it is making (their connections are closed,
+    which is how the nodes learn the work is no longer wanted). Whoever else calls `receive` after
+    the body (a streaming response's own watcher, `Request.is_disconnected`) gets the disconnect
+    from the watcher.
+    """
+
+    __slots__ = ("_receive", "_send", "_task", "_watcher", "cancelled", "complete")
+
+    def __init__(self, receive: Receive, send: Send, task: "asyncio.Task[Any]") -> None:
+        self._receive = receive
+        self._send = send
+        self._task = task
+        self._watcher: asyncio.Task[None] | None = None
+        self.complete = False
+        self.cancelled = False
+
+    async def receive(self) -> Message:
+        watcher = self._watcher
+        if watcher is not None:
+            await asyncio.shield(watcher)
+            return _DISCONNECT
+        message = await self._receive()
+        if message["type"] == "http.request" and not message.get("more_body", False):
+            self._watcher = asyncio.get_running_loop().create_task(self._watch())
+        return message
+
+    async def send(self, message: Message) -> None:
+        if message["type"] == "http.response.body" and not message.get("more_body", False):
+            self.complete = True
+        await self._send(message)
+
+    async def _watch(self) -> None:
+        while (await self._receive())["type"] != "http.disconnect":
+            pass
+        if not self.complete:
+            self.cancelled = True
+            self._task.cancel()
+
+    def close(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+        if self.cancelled:
+            self._task.uncancel()
+
+
 async def _refuse(send: Send, status: int, detail: str, headers: list[tuple[bytes, bytes]] | None = None) -> None:
     body = orjson.dumps({"detail": detail})
     raw = [(b"content-length", str(len(body)).encode()), _JSON_HEADER, *(headers or [])]
@@ -271,19 +327,28 @@ class ServiceApp(FastAPI):
         if admitted is None:
             return
         receive, origin, public = admitted
-        limits = self.limits
-        if public or limits.max_inflight is None:
+        if public:
             await self._dispatch(scope, receive, send, origin)
             return
-        if self.inflight >= limits.max_inflight:
+        limits = self.limits
+        if limits.max_inflight is not None and self.inflight >= limits.max_inflight:
             retry = [(b"retry-after", str(limits.retry_after).encode())]
             await _refuse(send, 503, f"busy: {self.inflight} requests in flight, try again later", retry)
             return
+        task = asyncio.current_task()
+        assert task is not None
+        watch = _Watch(receive, send, task)
+        scope[WATCHED] = True
         self.inflight += 1
         try:
-            await self._dispatch(scope, receive, send, origin)
+            await self._dispatch(scope, watch.receive, watch.send, origin)
+        except asyncio.CancelledError:
+            if not watch.cancelled:
+                raise
+            logger.info("%s %s: the client disconnected; its request was cancelled", scope["method"], scope["path"])
         finally:
             self.inflight -= 1
+            watch.close()
 
     async def _admit(self, scope: Scope, receive: Receive, send: Send) -> tuple[Receive, bool, bool] | None:
         """Check the key and the body size; `(receive, has Origin, is public)`, or `None` once refused."""

@@ -6,6 +6,7 @@ in one place, into an `UpstreamError` subclass naming that node (the httpx `map_
 
 import asyncio
 import contextlib
+import os
 import weakref
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -26,6 +27,7 @@ from megaservice.resilience import Timeout
 __all__ = ["Timeout", "UpstreamClient", "close_client", "dumps", "get_client", "upstream_errors"]
 
 _ERROR_BODY_LIMIT = 64 * 1024
+MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 
 
 def _default(obj: Any) -> Any:
@@ -68,8 +70,15 @@ class UpstreamClient:
     per-hop thread hop); connections are kept alive and reused across requests.
     """
 
-    def __init__(self, *, limit: int = 0, keepalive_timeout: float = 75.0) -> None:
+    def __init__(
+        self, *, limit: int = 0, keepalive_timeout: float = 75.0, max_response_bytes: int | None = None
+    ) -> None:
         self._limit = limit
+        if max_response_bytes is None:
+            max_response_bytes = int(os.environ.get("MEGASERVICE_MAX_RESPONSE_BYTES", "") or MAX_RESPONSE_BYTES)
+        self.max_response_bytes = max_response_bytes
+        """Largest non-streaming answer accepted from a node (env `MEGASERVICE_MAX_RESPONSE_BYTES`, default 64 MiB);
+        a larger one is an `UpstreamProtocolError`."""
         self._keepalive_timeout = keepalive_timeout
         self._session: aiohttp.ClientSession | None = None
 
@@ -110,7 +119,11 @@ class UpstreamClient:
                 async with asyncio.timeout(first_byte):
                     response = await pending
             async with response:
-                data = await response.read()
+                length = response.content_length
+                if length is not None and length <= self.max_response_bytes:
+                    data = await response.read()
+                else:
+                    data = await self._read_limited(node, url, response)
                 if response.status >= 300:
                     raise UpstreamStatusError(
                         node=node,
@@ -119,6 +132,23 @@ class UpstreamClient:
                         body=data[:_ERROR_BODY_LIMIT].decode(errors="replace"),
                     )
                 return response.content_type, data
+
+    async def _read_limited(self, node: str, url: str, response: aiohttp.ClientResponse) -> bytes:
+        limit = self.max_response_bytes
+        if response.content_length is not None:
+            response.close()
+            raise UpstreamProtocolError(
+                f"{node} answered {response.content_length} bytes, more than the {limit} accepted", node=node, url=url
+            )
+        chunks = []
+        size = 0
+        async for chunk in response.content.iter_any():
+            size += len(chunk)
+            if size > limit:
+                response.close()
+                raise UpstreamProtocolError(f"{node} answered more than the {limit} bytes accepted", node=node, url=url)
+            chunks.append(chunk)
+        return b"".join(chunks)
 
     async def open_stream(
         self,

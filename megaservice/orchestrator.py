@@ -59,6 +59,8 @@ JSON = dict[str, Any]
 # end of what has arrived, so "3.14" in one piece stays whole.
 _SENTENCE_END = re.compile(r"[.?!](?=\s|$)|[。，！]")  # noqa: RUF001
 _BINARY_TYPES = ("audio/", "image/", "video/", "application/octet-stream")
+MAX_EVENT_BYTES = 1024 * 1024
+"""Largest SSE event accepted from a streaming node; a longer one ends the stream with an error event."""
 
 
 class RuntimeGraph(DAG):
@@ -810,6 +812,10 @@ async def _read_batches(response: aiohttp.ClientResponse, node: str, url: str) -
                 events = splitter.feed(data)
                 if events:
                     yield events
+                if splitter.pending > MAX_EVENT_BYTES:
+                    raise UpstreamProtocolError(
+                        f"{node} sent an SSE event longer than {MAX_EVENT_BYTES} bytes", node=node, url=url
+                    )
         completed = True
         rest = splitter.flush()
         if rest:

@@ -9,6 +9,8 @@ from starlette.background import BackgroundTask
 from starlette.responses import StreamingResponse as _StarletteStreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from megaservice._app import WATCHED
+
 __all__ = ["BatchStreamingResponse", "StreamingResponse"]
 
 
@@ -34,6 +36,14 @@ class StreamingResponse(_StarletteStreamingResponse):
         """Stream the body; stop at once (closing the body iterator) if the client disconnects."""
         if scope["type"] != "http":
             await super().__call__(scope, receive, send)
+            return
+        if scope.get(WATCHED):  # the service cancels the request when its client leaves
+            try:
+                await self._stream(send)
+            finally:
+                await self._close_source()
+            if self.background is not None:
+                await self.background()
             return
         task = asyncio.current_task()
         assert task is not None

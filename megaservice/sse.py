@@ -122,6 +122,11 @@ class EventSplitter:
         self._buffer = normalised[start:] + self._buffer
         return events
 
+    @property
+    def pending(self) -> int:
+        """Bytes held back waiting for the end of an event."""
+        return len(self._buffer)
+
     def flush(self) -> bytes:
         """Return what is left at the end of the stream (an event the server did not terminate)."""
         rest, self._buffer = self._buffer, b""

@@ -16,3 +16,25 @@ def node(name: str, base_url: str, service_type: ServiceType = ServiceType.UNDEF
         service_type=service_type,
         **kwargs,
     )
+
+
+def gateway(orchestrator, path: str = "/v1/chat") -> MicroService:
+    """A megaservice in OPEA's style: one route handing `{"text", "stream"}` to `schedule()`."""
+    from fastapi import Request
+
+    from megaservice import LLMParams, ServiceRoleType
+
+    service = MicroService("Gateway", service_role=ServiceRoleType.MEGASERVICE, port=0, endpoint=path)
+
+    async def handle(request: Request):
+        data = await request.json()
+        results, graph = await orchestrator.schedule(
+            {"text": data["text"]}, llm_parameters=LLMParams(stream=data.get("stream", True))
+        )
+        for response in results.values():
+            if hasattr(response, "body_iterator"):
+                return response
+        return results[graph.all_leaves()[-1]]
+
+    service.add_route(path, handle, methods=["POST"])
+    return service

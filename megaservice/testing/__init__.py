@@ -3,6 +3,7 @@
 from typing import TYPE_CHECKING, Any
 
 from megaservice.testing.fakes import FakeEmbedding, FakeGuardrail, FakeLLM, FakeReranker, FakeRetriever, FakeService
+from megaservice.testing.faults import Fault, FaultyServer, unused_url
 from megaservice.testing.server import serve
 
 if TYPE_CHECKING:
@@ -15,8 +16,11 @@ __all__ = [
     "FakeReranker",
     "FakeRetriever",
     "FakeService",
+    "Fault",
+    "FaultyServer",
     "client_for",
     "serve",
+    "unused_url",
 ]
 
 
