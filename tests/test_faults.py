@@ -6,6 +6,7 @@ and that nothing is left behind: no task, no connection held open, no pending re
 
 import asyncio
 import time
+from typing import Any
 
 import aiohttp
 import anyio
@@ -27,12 +28,12 @@ def pending() -> float:
     return REGISTRY.get_sample_value("megaservice_request_pending") or 0.0
 
 
-def our_tasks() -> set[asyncio.Task]:
+def our_tasks() -> set[asyncio.Task[Any]]:
     """Tasks of the megaservice and its server, not of the faulty upstream (which may keep a connection)."""
     return {t for t in asyncio.all_tasks() if not t.get_coro().__qualname__.startswith("FaultyServer.")}
 
 
-async def settle(upstream: FaultyServer | None, tasks: set[asyncio.Task], before: float, keepalive: bool) -> None:
+async def settle(upstream: FaultyServer | None, tasks: set[asyncio.Task[Any]], before: float, keepalive: bool) -> None:
     """Wait (bounded) until nothing of the failed request is left; fail if something stays."""
     deadline = time.monotonic() + 3
     while True:
