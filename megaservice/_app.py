@@ -25,6 +25,7 @@ from typing import Any
 import orjson
 from fastapi import FastAPI
 from fastapi.encoders import jsonable_encoder
+from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
@@ -250,6 +251,12 @@ async def _input_error_response(request: Request, exc: InputError) -> Response:
     return JSONResponse({"detail": str(exc)}, status_code=exc.status_code)
 
 
+async def _validation_error_response(request: Request, exc: ValidationError) -> Response:
+    """A handler that validated the request itself (`ChatCompletionRequest.model_validate(data)`): 422, as FastAPI."""
+    errors = exc.errors(include_url=False, include_context=False, include_input=False)
+    return JSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)
+
+
 def _dumps(content: Any) -> bytes:
     """What FastAPI answers for a handler without a response model (`jsonable_encoder`, then JSON), faster."""
     try:
@@ -301,6 +308,7 @@ class ServiceApp(FastAPI):
         self._direct: dict[tuple[str, str], _DirectRoute] = {}
         self._own_middleware = 0
         self.add_exception_handler(InputError, _input_error_response)  # type: ignore[arg-type]
+        self.add_exception_handler(ValidationError, _validation_error_response)  # type: ignore[arg-type]
 
     def seal_middleware(self) -> None:
         """Mark the middleware added so far as the service's own; any added later turns the direct path off."""

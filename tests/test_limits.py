@@ -122,3 +122,51 @@ async def test_a_body_that_is_not_json_is_a_400():
         answer = await client.post("/v1/parse", content=b"{not json")
     assert answer.status_code == 400
     assert answer.json()["detail"].startswith("request body is not valid JSON")
+
+
+@pytest.fixture
+def input_limits():
+    from megaservice.protocol.limits import set_input_limits
+
+    previous = set_input_limits(max_messages=2, max_tokens=100)
+    yield
+    set_input_limits(previous)
+
+
+@pytest.mark.usefixtures("input_limits")
+async def test_too_many_messages_or_tokens_are_refused_with_a_4xx_naming_the_limit():
+    from megaservice import ChatCompletionRequest, LLMParamsDoc
+
+    svc = MicroService("chat", port=0)
+
+    async def parse_itself(request: Request) -> dict[str, object]:  # the OPEA way: validate in the handler
+        chat = ChatCompletionRequest.model_validate(await request.json())
+        return {"messages": len(chat.messages)}
+
+    async def typed(doc: LLMParamsDoc) -> dict[str, object]:  # a pydantic body: FastAPI validates
+        return {"max_new_tokens": doc.max_new_tokens}
+
+    svc.add_route("/v1/chat", parse_itself, methods=["POST"])
+    svc.add_route("/v1/llm", typed, methods=["POST"])
+    two = [{"role": "user", "content": "hi"}] * 2
+    async with client_for(svc.app) as client:
+        ok = await client.post("/v1/chat", json={"messages": two})
+        many = await client.post("/v1/chat", json={"messages": two * 2})
+        greedy = await client.post("/v1/chat", json={"messages": two, "max_tokens": 101})
+        typed_ok = await client.post("/v1/llm", json={"query": "q", "max_new_tokens": 100})
+        typed_greedy = await client.post("/v1/llm", json={"query": "q", "max_new_tokens": 5000})
+    assert (ok.status_code, ok.json()) == (200, {"messages": 2})
+    assert many.status_code == greedy.status_code == typed_greedy.status_code == 422
+    assert "4 messages; at most 2 are accepted" in many.text
+    assert "asks for 101 tokens; at most 100 are accepted" in greedy.text
+    assert "asks for 5000 tokens" in typed_greedy.text
+    assert typed_ok.status_code == 200
+
+
+def test_input_limits_come_from_the_environment(monkeypatch):
+    from megaservice.protocol.limits import InputLimits
+
+    monkeypatch.setenv("MEGASERVICE_MAX_MESSAGES", "0")
+    monkeypatch.setenv("MEGASERVICE_MAX_TOKENS", "4096")
+    assert InputLimits.from_env() == InputLimits(max_messages=None, max_tokens=4096)
+    assert InputLimits() == InputLimits(max_messages=1000, max_tokens=32768)

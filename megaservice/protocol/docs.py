@@ -11,6 +11,7 @@ from pydantic import Field, NonNegativeFloat, PositiveInt
 
 from megaservice.protocol.base import BaseDoc, TopologyInfo
 from megaservice.protocol.guardrails import LLMGuardInputGuardrailParams, LLMGuardOutputGuardrailParams
+from megaservice.protocol.limits import MaxTokens
 
 __all__ = [
     "Audio2TextDoc",
@@ -214,8 +215,8 @@ class LLMParamsDoc(BaseDoc):
 
     model: str | None = None
     query: str
-    max_tokens: int = 1024
-    max_new_tokens: PositiveInt = 1024
+    max_tokens: Annotated[int, MaxTokens] = 1024
+    max_new_tokens: Annotated[PositiveInt, MaxTokens] = 1024
     top_k: PositiveInt = 10
     top_p: NonNegativeFloat = 0.95
     typical_p: NonNegativeFloat = 0.95

@@ -3,9 +3,11 @@
 import time
 import uuid
 from enum import IntEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, NonNegativeFloat, PositiveInt
+
+from megaservice.protocol.limits import MaxTokens, MessagesLimit
 
 __all__ = [
     "ALLOWED_CHATCOMPLETION_ARGS",
@@ -63,7 +65,8 @@ ALLOWED_COMPLETION_ARGS = (
     "stream", "suffix", "temperature", "top_p", "user",
 )  # fmt: skip
 
-Messages = str | list[dict[str, Any]]
+Messages = Annotated[str | list[dict[str, Any]], MessagesLimit]
+Tokens = Annotated[PositiveInt | None, MaxTokens]
 EmbeddingInput = list[int] | list[list[int]] | str | list[str]
 
 
@@ -263,7 +266,7 @@ class ChatCompletionRequest(BaseModel):
     logit_bias: dict[str, float] | None = None
     logprobs: bool | None = False
     top_logprobs: int | None = 0
-    max_tokens: PositiveInt | None = 1024
+    max_tokens: Tokens = 1024
     n: PositiveInt | None = 1
     presence_penalty: float | None = 0.0
     response_format: ResponseFormat | None = None
@@ -333,7 +336,7 @@ class AudioChatCompletionRequest(BaseModel):
     top_p: NonNegativeFloat | None = 0.95
     top_k: PositiveInt | None = 10
     n: PositiveInt | None = 1
-    max_tokens: PositiveInt | None = 1024
+    max_tokens: Tokens = 1024
     stop: str | list[str] | None = None
     stream: bool | None = False
     presence_penalty: NonNegativeFloat | None = 0.0
@@ -419,7 +422,7 @@ class CompletionRequest(BaseModel):
     suffix: str | None = None
     temperature: NonNegativeFloat | None = 0.7
     n: PositiveInt | None = 1
-    max_tokens: PositiveInt | None = 16
+    max_tokens: Tokens = 16
     stop: str | list[str] | None = None
     stream: bool | None = False
     top_p: NonNegativeFloat | None = 1.0
