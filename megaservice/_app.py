@@ -25,7 +25,7 @@ from typing import Any
 import orjson
 from fastapi import FastAPI
 from fastapi.encoders import jsonable_encoder
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
@@ -307,6 +307,7 @@ class ServiceApp(FastAPI):
         self.inflight = 0
         self._direct: dict[tuple[str, str], _DirectRoute] = {}
         self._own_middleware = 0
+        self._body_models: dict[str, type[BaseModel]] = {}
         self.add_exception_handler(InputError, _input_error_response)  # type: ignore[arg-type]
         self.add_exception_handler(ValidationError, _validation_error_response)  # type: ignore[arg-type]
 
@@ -314,9 +315,27 @@ class ServiceApp(FastAPI):
         """Mark the middleware added so far as the service's own; any added later turns the direct path off."""
         self._own_middleware = len(self.user_middleware)
 
-    def add_route_fast(self, path: str, endpoint: Callable[..., Any], *, methods: Sequence[str], **kwargs: Any) -> None:
-        """Add a FastAPI route; serve it directly too when its handler allows (module docstring)."""
-        self.add_api_route(path, endpoint, methods=list(methods), **kwargs)
+    def add_route_fast(
+        self,
+        path: str,
+        endpoint: Callable[..., Any],
+        *,
+        methods: Sequence[str],
+        body_model: type[BaseModel] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """Add a FastAPI route; serve it directly too when its handler allows (module docstring).
+
+        `body_model` documents the JSON body of a handler that reads the `Request` itself, so the
+        OpenAPI schema (and the tools generating requests from it) know what it accepts.
+        """
+        if body_model is not None:
+            self._body_models[body_model.__name__] = body_model
+            ref = {"$ref": f"#/components/schemas/{body_model.__name__}"}
+            body = {"required": True, "content": {"application/json": {"schema": ref}}}
+            self.add_api_route(path, endpoint, methods=list(methods), openapi_extra={"requestBody": body}, **kwargs)
+        else:
+            self.add_api_route(path, endpoint, methods=list(methods), **kwargs)
         if set(kwargs) - {"tags", "include_in_schema"}:
             return
         form = _direct_form(endpoint)
@@ -325,6 +344,19 @@ class ServiceApp(FastAPI):
         route = _DirectRoute(self, endpoint, form)
         for method in methods:
             self._direct.setdefault((method.upper(), path), route)
+
+    def openapi(self) -> dict[str, Any]:
+        """FastAPI's schema, plus the body models of routes that read their `Request` themselves."""
+        if self.openapi_schema is None and self._body_models:
+            schema = super().openapi()
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            for name, model in self._body_models.items():
+                model_schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+                for def_name, definition in model_schema.pop("$defs", {}).items():
+                    components.setdefault(def_name, definition)
+                components.setdefault(name, model_schema)
+            return schema
+        return super().openapi()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Check the limits; serve a direct route if the request allows it, everything else through FastAPI."""

@@ -13,12 +13,12 @@ import os
 import socket
 import unicodedata
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from megaservice.exceptions import InputError
 
-__all__ = ["check_url", "read_upload", "safe_path"]
+__all__ = ["check_url", "check_url_blocking", "read_upload", "safe_path"]
 
 _CHUNK = 64 * 1024
 
@@ -73,13 +73,7 @@ def _is_public(address: str) -> bool:
     )
 
 
-async def check_url(url: str, *, allow_private: bool = False) -> str:
-    """Return `url` if it is http(s) and its host resolves only to public addresses; else raise `InputError`.
-
-    Every address the host resolves to is checked (a name with one public and one private
-    address is refused). `allow_private=True` allows loopback, link-local and private ranges
-    (an intranet crawler, a test). The caller should fetch with redirects off, or check each hop.
-    """
+def _split_url(url: str) -> tuple[str, int]:
     parts = urlsplit(url)
     if parts.scheme not in {"http", "https"}:
         raise InputError(f"only http and https URLs are accepted, not {parts.scheme or 'no scheme'!r}")
@@ -87,19 +81,46 @@ async def check_url(url: str, *, allow_private: bool = False) -> str:
         raise InputError(f"URL without a host: {url!r}")
     if parts.username or parts.password:
         raise InputError("URLs with credentials are not accepted")
-    if allow_private:
-        return url
     try:
         port = parts.port or (443 if parts.scheme == "https" else 80)
     except ValueError as exc:
         raise InputError(f"invalid port in {url!r}") from exc
-    loop = asyncio.get_running_loop()
-    try:
-        infos = await loop.getaddrinfo(parts.hostname, port, type=socket.SOCK_STREAM)
-    except socket.gaierror as exc:
-        raise InputError(f"cannot resolve {parts.hostname!r}") from exc
+    return parts.hostname, port
+
+
+def _check_addresses(hostname: str, infos: list[Any]) -> None:
     for info in infos:
         address = str(info[4][0]).split("%", 1)[0]
         if not _is_public(address):
-            raise InputError(f"{parts.hostname!r} resolves to a non-public address ({address}); refused")
+            raise InputError(f"{hostname!r} resolves to a non-public address ({address}); refused")
+
+
+async def check_url(url: str, *, allow_private: bool = False) -> str:
+    """Return `url` if it is http(s) and its host resolves only to public addresses; else raise `InputError`.
+
+    Every address the host resolves to is checked (a name with one public and one private
+    address is refused). `allow_private=True` allows loopback, link-local and private ranges
+    (an intranet crawler, a test). The caller should fetch with redirects off, or check each hop.
+    """
+    hostname, port = _split_url(url)
+    if allow_private:
+        return url
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(hostname, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise InputError(f"cannot resolve {hostname!r}") from exc
+    _check_addresses(hostname, infos)
+    return url
+
+
+def check_url_blocking(url: str, *, allow_private: bool = False) -> str:
+    """`check_url` for synchronous code (it resolves the host with a blocking call: not on the event loop)."""
+    hostname, port = _split_url(url)
+    if allow_private:
+        return url
+    try:
+        infos = socket.getaddrinfo(hostname, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise InputError(f"cannot resolve {hostname!r}") from exc
+    _check_addresses(hostname, infos)
     return url

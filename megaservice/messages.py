@@ -3,15 +3,26 @@
 import base64
 import http.client
 import io
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from megaservice.exceptions import InputError
+from megaservice.guards import check_url_blocking
+
 __all__ = ["handle_message"]
 
 _IMAGE_FETCH_TIMEOUT = 10.0
 _IMAGE_MAX_BYTES = 20 * 1024 * 1024
+_ROLES = ("system", "user", "assistant")
+
+image_dir: Path | None = Path(os.environ["MEGASERVICE_IMAGE_DIR"]) if os.environ.get("MEGASERVICE_IMAGE_DIR") else None
+"""The only directory a message may name a local image file in (`None`: local files are not read).
+From `MEGASERVICE_IMAGE_DIR`; `megaservice.compat.install()` sets the working directory, as OPEA reads any path."""
+allow_private_image_urls = os.environ.get("MEGASERVICE_ALLOW_PRIVATE_URLS", "") in ("1", "true", "yes")
+"""Whether image URLs may point at loopback, link-local or private addresses (`MEGASERVICE_ALLOW_PRIVATE_URLS`)."""
 
 
 def handle_message(messages: str | Sequence[dict[str, Any]]) -> str | tuple[str, list[str]]:
@@ -22,25 +33,30 @@ def handle_message(messages: str | Sequence[dict[str, Any]]) -> str | tuple[str,
     PNG (URLs are fetched, local paths read, anything else is taken as base64 already).
 
     Raises:
-        ValueError: a message has a role other than system, user or assistant.
+        InputError: (a `ValueError`, 400) a message is malformed, has a role other than system, user
+            or assistant, or names an image that may not be read (a private URL, a file outside
+            `image_dir`).
     """
     if isinstance(messages, str):
         return messages
     system_prompt = ""
     turns: list[tuple[str, str, list[str]]] = []
-    for message in messages:
+    for index, message in enumerate(messages):
+        if not isinstance(message, dict) or "role" not in message:
+            raise InputError(f"messages[{index}] must be an object with a 'role'")
         role = message["role"]
-        content = message["content"]
-        if role == "system":
-            system_prompt = content
-        elif role == "user" and isinstance(content, list):
-            text = "\n".join(part["text"] for part in content if part["type"] == "text")
-            images = [part["image_url"]["url"] for part in content if part["type"] == "image_url"]
+        content = message.get("content") or ""
+        if role not in _ROLES:
+            raise InputError(f"Unknown role: {role}")
+        if role == "user" and isinstance(content, list):
+            text, images = _parts(content, index)
             turns.append((role, text, images))
-        elif role in ("user", "assistant"):
-            turns.append((role, content, []))
+        elif not isinstance(content, str):
+            raise InputError(f"messages[{index}].content must be a string")
+        elif role == "system":
+            system_prompt = content
         else:
-            raise ValueError(f"Unknown role: {role}")
+            turns.append((role, content, []))
     prompt = system_prompt + "\n" if system_prompt else ""
     images_b64: list[str] = []
     for role, text, images in turns:
@@ -51,13 +67,31 @@ def handle_message(messages: str | Sequence[dict[str, Any]]) -> str | tuple[str,
     return prompt
 
 
+def _parts(content: list[Any], index: int) -> tuple[str, list[str]]:
+    texts, images = [], []
+    for part in content:
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind == "text" and isinstance(part.get("text"), str):
+            texts.append(part["text"])
+        elif (
+            kind == "image_url"
+            and isinstance(part.get("image_url"), dict)
+            and isinstance(part["image_url"].get("url"), str)
+        ):
+            images.append(part["image_url"]["url"])
+        else:
+            raise InputError(f"messages[{index}].content: each part must be a text or an image_url part")
+    return "\n".join(texts), images
+
+
 def _image_as_base64_png(image: str) -> str:
     if image.startswith(("http://", "https://")):
-        return _to_png_base64(_fetch(image))
-    path = Path(image)
-    if len(image) < 4096 and path.exists():
-        return _to_png_base64(path.read_bytes())
-    return image
+        return _to_png_base64(_fetch(check_url_blocking(image, allow_private=allow_private_image_urls)))
+    if len(image) < 4096 and image_dir is not None and not image.startswith("data:"):
+        path = (image_dir / image).resolve()
+        if path.is_relative_to(image_dir.resolve()) and path.is_file():
+            return _to_png_base64(path.read_bytes())
+    return image  # base64 already
 
 
 def _to_png_base64(data: bytes) -> str:

@@ -30,7 +30,7 @@ from megaservice._app import Limits, ServiceApp
 from megaservice._server import HealthCheckFilter, bind_socket
 from megaservice._version import __version__
 from megaservice.client import close_client
-from megaservice.constants import MCPFuncType, ServiceRoleType, ServiceType
+from megaservice.constants import MCPFuncType, MegaServiceEndpoint, ServiceRoleType, ServiceType
 from megaservice.exceptions import ConfigurationError, UpstreamError
 from megaservice.protocol.docs import TextDoc
 from megaservice.resilience import CircuitBreaker, Retry, Timeout
@@ -185,8 +185,20 @@ class HTTPService(BaseService):
         self._readiness.append(check)
 
     def add_route(self, endpoint: str, handler: Callable[..., Any], methods: Sequence[str] | None = None) -> None:
-        """Add a FastAPI route (the handler may take a `Request` or pydantic bodies and return a response)."""
-        self._app.add_route_fast(endpoint, handler, methods=list(methods or ["POST"]))
+        """Add a FastAPI route (the handler may take a `Request` or pydantic bodies and return a response).
+
+        On a megaservice, a chat-style endpoint (`/v1/chatqna`, `/v1/codegen`, …) whose handler reads
+        the `Request` itself is documented in the OpenAPI schema as taking a `ChatCompletionRequest`,
+        which is what OPEA's gateways parse there.
+        """
+        methods = list(methods or ["POST"])
+        body_model = None
+        role = getattr(self, "service_role", None)
+        if role == ServiceRoleType.MEGASERVICE and endpoint in _CHAT_ENDPOINTS and _takes_only_request(handler):
+            from megaservice.protocol.openai import ChatCompletionRequest
+
+            body_model = ChatCompletionRequest
+        self._app.add_route_fast(endpoint, handler, methods=methods, body_model=body_model)
 
     # -- serving --------------------------------------------------------------------------------
 
@@ -262,6 +274,37 @@ class HTTPService(BaseService):
         writer.close()
         await writer.wait_closed()
         return True
+
+
+_CHAT_ENDPOINTS = frozenset(
+    str(e)
+    for e in (
+        MegaServiceEndpoint.CHAT_QNA,
+        MegaServiceEndpoint.CODE_GEN,
+        MegaServiceEndpoint.CODE_TRANS,
+        MegaServiceEndpoint.DOC_SUMMARY,
+        MegaServiceEndpoint.SEARCH_QNA,
+        MegaServiceEndpoint.FAQ_GEN,
+        MegaServiceEndpoint.GRAPH_RAG,
+        MegaServiceEndpoint.HYBRID_RAG,
+        MegaServiceEndpoint.CHAT,
+    )
+)
+
+
+def _takes_only_request(handler: Callable[..., Any]) -> bool:
+    try:
+        params = list(inspect.signature(handler).parameters.values())
+    except (TypeError, ValueError):
+        return False
+    if len(params) != 1:
+        return False
+    annotation = params[0].annotation
+    return (
+        annotation is inspect.Parameter.empty
+        or annotation is Request
+        or (inspect.isclass(annotation) and issubclass(annotation, Request))
+    )
 
 
 class MicroService(HTTPService):

@@ -76,6 +76,12 @@ def install() -> None:
     from megaservice import microservice
 
     microservice._bind_on_construction = True  # OPEA compat: see the module docstring
+    from pathlib import Path
+
+    from megaservice import messages
+
+    if messages.image_dir is None:  # OPEA reads a local image a message names; here only under the working dir
+        messages.image_dir = Path.cwd()
     modules = _modules()
     for name in _PACKAGES:
         module = sys.modules.get(name)
