@@ -34,6 +34,7 @@ if TYPE_CHECKING:
         register_microservice,
     )
     from megaservice.orchestrator import RuntimeGraph, ServiceOrchestrator
+    from megaservice.orchestrator_yaml import ServiceOrchestratorWithYaml
     from megaservice.protocol import (
         Audio2text,
         Audio2TextDoc,
@@ -134,6 +135,7 @@ _EXPORTS: dict[str, str] = {
     "SearchedDoc": "megaservice.protocol",
     "SearchedMultimodalDoc": "megaservice.protocol",
     "ServiceOrchestrator": "megaservice.orchestrator",
+    "ServiceOrchestratorWithYaml": "megaservice.orchestrator_yaml",
     "ServiceRoleType": "megaservice.constants",
     "ServiceType": "megaservice.constants",
     "statistics_dict": "megaservice.statistics",
@@ -211,6 +213,7 @@ __all__ = [
     "SearchedDoc",
     "SearchedMultimodalDoc",
     "ServiceOrchestrator",
+    "ServiceOrchestratorWithYaml",
     "ServiceRoleType",
     "ServiceType",
     "StreamingResponse",

@@ -7,6 +7,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any, ClassVar, TypeVar
 
+from megaservice.orchestrator_yaml import ServiceOrchestratorWithYaml
+
 __all__ = [
     "CustomLogger",
     "OpeaComponent",
@@ -146,10 +148,3 @@ class OpeaComponentLoader:
     async def invoke(self, *args: Any, **kwargs: Any) -> Any:
         """Call the component."""
         return await self.component.invoke(*args, **kwargs)
-
-
-class ServiceOrchestratorWithYaml:
-    """Not supported: build a `ServiceOrchestrator` in code (OPEA's YAML variant ran nodes sequentially, blocking)."""
-
-    def __init__(self, yaml_file_path: str) -> None:
-        raise NotImplementedError("ServiceOrchestratorWithYaml is not supported; build a ServiceOrchestrator in code")
