@@ -112,12 +112,7 @@ class UpstreamClient:
         `first_byte` bounds the wait for the response headers (`timeout` bounds the rest).
         """
         with upstream_errors(node, url):
-            pending = self.session.post(url, data=body, headers=headers, timeout=timeout)
-            if first_byte is None:
-                response = await pending
-            else:
-                async with asyncio.timeout(first_byte):
-                    response = await pending
+            response = await self._send(url, body, headers, timeout, first_byte)
             async with response:
                 length = response.content_length
                 if length is not None and length <= self.max_response_bytes:
@@ -132,6 +127,21 @@ class UpstreamClient:
                         body=data[:_ERROR_BODY_LIMIT].decode(errors="replace"),
                     )
                 return response.content_type, data
+
+    async def _send(
+        self,
+        url: str,
+        body: bytes,
+        headers: Mapping[str, str],
+        timeout: aiohttp.ClientTimeout,
+        first_byte: float | None,
+    ) -> aiohttp.ClientResponse:
+        """POST and wait for the response headers, at most `first_byte` seconds if set."""
+        pending = self.session.post(url, data=body, headers=headers, timeout=timeout)
+        if first_byte is None:
+            return await pending
+        async with asyncio.timeout(first_byte):
+            return await pending
 
     async def _read_limited(self, node: str, url: str, response: aiohttp.ClientResponse) -> bytes:
         limit = self.max_response_bytes
@@ -162,12 +172,7 @@ class UpstreamClient:
     ) -> aiohttp.ClientResponse:
         """POST `body` and return the response once its headers arrived; the caller reads and releases it."""
         with upstream_errors(node, url):
-            pending = self.session.post(url, data=body, headers=headers, timeout=timeout)
-            if first_byte is None:
-                response = await pending
-            else:
-                async with asyncio.timeout(first_byte):
-                    response = await pending
+            response = await self._send(url, body, headers, timeout, first_byte)
             if response.status >= 300:
                 try:
                     data = await response.content.read(_ERROR_BODY_LIMIT)

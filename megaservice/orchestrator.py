@@ -732,22 +732,28 @@ def _decode(node: str, url: str, content_type: str, body: bytes) -> Any:
 
 def _fallback_from_env(service: "MicroService", prefix: str) -> "MicroService | None":
     """The fallback named by `<prefix>FALLBACK_URL`, as a remote node of the same type."""
-    from megaservice.microservice import MicroService  # microservice imports this module
-
     url = os.environ.get(prefix + "FALLBACK_URL", "").strip()
     if not url:
         return None
+    name = service.name.rsplit("/", 1)[0] + "-fallback"
+    return remote_node(name, url, service.service_type, what=f"{prefix}FALLBACK_URL")
+
+
+def remote_node(name: str, url: str, service_type: ServiceType, *, what: str) -> "MicroService":
+    """A remote `MicroService` for a node at `url` (`ConfigurationError` naming `what` if it is not http(s))."""
+    from megaservice.microservice import MicroService  # microservice imports this module
+
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigurationError(f"{prefix}FALLBACK_URL must be an http(s) URL, got {url!r}")
+        raise ConfigurationError(f"{what} must be an http(s) URL, got {url!r}")
     return MicroService(
-        name=service.name.rsplit("/", 1)[0] + "-fallback",
+        name=name,
         protocol=parts.scheme,
         host=parts.hostname,
         port=parts.port or (443 if parts.scheme == "https" else 80),
         endpoint=parts.path or "/",
         use_remote_service=True,
-        service_type=service.service_type,
+        service_type=service_type,
     )
 
 

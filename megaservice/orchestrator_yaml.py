@@ -22,14 +22,13 @@ timeouts, retries and errors naming the node (OPEA's ran the nodes one by one wi
 import re
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from pydantic import BaseModel
 
 from megaservice.constants import ServiceType
 from megaservice.dag import DAG
 from megaservice.exceptions import ConfigurationError
-from megaservice.orchestrator import ServiceOrchestrator
+from megaservice.orchestrator import ServiceOrchestrator, remote_node
 from megaservice.protocol.docs import LLMParams
 
 __all__ = ["ServiceOrchestratorWithYaml"]
@@ -62,22 +61,9 @@ class ServiceOrchestratorWithYaml(ServiceOrchestrator):
             self._add_rule(str(rule))
 
     def _add_endpoint(self, name: str, spec: Any) -> None:
-        from megaservice.microservice import MicroService  # microservice imports the orchestrator
-
-        url = spec.get("endpoint") if isinstance(spec, dict) else None
-        parts = urlsplit(str(url or ""))
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ConfigurationError(f"{self.yaml_file_path}: node {name!r} needs an http(s) 'endpoint' URL")
-        service = MicroService(
-            name=name,
-            protocol=parts.scheme,
-            host=parts.hostname,
-            port=parts.port or (443 if parts.scheme == "https" else 80),
-            endpoint=parts.path or "/",
-            use_remote_service=True,
-            service_type=ServiceType.UNDEFINED,
-        )
-        self.services[name] = service  # the node is named as in the file, not `name/MicroService`
+        url = str(spec.get("endpoint") or "") if isinstance(spec, dict) else ""
+        what = f"{self.yaml_file_path}: the 'endpoint' of node {name!r}"
+        self.services[name] = remote_node(name, url, ServiceType.UNDEFINED, what=what)  # named as in the file
         self.add_node_if_not_exists(name)
 
     def _add_rule(self, rule: str) -> None:

@@ -7,32 +7,13 @@ import time
 import aiohttp
 import anyio
 import pytest
-from fastapi import Request
 from prometheus_client import REGISTRY
 
-from megaservice import LLMParams, MicroService, ServiceOrchestrator, ServiceRoleType, ServiceType
+from megaservice import MicroService, ServiceOrchestrator, ServiceType
 from megaservice.testing import FakeGuardrail, FakeLLM, FakeService, serve
-from tests.helpers import node
+from tests.helpers import gateway, node
 
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("upstream_client")]
-
-
-def gateway(orchestrator: ServiceOrchestrator) -> MicroService:
-    """A megaservice in OPEA's style: one route handing the request to `schedule()`."""
-    service = MicroService("Gateway", service_role=ServiceRoleType.MEGASERVICE, port=0, endpoint="/v1/chat")
-
-    async def handle(request: Request):
-        data = await request.json()
-        results, graph = await orchestrator.schedule(
-            {"text": data["text"]}, llm_parameters=LLMParams(stream=data.get("stream", True))
-        )
-        for response in results.values():
-            if hasattr(response, "body_iterator"):
-                return response
-        return results[graph.all_leaves()[-1]]
-
-    service.add_route("/v1/chat", handle, methods=["POST"])
-    return service
 
 
 def llm_only(llm_url: str) -> ServiceOrchestrator:
