@@ -22,7 +22,7 @@ from pathlib import Path
 import aiohttp
 import orjson
 from backends import PATHS
-from bench import ROLES, free_port, wait_port
+from bench import ROLES, free_port, stop, wait_port
 
 HERE = Path(__file__).resolve().parent
 
@@ -118,13 +118,7 @@ def main() -> None:
             soak(f"http://127.0.0.1:{port}/v1/chatqna", target.pid, args.clients, args.minutes, args.every)
         )
     finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop(procs)
     sys.exit(1 if failed else 0)
 
 

@@ -26,9 +26,9 @@ import re
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -55,6 +55,7 @@ __all__ = ["RuntimeGraph", "ServiceOrchestrator"]
 logger = logging.getLogger(__name__)
 
 JSON = dict[str, Any]
+_T = TypeVar("_T")
 # A sentence ends at OPEA's sentence marks (CJK ones included); a Latin one only before a space or the
 # end of what has arrived, so "3.14" in one piece stays whole.
 _SENTENCE_END = re.compile(r"[.?!](?=\s|$)|[。，！]")  # noqa: RUF001
@@ -485,41 +486,56 @@ class ServiceOrchestrator(DAG):
         try:
             return await self._call(run, node, url, body, node.retry if retry else None)
         except UpstreamError as exc:
-            fallback = node.fallback
-            if fallback is None or not is_node_failure(exc):
-                raise
-            self.metrics.node_fallbacks.labels(node.name).inc()
-            logger.warning("%s failed (%s); calling its fallback %s", node.name, exc, fallback.name)
-            return await self._call(run, fallback, fallback.url or fallback.service.endpoint_path(None), body, None)
+            fallback = self._fallback(node, exc)
+        return await self._call(run, fallback, fallback.url or fallback.service.endpoint_path(None), body, None)
 
     async def _call(self, run: _Run, node: _Node, url: str, body: bytes, retry: Retry | None) -> Any:
+        async def post() -> Any:
+            content_type, data = await run.client.post(
+                node.name, url, body, headers=node.headers, timeout=node.request_timeout, first_byte=node.first_byte
+            )
+            return _decode(node.name, url, content_type, data)  # bad JSON counts as the node's failure
+
         attempt = 0
         while True:
-            circuit = node.circuit
-            if circuit is not None:
-                self._check_circuit(node, circuit, url)
-            started = time.monotonic()
-            outcome: bool | None = None
             try:
-                content_type, data = await run.client.post(
-                    node.name, url, body, headers=node.headers, timeout=node.request_timeout, first_byte=node.first_byte
-                )
-                result = _decode(node.name, url, content_type, data)
+                return await self._attempt(node, url, post)
             except UpstreamError as exc:
-                outcome = not is_node_failure(exc)  # a 4xx: the node is well, the request was wrong
-                self.metrics.node_errors.labels(node.name, exc.kind).inc()
                 if retry is None or attempt + 1 >= retry.attempts or not retry.should_retry(exc):
                     raise
-            else:
-                outcome = True
-                return result
-            finally:
-                node.latency.observe(time.monotonic() - started)
-                if circuit is not None:
-                    self._record(node, circuit, outcome)
             self.metrics.node_retries.labels(node.name).inc()
             await asyncio.sleep(retry.delay(attempt))
             attempt += 1
+
+    async def _attempt(self, node: _Node, url: str, call: Callable[[], Awaitable[_T]]) -> _T:
+        """One call to a node: its circuit checked, its latency and errors counted, its outcome recorded."""
+        circuit = node.circuit
+        if circuit is not None:
+            self._check_circuit(node, circuit, url)
+        started = time.monotonic()
+        outcome: bool | None = None  # stays None if cancelled: that says nothing about the node
+        try:
+            result = await call()
+        except UpstreamError as exc:
+            outcome = not is_node_failure(exc)  # a 4xx: the node is well, the request was wrong
+            self.metrics.node_errors.labels(node.name, exc.kind).inc()
+            raise
+        else:
+            outcome = True
+            return result
+        finally:
+            node.latency.observe(time.monotonic() - started)
+            if circuit is not None:
+                self._record(node, circuit, outcome)
+
+    def _fallback(self, node: _Node, exc: UpstreamError) -> _Node:
+        """The node to try after `node` failed with `exc`; re-raise `exc` if there is none or the request was wrong."""
+        fallback = node.fallback
+        if fallback is None or not is_node_failure(exc):
+            raise exc
+        self.metrics.node_fallbacks.labels(node.name).inc()
+        logger.warning("%s failed (%s); calling its fallback %s", node.name, exc, fallback.name)
+        return fallback
 
     def _check_circuit(self, node: _Node, circuit: Circuit, url: str) -> None:
         try:
@@ -540,41 +556,24 @@ class ServiceOrchestrator(DAG):
             self.metrics.circuit_open.labels(node.name).set(0 if outcome else 1)
 
     async def _open_stream(self, run: _Run, node: _Node, url: str, body: bytes) -> aiohttp.ClientResponse:
-        circuit = node.circuit
-        if circuit is not None:
-            self._check_circuit(node, circuit, url)
-        started = time.monotonic()
-        outcome: bool | None = None
-        try:
-            response = await run.client.open_stream(
+        return await self._attempt(
+            node,
+            url,
+            lambda: run.client.open_stream(
                 node.name, url, body, headers=node.headers, timeout=node.stream_timeout, first_byte=node.first_byte
-            )
-        except UpstreamError as exc:
-            outcome = not is_node_failure(exc)
-            self.metrics.node_errors.labels(node.name, exc.kind).inc()
-            raise
-        else:
-            outcome = True
-            return response
-        finally:
-            node.latency.observe(time.monotonic() - started)
-            if circuit is not None:
-                self._record(node, circuit, outcome)
+            ),
+        )
 
     async def _open_llm_stream(self, run: _Run, node: _Node, url: str, inputs: Any) -> tuple[Any, str]:
         downstream = run.children(node.name)
         if len(downstream) > 1:
             raise ConfigurationError(f"a streaming node can feed one downstream node; {node.name} has {downstream}")
         body = dumps(_payload(inputs))
+        answering = node
         try:
             response = await self._open_stream(run, node, url, body)
-            answering = node
         except UpstreamError as exc:
-            answering = node.fallback  # type: ignore[assignment]
-            if answering is None or not is_node_failure(exc):
-                raise
-            self.metrics.node_fallbacks.labels(node.name).inc()
-            logger.warning("%s failed (%s); streaming from its fallback %s", node.name, exc, answering.name)
+            answering = self._fallback(node, exc)
             url = answering.url or answering.service.endpoint_path(None)
             response = await self._open_stream(run, answering, url, body)
         guard = _StreamGuard(self.metrics)
