@@ -3,6 +3,10 @@
     base        BaseDoc (auto `id`), TopologyInfo
     docs        TextDoc, EmbedDoc, SearchedDoc, LLMParams, ... (`comps.cores.proto.docarray`)
     openai      ChatCompletionRequest/Response, EmbeddingRequest, ... (`comps.cores.proto.api_protocol`)
+    assistants  the Assistants API: AssistantsObject, ThreadObject, MessageObject, RunObject, ...
+    finetuning  the fine-tuning and files API: FineTuningJobsRequest, FineTuningJob, FileObject, ...
+                (its `Error` and `Metrics` are only in `megaservice.protocol.finetuning`: too generic here)
+    forms       multipart-form requests: DataprepRequest and its backends' variants, AudioQnaRequest
     guardrails  LLM-Guard scanner settings
 
 Each submodule is imported on first use of one of its names.
@@ -12,8 +16,23 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from megaservice.protocol.assistants import *  # noqa: F403
     from megaservice.protocol.base import BaseDoc as BaseDoc, TopologyInfo as TopologyInfo
     from megaservice.protocol.docs import *  # noqa: F403
+    from megaservice.protocol.finetuning import (
+        FileObject as FileObject,
+        FineTuningJob as FineTuningJob,
+        FineTuningJobCheckpoint as FineTuningJobCheckpoint,
+        FineTuningJobIDRequest as FineTuningJobIDRequest,
+        FineTuningJobList as FineTuningJobList,
+        FineTuningJobListRequest as FineTuningJobListRequest,
+        FineTuningJobsRequest as FineTuningJobsRequest,
+        FineTuningJobWandbIntegration as FineTuningJobWandbIntegration,
+        FineTuningJobWandbIntegrationObject as FineTuningJobWandbIntegrationObject,
+        Hyperparameters as Hyperparameters,
+        UploadFileRequest as UploadFileRequest,
+    )
+    from megaservice.protocol.forms import *  # noqa: F403
     from megaservice.protocol.guardrails import (
         LLMGuardInputGuardrailParams as LLMGuardInputGuardrailParams,
         LLMGuardOutputGuardrailParams as LLMGuardOutputGuardrailParams,
@@ -65,6 +84,7 @@ _EXPORTS: dict[str, str] = {
     "ALLOWED_CHATCOMPLETION_ARGS": "megaservice.protocol.openai",
     "ALLOWED_COMPLETION_ARGS": "megaservice.protocol.openai",
     "ApiErrorCode": "megaservice.protocol.openai",
+    "ArbPostHearingAssistantChatCompletionRequest": "megaservice.protocol.openai",
     "AudioChatCompletionRequest": "megaservice.protocol.openai",
     "AudioSpeechRequest": "megaservice.protocol.openai",
     "AudioTranscriptionResponse": "megaservice.protocol.openai",
@@ -94,18 +114,48 @@ _EXPORTS: dict[str, str] = {
     "RerankingResponseData": "megaservice.protocol.openai",
     "ResponseFormat": "megaservice.protocol.openai",
     "RetrievalRequest": "megaservice.protocol.openai",
+    "RetrievalRequestArangoDB": "megaservice.protocol.openai",
     "RetrievalResponse": "megaservice.protocol.openai",
     "RetrievalResponseData": "megaservice.protocol.openai",
     "RouteEndpointDoc": "megaservice.protocol.openai",
     "ServiceCard": "megaservice.protocol.openai",
     "ServiceList": "megaservice.protocol.openai",
     "StreamOptions": "megaservice.protocol.openai",
+    "Text2QueryRequest": "megaservice.protocol.openai",
     "TokenCheckRequest": "megaservice.protocol.openai",
     "TokenCheckRequestItem": "megaservice.protocol.openai",
     "TokenCheckResponse": "megaservice.protocol.openai",
     "TokenCheckResponseItem": "megaservice.protocol.openai",
     "UsageInfo": "megaservice.protocol.openai",
+    "check_requests": "megaservice.protocol.openai",
     "create_error_response": "megaservice.protocol.openai",
+    "AssistantsObject": "megaservice.protocol.assistants",
+    "Attachments": "megaservice.protocol.assistants",
+    "CreateAssistantsRequest": "megaservice.protocol.assistants",
+    "CreateMessagesRequest": "megaservice.protocol.assistants",
+    "CreateRunResponse": "megaservice.protocol.assistants",
+    "CreateThreadsRequest": "megaservice.protocol.assistants",
+    "ListAssistantsRequest": "megaservice.protocol.assistants",
+    "MessageContent": "megaservice.protocol.assistants",
+    "MessageObject": "megaservice.protocol.assistants",
+    "RunObject": "megaservice.protocol.assistants",
+    "ThreadObject": "megaservice.protocol.assistants",
+    "FileObject": "megaservice.protocol.finetuning",
+    "FineTuningJob": "megaservice.protocol.finetuning",
+    "FineTuningJobCheckpoint": "megaservice.protocol.finetuning",
+    "FineTuningJobIDRequest": "megaservice.protocol.finetuning",
+    "FineTuningJobList": "megaservice.protocol.finetuning",
+    "FineTuningJobListRequest": "megaservice.protocol.finetuning",
+    "FineTuningJobWandbIntegration": "megaservice.protocol.finetuning",
+    "FineTuningJobWandbIntegrationObject": "megaservice.protocol.finetuning",
+    "FineTuningJobsRequest": "megaservice.protocol.finetuning",
+    "Hyperparameters": "megaservice.protocol.finetuning",
+    "UploadFileRequest": "megaservice.protocol.finetuning",
+    "ArangoDBDataprepRequest": "megaservice.protocol.forms",
+    "AudioQnaRequest": "megaservice.protocol.forms",
+    "DataprepRequest": "megaservice.protocol.forms",
+    "Neo4jDataprepRequest": "megaservice.protocol.forms",
+    "RedisDataprepRequest": "megaservice.protocol.forms",
     "LLMGuardInputGuardrailParams": "megaservice.protocol.guardrails",
     "LLMGuardOutputGuardrailParams": "megaservice.protocol.guardrails",
 }

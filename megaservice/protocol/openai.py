@@ -13,6 +13,7 @@ __all__ = [
     "ALLOWED_CHATCOMPLETION_ARGS",
     "ALLOWED_COMPLETION_ARGS",
     "ApiErrorCode",
+    "ArbPostHearingAssistantChatCompletionRequest",
     "AudioChatCompletionRequest",
     "AudioSpeechRequest",
     "AudioTranscriptionResponse",
@@ -42,17 +43,20 @@ __all__ = [
     "RerankingResponseData",
     "ResponseFormat",
     "RetrievalRequest",
+    "RetrievalRequestArangoDB",
     "RetrievalResponse",
     "RetrievalResponseData",
     "RouteEndpointDoc",
     "ServiceCard",
     "ServiceList",
     "StreamOptions",
+    "Text2QueryRequest",
     "TokenCheckRequest",
     "TokenCheckRequestItem",
     "TokenCheckResponse",
     "TokenCheckResponseItem",
     "UsageInfo",
+    "check_requests",
     "create_error_response",
 ]
 
@@ -221,6 +225,23 @@ class RetrievalRequest(BaseModel):
     request_type: Literal["retrieval"] = "retrieval"
 
 
+class RetrievalRequestArangoDB(RetrievalRequest):
+    """`RetrievalRequest`, plus ArangoDB's graph search settings."""
+
+    graph_name: str | None = None
+    search_start: str | None = None
+    search_mode: str | None = None
+    num_centroids: int | None = None
+    distance_strategy: str | None = None
+    use_approx_search: bool | None = None
+    enable_traversal: bool | None = None
+    enable_summarizer: bool | None = None
+    traversal_max_depth: int | None = None
+    traversal_max_returned: int | None = None
+    traversal_score_threshold: float | None = None
+    traversal_query: str | None = None
+
+
 class RetrievalResponseData(BaseModel):
     """One retrieved document."""
 
@@ -323,6 +344,10 @@ class DocSumChatCompletionRequest(ChatCompletionRequest):
     chunk_size: int = -1
     chunk_overlap: int = -1
     type: str | None = None
+
+
+class ArbPostHearingAssistantChatCompletionRequest(DocSumChatCompletionRequest):
+    """Chat request for the post-hearing summary service (the summariser's fields)."""
 
 
 class AudioChatCompletionRequest(BaseModel):
@@ -488,6 +513,18 @@ class RouteEndpointDoc(BaseModel):
     url: str = Field(..., description="URL of the chosen inference endpoint")
 
 
+class Text2QueryRequest(BaseModel):
+    """A question to turn into a database query, and the database to ask."""
+
+    query: str | None = None
+    conn_type: str | None = "sql"
+    conn_url: str | None = None
+    conn_user: str | None = None
+    conn_password: str | None = None
+    conn_dialect: str | None = "postgresql"
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
 class ApiErrorCode(IntEnum):
     """OPEA's application error codes (five digits; the first three are the HTTP status)."""
 
@@ -514,3 +551,27 @@ def create_error_response(status_code: int, message: str) -> Any:
     http_status = status_code // 100 if status_code >= 10000 else status_code
     body = ErrorResponse(message=message, code=int(status_code)).model_dump()
     return JSONResponse(body, status_code=http_status)
+
+
+def check_requests(request: Any) -> Any:
+    """OPEA's range check of a completion request: an error response for the first bad value, else `None`."""
+    out_of_range = ApiErrorCode.PARAM_OUT_OF_RANGE
+    max_tokens, n = getattr(request, "max_tokens", None), getattr(request, "n", None)
+    temperature, top_p = getattr(request, "temperature", None), getattr(request, "top_p", None)
+    top_k, stop = getattr(request, "top_k", None), getattr(request, "stop", None)
+    problem = None
+    if max_tokens is not None and max_tokens <= 0:
+        problem = f"{max_tokens} is less than the minimum of 1 - 'max_tokens'"
+    elif n is not None and n <= 0:
+        problem = f"{n} is less than the minimum of 1 - 'n'"
+    elif temperature is not None and not 0 <= temperature <= 2:
+        bound = "less than the minimum of 0" if temperature < 0 else "greater than the maximum of 2"
+        problem = f"{temperature} is {bound} - 'temperature'"
+    elif top_p is not None and not 0 <= top_p <= 1:
+        bound = "less than the minimum of 0" if top_p < 0 else "greater than the maximum of 1"
+        problem = f"{top_p} is {bound} - 'top_p'"
+    elif top_k is not None and -1 < top_k < 1:
+        problem = f"{top_k} is out of Range. Either set top_k to -1 or >=1."
+    elif stop is not None and not isinstance(stop, str | list):
+        problem = f"{stop} is not valid under any of the given schemas - 'stop'"
+    return None if problem is None else create_error_response(out_of_range, problem)
