@@ -308,6 +308,8 @@ class ServiceApp(FastAPI):
         self._direct: dict[tuple[str, str], _DirectRoute] = {}
         self._own_middleware = 0
         self._body_models: dict[str, type[BaseModel]] = {}
+        self.unwatched: tuple[str, ...] = ()
+        """Path prefixes served without the disconnect watcher (apps that handle disconnects themselves)."""
         self.add_exception_handler(InputError, _input_error_response)  # type: ignore[arg-type]
         self.add_exception_handler(ValidationError, _validation_error_response)  # type: ignore[arg-type]
 
@@ -374,6 +376,13 @@ class ServiceApp(FastAPI):
         if limits.max_inflight is not None and self.inflight >= limits.max_inflight:
             retry = [(b"retry-after", str(limits.retry_after).encode())]
             await _refuse(send, 503, f"busy: {self.inflight} requests in flight, try again later", retry)
+            return
+        if self.unwatched and scope["path"].startswith(self.unwatched):
+            self.inflight += 1
+            try:
+                await self._dispatch(scope, receive, send, origin)
+            finally:
+                self.inflight -= 1
             return
         task = asyncio.current_task()
         assert task is not None

@@ -18,7 +18,7 @@ from collections import defaultdict, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from enum import Enum
 from types import SimpleNamespace
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 import uvicorn
@@ -37,6 +37,9 @@ from megaservice.resilience import CircuitBreaker, Retry, Timeout
 from megaservice.statistics import collect_all_statistics
 
 __all__ = ["BaseService", "HTTPService", "MicroService", "opea_microservices", "register_microservice"]
+
+if TYPE_CHECKING:
+    from megaservice._mcp import MCPBridge
 
 logger = logging.getLogger(__name__)
 
@@ -368,6 +371,7 @@ class MicroService(HTTPService):
         self.use_remote_service = bool(use_remote_service)
         self.description = description
         self.enable_mcp = enable_mcp
+        self.mcp: MCPBridge | None = None
         self.dynamic_batching = dynamic_batching
         self.dynamic_batching_timeout = dynamic_batching_timeout
         self.dynamic_batching_max_batch_size = dynamic_batching_max_batch_size
@@ -380,8 +384,6 @@ class MicroService(HTTPService):
             self.uvicorn_kwargs["ssl_keyfile"] = ssl_keyfile
         if ssl_certfile:
             self.uvicorn_kwargs["ssl_certfile"] = ssl_certfile
-        if enable_mcp:
-            logger.warning("%s: MCP is not supported by megaservice; serving plain HTTP", name)
         if not self.use_remote_service:
             self.provider = provider
             self.provider_endpoint = provider_endpoint
@@ -405,6 +407,14 @@ class MicroService(HTTPService):
                 self.buffer_lock = asyncio.Lock()
                 self.request_buffer: defaultdict[Any, deque[dict[str, Any]]] = defaultdict(deque)
                 self.add_startup_event(self._dynamic_batch_processor)
+            if enable_mcp:
+                from megaservice import _mcp
+
+                self.mcp = _mcp.MCPBridge(name, host, port)
+                if func is not None:
+                    self.mcp.register(func, mcp_func_type, description)
+                self._app.router.routes.extend(self.mcp.routes())
+                self._app.unwatched += self.mcp.paths()
             if _bind_on_construction and protocol == "http":
                 self._listen()
         self.name = f"{name}/{self.__class__.__name__}"
@@ -512,8 +522,15 @@ def register_microservice(
                 dynamic_batching_timeout=dynamic_batching_timeout,
                 dynamic_batching_max_batch_size=dynamic_batching_max_batch_size,
                 enable_mcp=enable_mcp,
+                func=func,
                 description=description,
+                mcp_func_type=mcp_func_type,
             )
+        elif enable_mcp:
+            service = opea_microservices[name]
+            if service.mcp is None:
+                raise ConfigurationError(f"{name}: enable_mcp=True on a service first registered without it")
+            service.mcp.register(func, mcp_func_type, description)
         opea_microservices[name].add_route(endpoint or "/", func, methods=list(methods or ["POST"]))
         return func
 
