@@ -17,6 +17,7 @@ import hmac
 import inspect
 import logging
 import os
+import time
 import typing
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -33,6 +34,7 @@ from starlette.types import Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from megaservice.exceptions import ConfigurationError, InputError
+from megaservice.metrics import get_http_metrics
 
 __all__ = ["InvalidJSONBodyError", "Limits", "ServiceApp"]
 
@@ -174,26 +176,39 @@ WATCHED = "megaservice.disconnect_watch"
 """Scope key set while the app watches for the client's disconnect (responses need not watch themselves)."""
 
 
-class _Watch:
-    """Cancel a request's task when its client goes away before the answer is complete.
+class _Exchange:
+    """One request's `send` (recording the status and length for the `http_*` metrics) and `receive`.
 
-    Once the request body is in, a watcher task owns the server's `receive` and waits for
-    `http.disconnect`. If that comes before the last byte of the answer was sent, the request's
-    task is cancelled, and with it every upstream call it is making (their connections are closed,
-    which is how the nodes learn the work is no longer wanted). Whoever else calls `receive` after
-    the body (a streaming response's own watcher, `Request.is_disconnected`) gets the disconnect
-    from the watcher.
+    Once armed with the request's task (`watch`), it also cancels that task when the client goes
+    away before the answer is complete: after the request body is in, a watcher task owns the
+    server's `receive` and waits for `http.disconnect`; if that comes before the last byte of the
+    answer was sent, the request's task is cancelled, and with it every upstream call it is making
+    (their connections are closed, which is how the nodes learn the work is no longer wanted).
+    Whoever else calls `receive` after the body (a streaming response's own watcher,
+    `Request.is_disconnected`) gets the disconnect from the watcher.
     """
 
-    __slots__ = ("_receive", "_send", "_task", "_watcher", "cancelled", "complete")
+    __slots__ = ("_receive", "_send", "_task", "_watcher", "cancelled", "complete", "response_bytes", "status")
 
-    def __init__(self, receive: Receive, send: Send, task: "asyncio.Task[Any]") -> None:
+    def __init__(self, receive: Receive, send: Send) -> None:
         self._receive = receive
         self._send = send
-        self._task = task
+        self._task: asyncio.Task[Any] | None = None
         self._watcher: asyncio.Task[None] | None = None
         self.complete = False
         self.cancelled = False
+        self.status = 0
+        self.response_bytes = 0
+
+    @property
+    def server_receive(self) -> Receive:
+        """The server's own `receive`."""
+        return self._receive
+
+    def watch(self, task: "asyncio.Task[Any]", receive: Receive) -> None:
+        """Cancel `task` on a disconnect; read the request through `receive` (the body-limited one) from now on."""
+        self._task = task
+        self._receive = receive
 
     async def receive(self) -> Message:
         watcher = self._watcher
@@ -201,26 +216,34 @@ class _Watch:
             await asyncio.shield(watcher)
             return _DISCONNECT
         message = await self._receive()
-        if message["type"] == "http.request" and not message.get("more_body", False):
+        if self._task is not None and message["type"] == "http.request" and not message.get("more_body", False):
             self._watcher = asyncio.get_running_loop().create_task(self._watch())
         return message
 
     async def send(self, message: Message) -> None:
-        if message["type"] == "http.response.body" and not message.get("more_body", False):
-            self.complete = True
+        kind = message["type"]
+        if kind == "http.response.body":
+            if not message.get("more_body", False):
+                self.complete = True
+        elif kind == "http.response.start":
+            self.status = message["status"]
+            for name, value in message.get("headers", ()):
+                if name == b"content-length":
+                    self.response_bytes = int(value)
+                    break
         await self._send(message)
 
     async def _watch(self) -> None:
         while (await self._receive())["type"] != "http.disconnect":
             pass
-        if not self.complete:
+        if not self.complete and self._task is not None:
             self.cancelled = True
             self._task.cancel()
 
     def close(self) -> None:
         if self._watcher is not None:
             self._watcher.cancel()
-        if self.cancelled:
+        if self.cancelled and self._task is not None:
             self._task.uncancel()
 
 
@@ -229,6 +252,13 @@ async def _refuse(send: Send, status: int, detail: str, headers: list[tuple[byte
     raw = [(b"content-length", str(len(body)).encode()), _JSON_HEADER, *(headers or [])]
     await send({"type": "http.response.start", "status": status, "headers": raw})
     await send({"type": "http.response.body", "body": body})
+
+
+def _content_length(scope: Scope) -> int:
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            return int(value) if value.isdigit() else 0
+    return 0
 
 
 def _limited(receive: Receive, limit: int) -> Receive:
@@ -308,6 +338,8 @@ class ServiceApp(FastAPI):
         self._direct: dict[tuple[str, str], _DirectRoute] = {}
         self._own_middleware = 0
         self._body_models: dict[str, type[BaseModel]] = {}
+        self.http_metrics = get_http_metrics()
+        """Where requests are counted (`megaservice.metrics.HTTPMetrics`); `None` counts nothing."""
         self.unwatched: tuple[str, ...] = ()
         """Path prefixes served without the disconnect watcher (apps that handle disconnects themselves)."""
         self.add_exception_handler(InputError, _input_error_response)  # type: ignore[arg-type]
@@ -365,39 +397,58 @@ class ServiceApp(FastAPI):
         if scope["type"] != "http":
             await super().__call__(scope, receive, send)
             return
-        admitted = await self._admit(scope, receive, send)
-        if admitted is None:
+        exchange = _Exchange(receive, send)
+        meter = self.http_metrics
+        if meter is None:
+            await self._serve(scope, exchange)
             return
+        start = time.perf_counter()
+        handler = "none"
+        try:
+            handler = await self._serve(scope, exchange)
+        except Exception:
+            exchange.status = exchange.status or 500
+            raise
+        finally:
+            if exchange.status:
+                length = _content_length(scope)
+                seconds = time.perf_counter() - start
+                meter.observe(scope["method"], exchange.status, handler, length, exchange.response_bytes, seconds)
+
+    async def _serve(self, scope: Scope, exchange: _Exchange) -> str:
+        """Serve one request; return its handler (route template, or `none`) for the metrics."""
+        admitted = await self._admit(scope, exchange.server_receive, exchange.send)
+        if admitted is None:
+            direct = self._direct.get((scope["method"], scope["path"]))
+            return scope["path"] if direct is not None else "none"
         receive, origin, public = admitted
         if public:
-            await self._dispatch(scope, receive, send, origin)
-            return
+            return await self._dispatch(scope, receive, exchange.send, origin)
         limits = self.limits
         if limits.max_inflight is not None and self.inflight >= limits.max_inflight:
             retry = [(b"retry-after", str(limits.retry_after).encode())]
-            await _refuse(send, 503, f"busy: {self.inflight} requests in flight, try again later", retry)
-            return
+            await _refuse(exchange.send, 503, f"busy: {self.inflight} requests in flight, try again later", retry)
+            return "none"
+        self.inflight += 1
         if self.unwatched and scope["path"].startswith(self.unwatched):
-            self.inflight += 1
             try:
-                await self._dispatch(scope, receive, send, origin)
+                return await self._dispatch(scope, receive, exchange.send, origin)
             finally:
                 self.inflight -= 1
-            return
         task = asyncio.current_task()
         assert task is not None
-        watch = _Watch(receive, send, task)
+        exchange.watch(task, receive)
         scope[WATCHED] = True
-        self.inflight += 1
         try:
-            await self._dispatch(scope, watch.receive, watch.send, origin)
+            return await self._dispatch(scope, exchange.receive, exchange.send, origin)
         except asyncio.CancelledError:
-            if not watch.cancelled:
+            if not exchange.cancelled:
                 raise
             logger.info("%s %s: the client disconnected; its request was cancelled", scope["method"], scope["path"])
+            return "none"
         finally:
             self.inflight -= 1
-            watch.close()
+            exchange.close()
 
     async def _admit(self, scope: Scope, receive: Receive, send: Send) -> tuple[Receive, bool, bool] | None:
         """Check the key and the body size; `(receive, has Origin, is public)`, or `None` once refused."""
@@ -427,7 +478,7 @@ class ServiceApp(FastAPI):
                 return None
         return receive, origin, public
 
-    async def _dispatch(self, scope: Scope, receive: Receive, send: Send, origin: bool) -> None:
+    async def _dispatch(self, scope: Scope, receive: Receive, send: Send, origin: bool) -> str:
         if self._direct and not origin:
             route = self._direct.get((scope["method"], scope["path"]))
             if (
@@ -437,8 +488,10 @@ class ServiceApp(FastAPI):
                 and not scope.get("root_path")
             ):
                 await route(scope, receive, send)
-                return
+                return scope["path"]  # type: ignore[no-any-return]
         await super().__call__(scope, receive, send)
+        matched = scope.get("route")
+        return getattr(matched, "path", "none") if matched is not None else "none"
 
     async def error_response(self, request: Request, exc: Exception) -> Response:
         """The answer FastAPI's middleware would give for `exc` (its exception handlers, or a 500)."""

@@ -10,21 +10,44 @@
 
 They live in the default registry, are created once per process, and are shared by every
 orchestrator (OPEA PR #1301: duplicated time series otherwise).
+
+Every service also exports the series of prometheus-fastapi-instrumentator's defaults, which OPEA
+services expose and dashboards query (`HTTPMetrics`, `get_http_metrics`):
+
+    http_requests_total{method,status,handler}         counter    status grouped: 2xx, 4xx, ...
+    http_request_size_bytes{handler}                   summary    request Content-Length (0 if none)
+    http_response_size_bytes{handler}                  summary    response Content-Length (0 if streamed)
+    http_request_duration_seconds{method,handler}      histogram  buckets 0.1, 0.5, 1
+    http_request_duration_highr_seconds                histogram  21 buckets, 10 ms to 60 s
+
+`handler` is the route's path template (`/v1/items/{id}`), `none` for a path no route matched.
+`MEGASERVICE_HTTP_METRICS=0` turns them off.
 """
 
 import bisect
 import math
+import os
 import threading
 import time
 from collections.abc import Iterable, Sequence
 
 from prometheus_client import REGISTRY, Counter, Gauge
-from prometheus_client.metrics_core import GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+    SummaryMetricFamily,
+)
 from prometheus_client.registry import Collector
 
-__all__ = ["FastGauge", "FastHistogram", "OrchestratorMetrics", "get_metrics"]
+__all__ = ["FastGauge", "FastHistogram", "HTTPMetrics", "OrchestratorMetrics", "get_http_metrics", "get_metrics"]
 
 _DEFAULT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
+_LOWR_BUCKETS = (0.1, 0.5, 1.0)
+_HIGHR_BUCKETS = (
+    0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 4.5, 5.0, 7.5, 10.0, 30.0, 60.0,
+)  # fmt: skip
 _NODE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 
@@ -134,6 +157,101 @@ class FastGauge(Collector):
         return [GaugeMetricFamily(self.name, self.documentation, value=self.value)]
 
 
+class _Exchanges:
+    """The requests of one (method, status group, handler): their count, sizes and durations."""
+
+    __slots__ = ("count", "duration", "request_bytes", "response_bytes")
+
+    def __init__(self, duration: _Series) -> None:
+        self.count = 0
+        self.request_bytes = 0
+        self.response_bytes = 0
+        self.duration = duration
+
+
+class HTTPMetrics(Collector):
+    """The `http_*` series of prometheus-fastapi-instrumentator's defaults (module docstring), recorded cheaply.
+
+    `observe` is one dict lookup, three additions and two histogram observations; the series are
+    assembled when scraped. Like `FastHistogram`, it is meant to be observed from the event loop.
+    """
+
+    def __init__(self, registry: "object | None" = REGISTRY) -> None:
+        self._exchanges: dict[tuple[str, str, str], _Exchanges] = {}
+        self.duration = FastHistogram(
+            "http_request_duration_seconds",
+            "Latency with only few buckets by handler. Made to be only used if aggregation by handler is important.",
+            ["method", "handler"],
+            buckets=_LOWR_BUCKETS,
+            registry=None,
+        )
+        self.duration_highr = FastHistogram(
+            "http_request_duration_highr_seconds",
+            "Latency with many buckets but no API specific labels. Made for more accurate percentile calculations.",
+            buckets=_HIGHR_BUCKETS,
+            registry=None,
+        )
+        self._highr = self.duration_highr.labels()
+        if registry is not None:
+            registry.register(self)  # type: ignore[attr-defined]
+
+    def observe(
+        self, method: str, status: int, handler: str, request_bytes: int, response_bytes: int, seconds: float
+    ) -> None:
+        """Record one finished request."""
+        key = (method, _STATUS_GROUPS.get(status // 100, "xxx"), handler)
+        exchanges = self._exchanges.get(key)
+        if exchanges is None:
+            exchanges = self._exchanges[key] = _Exchanges(self.duration.labels(method, handler))
+        exchanges.count += 1
+        exchanges.request_bytes += request_bytes
+        exchanges.response_bytes += response_bytes
+        exchanges.duration.observe(seconds)
+        self._highr.observe(seconds)
+
+    def describe(self) -> Iterable[Metric]:
+        """The metrics without samples (lets the registry catch duplicate names)."""
+        return list(self._families(()))
+
+    def collect(self) -> Iterable[Metric]:
+        """The current values, as Prometheus reads them."""
+        return list(self._families(list(self._exchanges.items())))
+
+    def _families(self, items: Sequence[tuple[tuple[str, str, str], _Exchanges]]) -> Iterable[Metric]:
+        total = CounterMetricFamily(
+            "http_requests",
+            "Total number of requests by method, status and handler.",
+            labels=["method", "status", "handler"],
+        )
+        sizes: dict[str, list[int]] = {}
+        for (method, status, handler), exchanges in items:
+            total.add_metric([method, status, handler], exchanges.count)
+            size = sizes.setdefault(handler, [0, 0, 0])
+            size[0] += exchanges.count
+            size[1] += exchanges.request_bytes
+            size[2] += exchanges.response_bytes
+        yield total
+        for name, what, column in (("request", "incoming requests", 1), ("response", "outgoing responses", 2)):
+            summary = SummaryMetricFamily(
+                f"http_{name}_size_bytes",
+                f"Content length of {what} by handler. Only value of header is respected. Otherwise ignored. "
+                "No percentile calculated. ",
+                labels=["handler"],
+            )
+            for handler, size in sizes.items():
+                summary.add_metric([handler], size[0], size[column])
+            yield summary
+        if items:
+            yield from self.duration.collect()
+            yield from self.duration_highr.collect()
+        else:
+            yield from self.duration.describe()
+            yield from self.duration_highr.describe()
+
+
+_STATUS_GROUPS = {1: "1xx", 2: "2xx", 3: "3xx", 4: "4xx", 5: "5xx"}
+
+
 def _bound_text(bound: float) -> str:
     if bound == math.inf:
         return "+Inf"
@@ -188,3 +306,18 @@ def get_metrics() -> OrchestratorMetrics:
             if _metrics is None:
                 _metrics = OrchestratorMetrics()
     return _metrics
+
+
+_http_metrics: HTTPMetrics | None = None
+
+
+def get_http_metrics() -> HTTPMetrics | None:
+    """Return the process's `http_*` series (created on first use), or `None` if `MEGASERVICE_HTTP_METRICS=0`."""
+    global _http_metrics
+    if _http_metrics is None:
+        if os.environ.get("MEGASERVICE_HTTP_METRICS", "1").strip().lower() in ("0", "false", "no", "off"):
+            return None
+        with _lock:
+            if _http_metrics is None:
+                _http_metrics = HTTPMetrics()
+    return _http_metrics
