@@ -26,7 +26,7 @@ import re
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
@@ -398,6 +398,54 @@ class ServiceOrchestrator(DAG):
         if run.graph.changed:
             self._prune(run)
         return run.results, run.graph
+
+    async def execute(
+        self,
+        session: Any,
+        req_start: float,
+        cur_node: str,
+        inputs: JSON | BaseModel,
+        runtime_graph: DAG,
+        llm_parameters: LLMParams | None = None,
+        **kwargs: Any,
+    ) -> tuple[Any, str]:
+        """Run one node as `schedule()` would (OPEA's signature); return its result and the node it is stored under.
+
+        The hooks run as in `schedule()`, and a streaming LLM node returns a `StreamingResponse`
+        (stored under the node after it, if that node is fed the stream). `session` is accepted for
+        OPEA code and not used: calls go through the orchestrator's pooled client. `runtime_graph`
+        is the graph the hooks see, and where the LLM node looks for the node after it.
+
+        Raises:
+            UpstreamError: the node failed.
+        """
+        params = llm_parameters if llm_parameters is not None else LLMParams()
+        if isinstance(runtime_graph, RuntimeGraph):
+            graph = runtime_graph
+        else:  # a plain DAG: its graph is used (and changed by the hooks) in place, as in OPEA
+            graph = RuntimeGraph()
+            graph.graph = runtime_graph.graph
+        run = _Run(
+            plan=self._get_plan(),
+            graph=graph,
+            params=params,
+            params_dict=params.model_dump(),
+            kwargs=kwargs,
+            req_start=req_start,
+            client=self._client or get_client(),
+        )
+        if cur_node not in run.plan.nodes:
+            raise ConfigurationError(f"{cur_node!r} is not a node of this orchestrator")
+        try:
+            return await self._call_node(run, cur_node, _copy_inputs(inputs))
+        except BaseException:
+            for stream in run.streams:
+                stream.finish()
+            raise
+
+    def wrap_iterable(self, iterable: Iterable[_T], is_first: bool = True) -> Iterator[_T]:
+        """Yield what `iterable` yields (OPEA wraps it in tracing spans; megaservice traces elsewhere)."""
+        yield from iterable
 
     async def _run_roots(self, run: _Run, initial_inputs: JSON | BaseModel) -> None:
         roots = run.plan.roots

@@ -241,3 +241,44 @@ async def test_concurrent_requests_do_not_share_state():
         orchestrator = ServiceOrchestrator().add(node("s", a))
         outcomes = await asyncio.gather(*(orchestrator.schedule({"text": str(i)}) for i in range(20)))
     assert [results["s/MicroService"]["text"] for results, _ in outcomes] == [f"{i}!" for i in range(20)]
+
+
+async def test_execute_runs_one_node_with_the_hooks_as_schedule_does():
+    seen = []
+
+    class Hooked(ServiceOrchestrator):
+        def align_inputs(self, inputs, cur_node, runtime_graph, llm_parameters_dict, **kwargs):
+            seen.append((cur_node, kwargs))
+            return {**inputs, "text": inputs["text"].upper()}
+
+    async with serve(Append("!")) as a, serve(Append("?")) as b:
+        s1, s2 = node("s1", a), node("s2", b)
+        orchestrator = Hooked().add(s1).add(s2)
+        orchestrator.flow_to(s1, s2)
+        data, stored_as = await orchestrator.execute(
+            None, time.monotonic(), "s2/MicroService", {"text": "hi"}, orchestrator, LLMParams(), flag=1
+        )
+    assert (data["text"], stored_as) == ("HI?", "s2/MicroService")
+    assert seen == [("s2/MicroService", {"flag": 1})]
+
+
+async def test_execute_streams_an_llm_node():
+    async with serve(FakeLLM(tokens=["a", "b"])) as llm_url:
+        llm = node("llm", llm_url, ServiceType.LLM)
+        orchestrator = ServiceOrchestrator().add(llm)
+        stream, stored_as = await orchestrator.execute(
+            None, time.monotonic(), "llm/MicroService", {"text": "q"}, orchestrator, LLMParams(stream=True)
+        )
+        frames = [chunk async for chunk in stream.body_iterator]
+    assert stored_as == "llm/MicroService"
+    assert [b'"content":"a"' in frames[0], b'"content":"b"' in frames[1], frames[2]] == [
+        True,
+        True,
+        b"data: [DONE]\n\n",
+    ]
+
+
+async def test_execute_names_an_unknown_node():
+    orchestrator = ServiceOrchestrator()
+    with pytest.raises(ConfigurationError, match="nope"):
+        await orchestrator.execute(None, time.monotonic(), "nope", {"text": "q"}, orchestrator)
