@@ -14,6 +14,7 @@ under a `root_path`. The route is registered with FastAPI too, so it is in the O
 
 import asyncio
 import hmac
+import importlib
 import inspect
 import logging
 import os
@@ -254,6 +255,12 @@ async def _refuse(send: Send, status: int, detail: str, headers: list[tuple[byte
     await send({"type": "http.response.body", "body": body})
 
 
+def _import_model(path: str) -> type[BaseModel]:
+    module, _, name = path.partition(":")
+    model: type[BaseModel] = getattr(importlib.import_module(module), name)
+    return model
+
+
 def _content_length(scope: Scope) -> int:
     for name, value in scope["headers"]:
         if name == b"content-length":
@@ -337,7 +344,7 @@ class ServiceApp(FastAPI):
         self.inflight = 0
         self._direct: dict[tuple[str, str], _DirectRoute] = {}
         self._own_middleware = 0
-        self._body_models: dict[str, type[BaseModel]] = {}
+        self._body_models: dict[str, type[BaseModel] | str] = {}
         self.http_metrics = get_http_metrics()
         """Where requests are counted (`megaservice.metrics.HTTPMetrics`); `None` counts nothing."""
         self.unwatched: tuple[str, ...] = ()
@@ -355,17 +362,19 @@ class ServiceApp(FastAPI):
         endpoint: Callable[..., Any],
         *,
         methods: Sequence[str],
-        body_model: type[BaseModel] | None = None,
+        body_model: type[BaseModel] | str | None = None,
         **kwargs: Any,
     ) -> None:
         """Add a FastAPI route; serve it directly too when its handler allows (module docstring).
 
         `body_model` documents the JSON body of a handler that reads the `Request` itself, so the
-        OpenAPI schema (and the tools generating requests from it) know what it accepts.
+        OpenAPI schema (and the tools generating requests from it) know what it accepts: a model,
+        or `"module:Name"`, imported only when the schema is built.
         """
         if body_model is not None:
-            self._body_models[body_model.__name__] = body_model
-            ref = {"$ref": f"#/components/schemas/{body_model.__name__}"}
+            name = body_model.rpartition(":")[2] if isinstance(body_model, str) else body_model.__name__
+            self._body_models[name] = body_model
+            ref = {"$ref": f"#/components/schemas/{name}"}
             body = {"required": True, "content": {"application/json": {"schema": ref}}}
             self.add_api_route(path, endpoint, methods=list(methods), openapi_extra={"requestBody": body}, **kwargs)
         else:
@@ -384,7 +393,8 @@ class ServiceApp(FastAPI):
         if self.openapi_schema is None and self._body_models:
             schema = super().openapi()
             components = schema.setdefault("components", {}).setdefault("schemas", {})
-            for name, model in self._body_models.items():
+            for name, model_or_path in self._body_models.items():
+                model = _import_model(model_or_path) if isinstance(model_or_path, str) else model_or_path
                 model_schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
                 for def_name, definition in model_schema.pop("$defs", {}).items():
                     components.setdefault(def_name, definition)

@@ -198,9 +198,7 @@ class HTTPService(BaseService):
         body_model = None
         role = getattr(self, "service_role", None)
         if role == ServiceRoleType.MEGASERVICE and endpoint in _CHAT_ENDPOINTS and _takes_only_request(handler):
-            from megaservice.protocol.openai import ChatCompletionRequest
-
-            body_model = ChatCompletionRequest
+            body_model = "megaservice.protocol.openai:ChatCompletionRequest"  # imported when /openapi.json is built
         self._app.add_route_fast(endpoint, handler, methods=methods, body_model=body_model)
 
     # -- serving --------------------------------------------------------------------------------
