@@ -1,6 +1,6 @@
 """`BaseDoc`: the pydantic v2 stand-in for docarray's `BaseDoc` (same JSON, no docarray)."""
 
-import os
+import random
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -9,7 +9,11 @@ __all__ = ["BaseDoc", "TopologyInfo"]
 
 
 def _new_id() -> str:
-    return os.urandom(16).hex()
+    """A random 32-hex id: no system call per document, unlike `os.urandom` (ids are labels, not secrets).
+
+    `random`'s shared generator is reseeded in a forked child, so forked workers do not repeat ids.
+    """
+    return f"{random.getrandbits(128):032x}"
 
 
 class BaseDoc(BaseModel):
