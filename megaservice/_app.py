@@ -244,8 +244,13 @@ class _Exchange:
     def close(self) -> None:
         if self._watcher is not None:
             self._watcher.cancel()
+            # The cancelled watcher's traceback keeps its frame, which refers to this exchange: drop
+            # the exchange's references to the tasks so that no reference cycle is left for the
+            # garbage collector (one per request otherwise, freed only by full collections).
+            self._watcher = None
         if self.cancelled and self._task is not None:
             self._task.uncancel()
+        self._task = None
 
 
 async def _refuse(send: Send, status: int, detail: str, headers: list[tuple[bytes, bytes]] | None = None) -> None:

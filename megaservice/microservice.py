@@ -11,8 +11,10 @@ bound or started until `start()` (blocking, as OPEA) or `await serve()` (inside 
 
 import asyncio
 import contextlib
+import gc
 import inspect
 import logging
+import os
 import socket
 from collections import defaultdict, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -157,6 +159,7 @@ class HTTPService(BaseService):
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, app: FastAPI) -> AsyncIterator[None]:
+        _freeze_startup_objects()
         for item in self._startup:
             awaitable = item() if callable(item) else item
             self._background.append(asyncio.ensure_future(awaitable))
@@ -291,6 +294,19 @@ _CHAT_ENDPOINTS = frozenset(
         MegaServiceEndpoint.CHAT,
     )
 )
+
+
+def _freeze_startup_objects() -> None:
+    """Move what exists when a service starts (modules, models, the app) out of the garbage collector's sight.
+
+    Those objects live as long as the process, yet every full collection walks all of them: with
+    FastAPI and pydantic loaded that is 70 000 objects and a 50 ms pause of the event loop, during
+    which every request in flight waits. Frozen (`gc.freeze()`), they are no longer walked; what
+    requests allocate is collected as before. `MEGASERVICE_GC_FREEZE=0` turns this off.
+    """
+    if os.environ.get("MEGASERVICE_GC_FREEZE", "1").strip().lower() not in ("0", "false", "no", "off"):
+        gc.collect()  # what is already garbage is freed, not frozen
+        gc.freeze()
 
 
 def _takes_only_request(handler: Callable[..., Any]) -> bool:
