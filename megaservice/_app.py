@@ -31,7 +31,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from megaservice.exceptions import ConfigurationError, InputError
@@ -200,11 +200,6 @@ class _Exchange:
         self.cancelled = False
         self.status = 0
         self.response_bytes = 0
-
-    @property
-    def server_receive(self) -> Receive:
-        """The server's own `receive`."""
-        return self._receive
 
     def watch(self, task: "asyncio.Task[Any]", receive: Receive) -> None:
         """Cancel `task` on a disconnect; read the request through `receive` (the body-limited one) from now on."""
@@ -408,62 +403,82 @@ class ServiceApp(FastAPI):
         return super().openapi()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Check the limits; serve a direct route if the request allows it, everything else through FastAPI."""
+        """Check the limits; serve a direct route if the request allows it, everything else through FastAPI.
+
+        One coroutine on purpose: each await of a handler resumes through every coroutine above it,
+        so the request path keeps the layers between the server and the handler to this one.
+        """
         if scope["type"] != "http":
             await super().__call__(scope, receive, send)
             return
         exchange = _Exchange(receive, send)
-        meter = self.http_metrics
-        if meter is None:
-            await self._serve(scope, exchange)
-            return
-        start = time.perf_counter()
-        handler = "none"
+        started = time.perf_counter()
+        target: ASGIApp | None = None
+        counted = False
         try:
-            handler = await self._serve(scope, exchange)
-        except Exception:
-            exchange.status = exchange.status or 500
-            raise
-        finally:
-            if exchange.status:
-                length = _content_length(scope)
-                seconds = time.perf_counter() - start
-                meter.observe(scope["method"], exchange.status, handler, length, exchange.response_bytes, seconds)
-
-    async def _serve(self, scope: Scope, exchange: _Exchange) -> str:
-        """Serve one request; return its handler (route template, or `none`) for the metrics."""
-        admitted = await self._admit(scope, exchange.server_receive, exchange.send)
-        if admitted is None:
-            direct = self._direct.get((scope["method"], scope["path"]))
-            return scope["path"] if direct is not None else "none"
-        receive, origin, public = admitted
-        if public:
-            return await self._dispatch(scope, receive, exchange.send, origin)
-        limits = self.limits
-        if limits.max_inflight is not None and self.inflight >= limits.max_inflight:
-            retry = [(b"retry-after", str(limits.retry_after).encode())]
-            await _refuse(exchange.send, 503, f"busy: {self.inflight} requests in flight, try again later", retry)
-            return "none"
-        self.inflight += 1
-        if self.unwatched and scope["path"].startswith(self.unwatched):
-            try:
-                return await self._dispatch(scope, receive, exchange.send, origin)
-            finally:
-                self.inflight -= 1
-        task = asyncio.current_task()
-        assert task is not None
-        exchange.watch(task, receive)
-        scope[WATCHED] = True
-        try:
-            return await self._dispatch(scope, exchange.receive, exchange.send, origin)
+            admitted = await self._admit(scope, receive, exchange.send)
+            if admitted is None:
+                return
+            receive, origin, public = admitted
+            if not public:
+                limits = self.limits
+                if limits.max_inflight is not None and self.inflight >= limits.max_inflight:
+                    retry = [(b"retry-after", str(limits.retry_after).encode())]
+                    await _refuse(
+                        exchange.send, 503, f"busy: {self.inflight} requests in flight, try again later", retry
+                    )
+                    return
+                self.inflight += 1
+                counted = True
+            target = self._target(scope, origin)
+            if public or (self.unwatched and scope["path"].startswith(self.unwatched)):
+                await target(scope, receive, exchange.send)
+            else:
+                task = asyncio.current_task()
+                assert task is not None
+                exchange.watch(task, receive)
+                scope[WATCHED] = True
+                await target(scope, exchange.receive, exchange.send)
         except asyncio.CancelledError:
             if not exchange.cancelled:
                 raise
             logger.info("%s %s: the client disconnected; its request was cancelled", scope["method"], scope["path"])
-            return "none"
+        except Exception:
+            exchange.status = exchange.status or 500
+            raise
         finally:
-            self.inflight -= 1
+            if counted:
+                self.inflight -= 1
             exchange.close()
+            self._count(scope, exchange, target, started)
+
+    def _target(self, scope: Scope, origin: bool) -> ASGIApp:
+        """The direct route of the request, if it can take it (module docstring); FastAPI otherwise."""
+        if self._direct and not origin:
+            route = self._direct.get((scope["method"], scope["path"]))
+            if (
+                route is not None
+                and len(self.user_middleware) == self._own_middleware
+                and self.max_body_size is None
+                and not scope.get("root_path")
+            ):
+                return route
+        return super().__call__
+
+    def _count(self, scope: Scope, exchange: _Exchange, target: ASGIApp | None, started: float) -> None:
+        """Record a finished request in the `http_*` series (handler: the route template, or `none`)."""
+        meter = self.http_metrics
+        if meter is None or not exchange.status:
+            return
+        if target is None or isinstance(target, _DirectRoute):
+            handler = scope["path"] if (scope["method"], scope["path"]) in self._direct else "none"
+        else:
+            route = scope.get("route")
+            handler = getattr(route, "path", "none") if route is not None else "none"
+        seconds = time.perf_counter() - started
+        meter.observe(
+            scope["method"], exchange.status, handler, _content_length(scope), exchange.response_bytes, seconds
+        )
 
     async def _admit(self, scope: Scope, receive: Receive, send: Send) -> tuple[Receive, bool, bool] | None:
         """Check the key and the body size; `(receive, has Origin, is public)`, or `None` once refused."""
@@ -492,21 +507,6 @@ class ServiceApp(FastAPI):
                 await _refuse(send, 413, f"request body larger than {limits.max_body_bytes} bytes")
                 return None
         return receive, origin, public
-
-    async def _dispatch(self, scope: Scope, receive: Receive, send: Send, origin: bool) -> str:
-        if self._direct and not origin:
-            route = self._direct.get((scope["method"], scope["path"]))
-            if (
-                route is not None
-                and len(self.user_middleware) == self._own_middleware
-                and self.max_body_size is None
-                and not scope.get("root_path")
-            ):
-                await route(scope, receive, send)
-                return scope["path"]  # type: ignore[no-any-return]
-        await super().__call__(scope, receive, send)
-        matched = scope.get("route")
-        return getattr(matched, "path", "none") if matched is not None else "none"
 
     async def error_response(self, request: Request, exc: Exception) -> Response:
         """The answer FastAPI's middleware would give for `exc` (its exception handlers, or a 500)."""

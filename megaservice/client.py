@@ -8,8 +8,8 @@ import asyncio
 import contextlib
 import os
 import weakref
-from collections.abc import Iterator, Mapping
-from typing import Any
+from collections.abc import Awaitable, Iterator, Mapping
+from typing import Any, TypeVar
 
 import aiohttp
 import orjson
@@ -26,6 +26,7 @@ from megaservice.resilience import Timeout
 
 __all__ = ["Timeout", "UpstreamClient", "close_client", "dumps", "get_client", "upstream_errors"]
 
+_T = TypeVar("_T")
 _ERROR_BODY_LIMIT = 64 * 1024
 MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 
@@ -128,20 +129,20 @@ class UpstreamClient:
                     )
                 return response.content_type, data
 
-    async def _send(
+    def _send(
         self,
         url: str,
         body: bytes,
         headers: Mapping[str, str],
         timeout: aiohttp.ClientTimeout,
         first_byte: float | None,
-    ) -> aiohttp.ClientResponse:
-        """POST and wait for the response headers, at most `first_byte` seconds if set."""
+    ) -> Awaitable[aiohttp.ClientResponse]:
+        """POST; the awaitable gives the response once its headers arrived (within `first_byte` seconds if set).
+
+        Without `first_byte` it is aiohttp's own awaitable: no coroutine of ours in between.
+        """
         pending = self.session.post(url, data=body, headers=headers, timeout=timeout)
-        if first_byte is None:
-            return await pending
-        async with asyncio.timeout(first_byte):
-            return await pending
+        return pending if first_byte is None else _within(first_byte, pending)
 
     async def _read_limited(self, node: str, url: str, response: aiohttp.ClientResponse) -> bytes:
         limit = self.max_response_bytes
@@ -188,6 +189,11 @@ class UpstreamClient:
         if self._session is not None and not self._session.closed:
             await self._session.close()
         self._session = None
+
+
+async def _within(seconds: float, pending: Awaitable[_T]) -> _T:
+    async with asyncio.timeout(seconds):
+        return await pending
 
 
 _clients: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, UpstreamClient]" = weakref.WeakKeyDictionary()

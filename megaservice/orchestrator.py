@@ -26,7 +26,7 @@ import re
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
@@ -193,6 +193,35 @@ class _Run:
         if self.graph.changed:
             return self.graph.predecessors(node)
         return self.plan.parents.get(node, ())
+
+
+class _Attempt:
+    """One call to a node, as a `with` block: its circuit checked on entry; its latency, errors and outcome on exit."""
+
+    __slots__ = ("_node", "_orchestrator", "_started")
+
+    def __init__(self, orchestrator: "ServiceOrchestrator", node: _Node, url: str) -> None:
+        circuit = node.circuit
+        if circuit is not None:
+            orchestrator._check_circuit(node, circuit, url)
+        self._orchestrator = orchestrator
+        self._node = node
+        self._started = time.monotonic()
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
+        node = self._node
+        node.latency.observe(time.monotonic() - self._started)
+        outcome: bool | None = None  # stays None if cancelled: that says nothing about the node
+        if exc is None:
+            outcome = True
+        elif isinstance(exc, UpstreamError):
+            outcome = not is_node_failure(exc)  # a 4xx: the node is well, the request was wrong
+            self._orchestrator.metrics.node_errors.labels(node.name, exc.kind).inc()
+        if node.circuit is not None:
+            self._orchestrator._record(node, node.circuit, outcome)
 
 
 def _default_align_generator(self: Any, gen: Any, *args: Any, **kwargs: Any) -> Any:
@@ -529,52 +558,38 @@ class ServiceOrchestrator(DAG):
         return self.align_outputs(data, name, inputs, run.graph, run.params_dict, **run.kwargs), name
 
     async def _post(self, run: _Run, node: _Node, url: str, payload: Any, *, retry: bool = True) -> Any:
-        """Call a node (its retries and circuit breaker included) and decode its answer; then its fallback."""
+        """Call a node (its retries and circuit breaker included) and decode its answer; then its fallback.
+
+        Written as one coroutine on purpose: every await of the call resumes through each coroutine
+        above it, so a layer per policy would cost on every request, configured or not.
+        """
         body = dumps(payload)
-        try:
-            return await self._call(run, node, url, body, node.retry if retry else None)
-        except UpstreamError as exc:
-            fallback = self._fallback(node, exc)
-        return await self._call(run, fallback, fallback.url or fallback.service.endpoint_path(None), body, None)
-
-    async def _call(self, run: _Run, node: _Node, url: str, body: bytes, retry: Retry | None) -> Any:
-        async def post() -> Any:
-            content_type, data = await run.client.post(
-                node.name, url, body, headers=node.headers, timeout=node.request_timeout, first_byte=node.first_byte
-            )
-            return _decode(node.name, url, content_type, data)  # bad JSON counts as the node's failure
-
+        policy = node.retry if retry else None
         attempt = 0
+        fell_back = False
         while True:
             try:
-                return await self._attempt(node, url, post)
+                with _Attempt(self, node, url):
+                    content_type, data = await run.client.post(
+                        node.name,
+                        url,
+                        body,
+                        headers=node.headers,
+                        timeout=node.request_timeout,
+                        first_byte=node.first_byte,
+                    )
+                    return _decode(node.name, url, content_type, data)  # bad JSON counts as the node's failure
             except UpstreamError as exc:
-                if retry is None or attempt + 1 >= retry.attempts or not retry.should_retry(exc):
-                    raise
+                if policy is None or attempt + 1 >= policy.attempts or not policy.should_retry(exc):
+                    if fell_back:
+                        raise
+                    node = self._fallback(node, exc)  # re-raises `exc` when there is none
+                    url = node.url or node.service.endpoint_path(None)
+                    policy, fell_back = None, True
+                    continue
             self.metrics.node_retries.labels(node.name).inc()
-            await asyncio.sleep(retry.delay(attempt))
+            await asyncio.sleep(policy.delay(attempt))
             attempt += 1
-
-    async def _attempt(self, node: _Node, url: str, call: Callable[[], Awaitable[_T]]) -> _T:
-        """One call to a node: its circuit checked, its latency and errors counted, its outcome recorded."""
-        circuit = node.circuit
-        if circuit is not None:
-            self._check_circuit(node, circuit, url)
-        started = time.monotonic()
-        outcome: bool | None = None  # stays None if cancelled: that says nothing about the node
-        try:
-            result = await call()
-        except UpstreamError as exc:
-            outcome = not is_node_failure(exc)  # a 4xx: the node is well, the request was wrong
-            self.metrics.node_errors.labels(node.name, exc.kind).inc()
-            raise
-        else:
-            outcome = True
-            return result
-        finally:
-            node.latency.observe(time.monotonic() - started)
-            if circuit is not None:
-                self._record(node, circuit, outcome)
 
     def _fallback(self, node: _Node, exc: UpstreamError) -> _Node:
         """The node to try after `node` failed with `exc`; re-raise `exc` if there is none or the request was wrong."""
@@ -604,13 +619,10 @@ class ServiceOrchestrator(DAG):
             self.metrics.circuit_open.labels(node.name).set(0 if outcome else 1)
 
     async def _open_stream(self, run: _Run, node: _Node, url: str, body: bytes) -> aiohttp.ClientResponse:
-        return await self._attempt(
-            node,
-            url,
-            lambda: run.client.open_stream(
+        with _Attempt(self, node, url):
+            return await run.client.open_stream(
                 node.name, url, body, headers=node.headers, timeout=node.stream_timeout, first_byte=node.first_byte
-            ),
-        )
+            )
 
     async def _open_llm_stream(self, run: _Run, node: _Node, url: str, inputs: Any) -> tuple[Any, str]:
         downstream = run.children(node.name)
