@@ -400,16 +400,7 @@ class ServiceOrchestrator(DAG):
             UpstreamError: a node failed (the subclass says how; `.node` says which).
         """
         params = llm_parameters if llm_parameters is not None else LLMParams()
-        plan = self._get_plan()
-        run = _Run(
-            plan=plan,
-            graph=RuntimeGraph(self.graph),
-            params=params,
-            params_dict=params.model_dump(),
-            kwargs=kwargs,
-            req_start=time.monotonic(),
-            client=self._client or get_client(),
-        )
+        run = self._new_run(RuntimeGraph(self.graph), params, kwargs, time.monotonic())
         metrics = self.metrics
         metrics.pending_update(True)
         ok = False
@@ -454,15 +445,7 @@ class ServiceOrchestrator(DAG):
         else:  # a plain DAG: its graph is used (and changed by the hooks) in place, as in OPEA
             graph = RuntimeGraph()
             graph.graph = runtime_graph.graph
-        run = _Run(
-            plan=self._get_plan(),
-            graph=graph,
-            params=params,
-            params_dict=params.model_dump(),
-            kwargs=kwargs,
-            req_start=req_start,
-            client=self._client or get_client(),
-        )
+        run = self._new_run(graph, params, kwargs, req_start)
         if cur_node not in run.plan.nodes:
             raise ConfigurationError(f"{cur_node!r} is not a node of this orchestrator")
         try:
@@ -471,6 +454,17 @@ class ServiceOrchestrator(DAG):
             for stream in run.streams:
                 stream.finish()
             raise
+
+    def _new_run(self, graph: RuntimeGraph, params: LLMParams, kwargs: dict[str, Any], req_start: float) -> _Run:
+        return _Run(
+            plan=self._get_plan(),
+            graph=graph,
+            params=params,
+            params_dict=params.model_dump(),
+            kwargs=kwargs,
+            req_start=req_start,
+            client=self._client or get_client(),
+        )
 
     def wrap_iterable(self, iterable: Iterable[_T], is_first: bool = True) -> Iterator[_T]:
         """Yield what `iterable` yields (OPEA wraps it in tracing spans; megaservice traces elsewhere)."""
