@@ -225,7 +225,7 @@ class _Exchange:
             self.status = message["status"]
             for name, value in message.get("headers", ()):
                 if name == b"content-length":
-                    self.response_bytes = int(value)
+                    self.response_bytes = int(value) if value.isdigit() else 0
                     break
         await self._send(message)
 
