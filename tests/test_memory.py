@@ -44,16 +44,18 @@ async def test_serving_requests_leaves_no_reference_cycles(stream: bool) -> None
     assert left == []
 
 
-def test_a_started_service_freezes_what_exists_at_startup() -> None:
+def test_a_started_service_freezes_what_exists_at_startup_and_collects_less_often() -> None:
     script = (
         "import gc\n"
         "from fastapi.testclient import TestClient\n"
         "from megaservice import MicroService\n"
         "with TestClient(MicroService('s', port=0).app):\n"
-        "    print(gc.get_freeze_count())\n"
+        "    print(gc.get_freeze_count(), gc.get_threshold()[0])\n"
     )
-    frozen = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
-    env = {**os.environ, "MEGASERVICE_GC_FREEZE": "0"}
-    unfrozen = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
-    assert int(frozen.stdout) > 10_000  # FastAPI, pydantic and the app: walked by no later collection
-    assert int(unfrozen.stdout) == 0
+    tuned = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    env = {**os.environ, "MEGASERVICE_GC_TUNING": "0"}
+    untouched = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
+    frozen, young = map(int, tuned.stdout.split())
+    assert frozen > 10_000  # FastAPI, pydantic and the app: walked by no later collection
+    assert young == 10_000
+    assert untouched.stdout.split() == ["0", "700"]
