@@ -189,7 +189,17 @@ class _Exchange:
     `Request.is_disconnected`) gets the disconnect from the watcher.
     """
 
-    __slots__ = ("_receive", "_send", "_task", "_watcher", "cancelled", "complete", "response_bytes", "status")
+    __slots__ = (
+        "_receive",
+        "_send",
+        "_task",
+        "_watcher",
+        "cancelled",
+        "complete",
+        "request_bytes",
+        "response_bytes",
+        "status",
+    )
 
     def __init__(self, receive: Receive, send: Send) -> None:
         self._receive = receive
@@ -199,6 +209,7 @@ class _Exchange:
         self.complete = False
         self.cancelled = False
         self.status = 0
+        self.request_bytes = 0
         self.response_bytes = 0
 
     def watch(self, task: "asyncio.Task[Any]", receive: Receive) -> None:
@@ -259,13 +270,6 @@ def _import_model(path: str) -> type[BaseModel]:
     module, _, name = path.partition(":")
     model: type[BaseModel] = getattr(importlib.import_module(module), name)
     return model
-
-
-def _content_length(scope: Scope) -> int:
-    for name, value in scope["headers"]:
-        if name == b"content-length":
-            return int(value) if value.isdigit() else 0
-    return 0
 
 
 def _limited(receive: Receive, limit: int) -> Receive:
@@ -416,7 +420,7 @@ class ServiceApp(FastAPI):
         target: ASGIApp | None = None
         counted = False
         try:
-            admitted = await self._admit(scope, receive, exchange.send)
+            admitted = await self._admit(scope, receive, exchange)
             if admitted is None:
                 return
             receive, origin, public = admitted
@@ -477,11 +481,15 @@ class ServiceApp(FastAPI):
             handler = getattr(route, "path", "none") if route is not None else "none"
         seconds = time.perf_counter() - started
         meter.observe(
-            scope["method"], exchange.status, handler, _content_length(scope), exchange.response_bytes, seconds
+            scope["method"], exchange.status, handler, exchange.request_bytes, exchange.response_bytes, seconds
         )
 
-    async def _admit(self, scope: Scope, receive: Receive, send: Send) -> tuple[Receive, bool, bool] | None:
-        """Check the key and the body size; `(receive, has Origin, is public)`, or `None` once refused."""
+    async def _admit(self, scope: Scope, receive: Receive, exchange: _Exchange) -> tuple[Receive, bool, bool] | None:
+        """Check the key and the body size; `(receive, has Origin, is public)`, or `None` once refused.
+
+        The declared body length is kept on the exchange, for the metrics.
+        """
+        send = exchange.send
         limits = self.limits
         origin = False
         length = credential = None
@@ -490,6 +498,7 @@ class ServiceApp(FastAPI):
                 origin = True
             elif name == b"content-length":
                 length = value
+                exchange.request_bytes = int(value) if value.isdigit() else 0
             elif name in (b"authorization", b"x-api-key"):
                 credential = value
         public = scope["path"] in limits.public_paths or scope["method"] == "OPTIONS"

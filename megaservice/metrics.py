@@ -26,7 +26,6 @@ services expose and dashboards query (`HTTPMetrics`, `get_http_metrics`):
 
 import bisect
 import math
-import os
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -40,6 +39,8 @@ from prometheus_client.metrics_core import (
     SummaryMetricFamily,
 )
 from prometheus_client.registry import Collector
+
+from megaservice._env import switched_off
 
 __all__ = ["FastGauge", "FastHistogram", "HTTPMetrics", "OrchestratorMetrics", "get_http_metrics", "get_metrics"]
 
@@ -315,7 +316,7 @@ def get_http_metrics() -> HTTPMetrics | None:
     """Return the process's `http_*` series (created on first use), or `None` if `MEGASERVICE_HTTP_METRICS=0`."""
     global _http_metrics
     if _http_metrics is None:
-        if os.environ.get("MEGASERVICE_HTTP_METRICS", "1").strip().lower() in ("0", "false", "no", "off"):
+        if switched_off("MEGASERVICE_HTTP_METRICS"):
             return None
         with _lock:
             if _http_metrics is None:

@@ -14,7 +14,6 @@ import contextlib
 import gc
 import inspect
 import logging
-import os
 import socket
 from collections import defaultdict, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -29,6 +28,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from megaservice._app import Limits, ServiceApp
+from megaservice._env import switched_off
 from megaservice._server import HealthCheckFilter, bind_socket
 from megaservice._version import __version__
 from megaservice.client import close_client
@@ -311,7 +311,7 @@ def _tune_garbage_collector() -> None:
       Nothing a request allocates is cyclic garbage (`tests/test_memory.py`), so reference
       counting frees it; young collections every 10 000 net allocations are enough.
     """
-    if os.environ.get("MEGASERVICE_GC_TUNING", "1").strip().lower() in ("0", "false", "no", "off"):
+    if switched_off("MEGASERVICE_GC_TUNING"):
         return
     gc.collect()  # what is already garbage is freed, not frozen
     gc.freeze()
