@@ -23,6 +23,7 @@ from megaservice.sse import parse_event
 
 __all__ = [
     "DONE_FRAME",
+    "GeneratorBridge",
     "drive_sync_generator",
     "error_frame",
     "event_text",
@@ -118,36 +119,93 @@ def event_text(raw: bytes) -> tuple[str, bool]:
 
 
 _NEED = object()
-_END = object()
 _FINISHED = object()
 
 
-class _Feed:
-    """What the hook's greenlet and the event loop share: input not yet pulled, output not yet sent."""
+class GeneratorBridge:
+    """Drive a sync generator hook, `hook(iterator, **kwargs)`, one batch of input at a time.
 
-    __slots__ = ("ended", "inbox", "outbox")
+    The hook runs in a child greenlet. `feed(batch)` hands it the batch and runs it until it asks
+    for more input than there is; what it yielded meanwhile is returned. So a batch costs two
+    greenlet switches and no event-loop round trip, whatever the hook does with it, and the caller
+    stays an ordinary loop over its source (no extra async-generator layer).
 
-    def __init__(self) -> None:
-        self.inbox: deque[Any] = deque()
+    A hook that raises after yielding something for the batch: `feed` returns what it yielded and
+    keeps the exception in `error` (the caller raises it once that output has gone out).
+    """
+
+    __slots__ = ("_caller", "_child", "_ended", "_inbox", "error", "finished", "outbox")
+
+    def __init__(self, hook: Callable[..., Any], kwargs: dict[str, Any]) -> None:
+        self._inbox: deque[Any] = deque()
         self.outbox: list[Any] = []
-        self.ended = False
+        self._ended = False
+        self.finished = False
+        """The hook has returned: it wants no more input."""
+        self.error: Exception | None = None
+        self._caller = greenlet.getcurrent()
+
+        def run(*_: object) -> object:
+            for item in hook(_PullIterator(self), **kwargs):
+                self.outbox.append(item)
+            return _FINISHED
+
+        self._child = greenlet.greenlet(run)
+        self._child.gr_context = contextvars.copy_context()
+
+    def feed(self, batch: list[Any]) -> list[Any]:
+        """Give the hook `batch`; return what it yielded until it needed more."""
+        if self.finished:
+            return []
+        self._inbox.extend(batch)
+        return self._resume()
+
+    def end(self) -> list[Any]:
+        """Tell the hook its input is over; return what it yields until it returns."""
+        self._ended = True
+        if self.finished:
+            return []
+        return self._resume()
+
+    def close(self) -> None:
+        """Stop a hook that has not finished; its `finally` blocks run."""
+        if not self._child.dead:
+            self._child.throw(greenlet.GreenletExit)
+
+    def _resume(self) -> list[Any]:
+        caller = greenlet.getcurrent()
+        if caller is not self._caller:  # fed from another greenlet than the one that made the bridge
+            self._caller = self._child.parent = caller
+        try:
+            signal = self._child.switch()
+        except Exception as exc:
+            self.finished = True
+            if not self.outbox:
+                raise
+            self.error = exc
+        else:
+            self.finished = signal is _FINISHED
+        out = self.outbox
+        self.outbox = []
+        return out
 
 
 class _PullIterator(Iterator[Any]):
-    """The sync iterator handed to the user's hook; it asks the event loop only when its batch is used up."""
+    """The sync iterator handed to the user's hook; it goes back to the caller only when its batch is used up."""
 
-    __slots__ = ("_feed",)
+    __slots__ = ("_bridge",)
 
-    def __init__(self, feed: _Feed) -> None:
-        self._feed = feed
+    def __init__(self, bridge: GeneratorBridge) -> None:
+        self._bridge = bridge
 
     def __next__(self) -> Any:
-        feed = self._feed
-        while not feed.inbox:
-            if feed.ended or greenlet.getcurrent().parent.switch(_NEED) is _END:
-                feed.ended = True
+        bridge = self._bridge
+        inbox = bridge._inbox
+        while not inbox:
+            if bridge._ended:
                 raise StopIteration
-        return feed.inbox.popleft()
+            bridge._caller.switch(_NEED)
+        return inbox.popleft()
 
 
 async def drive_sync_generator(
@@ -155,48 +213,27 @@ async def drive_sync_generator(
 ) -> AsyncGenerator[list[Any], None]:
     """Run `hook(sync_iterator_over(source), **kwargs)` (a sync generator) without blocking the loop.
 
-    `source` yields batches (lists of items that arrived together). The hook runs in a child
-    greenlet and pulls one item at a time; while its batch lasts it runs on without leaving the
-    greenlet, collecting what it yields. When it needs more input, what it yielded so far is
-    yielded here as one batch, and the next batch is awaited from `source` in the event loop's own
-    task. No thread is involved. If the stream is abandoned, the hook gets `GreenletExit` at its
+    `source` yields batches (lists of items that arrived together); each batch the hook turns into
+    output comes out as one batch. If the stream is abandoned, the hook gets `GreenletExit` at its
     current `next()`, so its `finally` blocks run.
     """
-    feed = _Feed()
-
-    def run(*_: object) -> object:
-        outbox = feed.outbox
-        for item in hook(_PullIterator(feed), **kwargs):
-            outbox.append(item)
-        return _FINISHED
-
-    child = greenlet.greenlet(run)
-    child.gr_context = contextvars.copy_context()
-    value: object = None
+    bridge = GeneratorBridge(hook, kwargs)
     try:
-        while True:
-            try:
-                signal = child.switch(value)
-            except Exception:
-                if feed.outbox:  # what the hook yielded before it failed still goes out
-                    yield feed.outbox[:]
-                    feed.outbox.clear()
-                raise
-            if feed.outbox:
-                yield feed.outbox[:]
-                feed.outbox.clear()
-            if signal is _FINISHED:
+        async for batch in source:
+            out = bridge.feed(batch)
+            if out:
+                yield out
+            if bridge.error is not None:
+                raise bridge.error
+            if bridge.finished:
                 return
-            try:
-                batch = await anext(source)
-            except StopAsyncIteration:
-                value = _END
-            else:
-                feed.inbox.extend(batch)
-                value = None
+        out = bridge.end()
+        if out:
+            yield out
+        if bridge.error is not None:
+            raise bridge.error
     finally:
-        if not child.dead:
-            child.throw(greenlet.GreenletExit)
+        bridge.close()
         aclose = getattr(source, "aclose", None)
         if aclose is not None:
             await aclose()

@@ -34,6 +34,7 @@ from urllib.parse import urlsplit
 import aiohttp
 import orjson
 from pydantic import BaseModel
+from starlette.types import Send
 
 from megaservice import _compat
 from megaservice.client import UpstreamClient, dumps, get_client, upstream_errors
@@ -43,7 +44,7 @@ from megaservice.exceptions import ConfigurationError, UpstreamError, UpstreamPr
 from megaservice.metrics import OrchestratorMetrics, get_metrics
 from megaservice.protocol.docs import LLMParams
 from megaservice.resilience import Circuit, CircuitBreaker, Retry, Timeout, env_prefix, is_node_failure
-from megaservice.responses import BatchStreamingResponse, StreamingResponse, aclose, flatten
+from megaservice.responses import BatchStreamingResponse, StreamingResponse, aclose, flatten, join
 from megaservice.sse import EventSplitter
 
 if TYPE_CHECKING:
@@ -167,6 +168,33 @@ class _StreamGuard:
             response.close()
         if self.owns_pending:
             self._metrics.pending_update(False)
+
+
+class _TokenClock:
+    """Times a stream's tokens for the first-token and inter-token latency histograms."""
+
+    __slots__ = ("_first", "_first_token", "_inter_token", "_last")
+
+    def __init__(self, metrics: OrchestratorMetrics, req_start: float) -> None:
+        self._first_token = metrics.first_token_latency.labels()
+        self._inter_token = metrics.inter_token_latency.labels()
+        self._last = req_start
+        self._first = True
+
+    def tick(self, tokens: int) -> None:
+        """`tokens` went out together now: the first waited since the last write, the others not at all."""
+        now = time.monotonic()
+        gap = now - self._last
+        self._last = now
+        if self._first:
+            self._first = False
+            self._first_token.observe(gap)
+            tokens -= 1
+            gap = 0.0
+        if tokens:
+            self._inter_token.observe(gap)
+            for _ in range(tokens - 1):
+                self._inter_token.observe(0.0)
 
 
 @dataclass(slots=True)
@@ -635,11 +663,23 @@ class ServiceOrchestrator(DAG):
         run.streams.append(guard)
         source: AsyncIterator[list[Any]] = _read_batches(response, answering.name, url)
         stored_as = node.name
+        hook = getattr(self.align_generator, "__func__", self.align_generator)
+        stream: BatchStreamingResponse
         if downstream:
             stored_as = downstream[0]
             source = self._through_node(run, run.plan.nodes[stored_as], source)
-        body_iterator = self._metered(run, guard, self._align_stream(source, run.kwargs))
-        stream = BatchStreamingResponse(body_iterator)
+        if inspect.isasyncgenfunction(hook):
+            source = _singletons(self.align_generator(flatten(source), **run.kwargs))
+            stream = BatchStreamingResponse(_relayed(_Relay(self, run, guard, bridge=None), source))
+        else:
+            bridge = None
+            if hook is not _default_align_generator:
+                bridge = _compat.GeneratorBridge(self.align_generator, run.kwargs)
+            relay = _Relay(self, run, guard, bridge)
+            if downstream:
+                stream = BatchStreamingResponse(_relayed(relay, source))
+            else:
+                stream = _RelayedStream(relay, source, response, answering.name, url)
         weakref.finalize(stream, guard.finish)
         return stream, stored_as
 
@@ -667,53 +707,6 @@ class ServiceOrchestrator(DAG):
                 answer = await self._post(run, node, url, {"text": buffered}, retry=False)
                 yield _opea_frames(_answer_text(answer, node.name, url))
         finally:
-            await aclose(source)
-
-    def _align_stream(self, source: AsyncIterator[list[Any]], kwargs: dict[str, Any]) -> AsyncIterator[list[Any]]:
-        hook = self.align_generator
-        function = getattr(hook, "__func__", hook)
-        if function is _default_align_generator:
-            return source
-        if inspect.isasyncgenfunction(function):
-            return _singletons(hook(flatten(source), **kwargs))
-        return _compat.drive_sync_generator(hook, source, kwargs)
-
-    async def _metered(
-        self, run: _Run, guard: _StreamGuard, source: AsyncIterator[list[Any]]
-    ) -> AsyncIterator[list[Any]]:
-        """Count tokens for the latency metrics; turn a failure after the first byte into an SSE error event.
-
-        Tokens that arrived together are written together (one `send`, one syscall) and count as
-        tokens with no time between them, which is what the client sees.
-        """
-        metrics = self.metrics
-        first_token = metrics.first_token_latency
-        inter_token = metrics.inter_token_latency
-        last = run.req_start
-        first = True
-        try:
-            async for batch in source:
-                now = time.monotonic()
-                gap = now - last
-                last = now
-                for _ in batch:
-                    if first:
-                        first_token.observe(gap)
-                        first = False
-                    else:
-                        inter_token.observe(gap)
-                    gap = 0.0
-                yield batch
-        except UpstreamError as exc:
-            logger.warning("stream from %s failed after it started: %s", exc.node, exc)
-            yield [_compat.error_frame(exc.to_dict())]
-        except Exception as exc:
-            logger.exception("stream failed after it started")
-            error = {"object": "error", "type": "internal_error", "message": type(exc).__name__}
-            yield [_compat.error_frame(error)]
-        finally:
-            guard.finish()
-            metrics.request_update(run.req_start)
             await aclose(source)
 
     # -- OPEA hooks and helpers (override or assign to customise) --------------------------------
@@ -769,6 +762,177 @@ class ServiceOrchestrator(DAG):
             is_first = False
         if is_last:
             yield _compat.DONE_FRAME
+
+
+class _Relay:
+    """What a streamed LLM answer goes through between the upstream and the client, one batch at a time.
+
+    `align_generator` (a sync hook through a greenlet bridge), the token latency metrics, and the
+    SSE error event that ends a stream which failed after it started. Events that arrived together
+    stay together: the hook gets them as one batch, and what it yields for them is written in one
+    `send` (one syscall) and counts as tokens with no time between them, which is what the client sees.
+    """
+
+    __slots__ = ("_bridge", "_clock", "_guard", "_metrics", "_req_start", "done", "started")
+
+    def __init__(
+        self,
+        orchestrator: ServiceOrchestrator,
+        run: _Run,
+        guard: _StreamGuard,
+        bridge: "_compat.GeneratorBridge | None",
+    ) -> None:
+        self._bridge = bridge
+        self._clock = _TokenClock(orchestrator.metrics, run.req_start)
+        self._guard = guard
+        self._metrics = orchestrator.metrics
+        self._req_start = run.req_start
+        self.done = False
+        """The hook wants no more input (it returned, or failed)."""
+        self.started = False
+
+    def feed(self, batch: list[Any]) -> list[Any]:
+        """What goes to the client for the upstream events `batch`."""
+        bridge = self._bridge
+        if bridge is not None:
+            batch = bridge.feed(batch)
+            self.done = bridge.finished
+        if batch:
+            self._clock.tick(len(batch))
+        return batch
+
+    def end(self) -> list[Any]:
+        """What goes to the client once the upstream stream is over; raises what the hook raised."""
+        bridge = self._bridge
+        if bridge is None:
+            return []
+        batch = [] if bridge.error is not None else bridge.end()
+        if batch:
+            self._clock.tick(len(batch))
+        return batch
+
+    def check(self) -> None:
+        """Raise what the hook raised after the output it produced before failing has gone out."""
+        if self._bridge is not None and self._bridge.error is not None:
+            raise self._bridge.error
+
+    def failure(self, exc: Exception) -> bytes:
+        """The SSE event that tells the client the stream failed."""
+        if isinstance(exc, UpstreamError):
+            logger.warning("stream from %s failed after it started: %s", exc.node, exc)
+            return _compat.error_frame(exc.to_dict())
+        logger.error("stream failed after it started", exc_info=exc)
+        return _compat.error_frame({"object": "error", "type": "internal_error", "message": type(exc).__name__})
+
+    def close(self) -> None:
+        self._guard.finish()
+        self._metrics.request_update(self._req_start)
+        if self._bridge is not None:
+            self._bridge.close()
+
+
+async def _relayed(relay: _Relay, source: AsyncIterator[list[Any]]) -> AsyncIterator[list[Any]]:
+    """The batches for the client, from `source`'s batches of upstream events."""
+    relay.started = True
+    try:
+        async for batch in source:
+            out = relay.feed(batch)
+            if out:
+                yield out
+            if relay.done:
+                break
+        out = relay.end()
+        if out:
+            yield out
+        relay.check()
+    except Exception as exc:  # noqa: BLE001  # after the first byte a failure can only be told in-band (logged there)
+        yield [relay.failure(exc)]
+    finally:
+        relay.close()
+        await aclose(source)
+
+
+class _RelayedStream(BatchStreamingResponse):
+    """An LLM's stream straight to the client: each network read is split into events, relayed and written in one loop.
+
+    A token passes through no async-generator layer between the upstream's socket and the
+    client's. If OPEA code takes `body_iterator` over, the stream is served from it instead.
+    """
+
+    def __init__(
+        self, relay: _Relay, source: AsyncIterator[list[Any]], response: aiohttp.ClientResponse, node: str, url: str
+    ) -> None:
+        super().__init__(_relayed(relay, source))
+        self._relay = relay
+        self._response = response
+        self._node = node
+        self._url = url
+
+    async def _stream(self, send: Send) -> None:
+        relay = self._relay
+        if self.body_iterator is not self._items or relay.started:
+            await super()._stream(send)
+            return
+        relay.started = True
+        response = self._response
+        reader = _EventReader(self._node, self._url)
+        completed = False
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        try:
+            try:
+                with upstream_errors(self._node, self._url):
+                    async for data in response.content.iter_any():
+                        events = reader.feed(data)
+                        if events:
+                            out = relay.feed(events)
+                            if out:
+                                await send({"type": "http.response.body", "body": join(out), "more_body": True})
+                            if relay.done:
+                                break
+                    else:
+                        completed = True
+                rest = reader.flush() if completed else []
+                out = relay.feed(rest) if rest else []
+                out += relay.end()
+                if out:
+                    await send({"type": "http.response.body", "body": join(out), "more_body": True})
+                relay.check()
+            except Exception as exc:  # noqa: BLE001  # told in-band, as in _relayed
+                body = relay.failure(exc)
+                await send({"type": "http.response.body", "body": body, "more_body": True})
+        finally:
+            if completed:
+                response.release()
+            else:
+                response.close()
+            relay.close()
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+class _EventReader:
+    """An upstream's SSE byte stream cut into complete raw events (framing included), with the event size limit."""
+
+    __slots__ = ("_node", "_splitter", "_url")
+
+    def __init__(self, node: str, url: str) -> None:
+        self._splitter = EventSplitter()
+        self._node = node
+        self._url = url
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """The events `data` completed."""
+        splitter = self._splitter
+        events = splitter.feed(data)
+        if splitter.pending > MAX_EVENT_BYTES:
+            raise UpstreamProtocolError(
+                f"{self._node} sent an SSE event longer than {MAX_EVENT_BYTES} bytes", node=self._node, url=self._url
+            )
+        return events
+
+    def flush(self) -> list[bytes]:
+        """What is left once the stream is over (an unterminated last event)."""
+        rest = self._splitter.flush()
+        return [rest] if rest else []
 
 
 def _decode(node: str, url: str, content_type: str, body: bytes) -> Any:
@@ -863,22 +1027,18 @@ async def _read_batches(response: aiohttp.ClientResponse, node: str, url: str) -
     Events that arrived together stay together, so everything downstream of here (the align hook,
     the metrics, the write to the client) handles what is ready in one go instead of one event at a time.
     """
-    splitter = EventSplitter()
+    reader = _EventReader(node, url)
     completed = False
     try:
         with upstream_errors(node, url):
             async for data in response.content.iter_any():  # everything received so far, in one piece
-                events = splitter.feed(data)
+                events = reader.feed(data)
                 if events:
                     yield events
-                if splitter.pending > MAX_EVENT_BYTES:
-                    raise UpstreamProtocolError(
-                        f"{node} sent an SSE event longer than {MAX_EVENT_BYTES} bytes", node=node, url=url
-                    )
         completed = True
-        rest = splitter.flush()
+        rest = reader.flush()
         if rest:
-            yield [rest]
+            yield rest
     finally:
         if completed:
             response.release()  # fully read: the connection goes back to the pool

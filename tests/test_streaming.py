@@ -7,9 +7,10 @@ import time
 import aiohttp
 import anyio
 import pytest
+from fastapi import Request
 from prometheus_client import REGISTRY
 
-from megaservice import MicroService, ServiceOrchestrator, ServiceType
+from megaservice import MicroService, ServiceOrchestrator, ServiceRoleType, ServiceType
 from megaservice.testing import FakeGuardrail, FakeLLM, FakeService, serve
 from tests.helpers import gateway, node
 
@@ -203,3 +204,138 @@ async def test_stream_metrics_count_tokens_and_requests():
     assert count("megaservice_first_token_latency_count") == first + 1
     assert count("megaservice_inter_token_latency_count") == inter + 3  # b, c, [DONE]
     assert count("megaservice_request_latency_count") == requests + 1
+
+
+class Lengths(ServiceOrchestrator):
+    """A sync hook in ChatQnA's style: one frame per upstream event, its own end frame."""
+
+    def align_generator(self, gen, **kwargs):
+        for event in gen:
+            if b"[DONE]" not in event:
+                yield f"data: {len(event)}\n\n"
+        yield "data: end\n\n"
+
+
+class FailsOnSecond(ServiceOrchestrator):
+    def align_generator(self, gen, **kwargs):
+        for count, _event in enumerate(gen):
+            if count == 1:
+                raise ValueError("the hook broke")
+            yield "data: first\n\n"
+
+
+class StopsAfterOne(ServiceOrchestrator):
+    closed = 0
+
+    def align_generator(self, gen, **kwargs):
+        try:
+            for _event in gen:
+                yield "data: enough\n\n"
+                return
+        finally:
+            StopsAfterOne.closed += 1
+
+
+async def stream_frames(orchestrator: ServiceOrchestrator, served: bool) -> list[bytes]:
+    """The frames a client gets: over HTTP from a gateway (the relay's own loop) or from `body_iterator`."""
+    if served:
+        async with serve(gateway(orchestrator).app) as url, aiohttp.ClientSession() as session:
+            async with session.post(f"{url}/v1/chat", json={"text": "q"}) as response:
+                assert response.status == 200
+                return await read_events(response)
+    results, _ = await orchestrator.schedule({"text": "q"})
+    stream = next(iter(results.values()))
+    return [frame.rstrip("\n").encode() if isinstance(frame, str) else frame.rstrip(b"\n")
+            async for frame in stream.body_iterator]  # fmt: skip
+
+
+@pytest.mark.parametrize("served", [True, False], ids=["served", "iterated"])
+async def test_a_sync_hook_reframes_every_event_and_ends_the_stream(served):
+    async with serve(FakeLLM(tokens=["a", "b", "c"], token_delay=0.01)) as llm_url:
+        with anyio.fail_after(5):
+            frames = await stream_frames(Lengths().add(node("llm", llm_url, ServiceType.LLM)), served)
+    assert len(frames) == 4
+    assert all(frame.startswith(b"data: ") and frame[6:].isdigit() for frame in frames[:3])
+    assert frames[-1] == b"data: end"
+
+
+@pytest.mark.parametrize("served", [True, False], ids=["served", "iterated"])
+async def test_a_hook_failing_mid_stream_sends_what_it_yielded_then_an_error_event(served):
+    before = pending()
+    async with serve(FakeLLM(tokens=["a", "b", "c"], token_delay=0.01)) as llm_url:
+        with anyio.fail_after(5):
+            frames = await stream_frames(FailsOnSecond().add(node("llm", llm_url, ServiceType.LLM)), served)
+    assert frames[0] == b"data: first"
+    error = b'event: error\ndata: {"object":"error","type":"internal_error","message":"ValueError"}'
+    assert b"\n".join(frames[1:]) == error
+    assert pending() == before
+
+
+@pytest.mark.parametrize("served", [True, False], ids=["served", "iterated"])
+async def test_a_hook_that_returns_early_ends_the_stream_and_drops_the_upstream(served):
+    llm = FakeLLM(tokens=["t"] * 100, token_delay=0.05)
+    StopsAfterOne.closed = 0
+    async with serve(llm) as llm_url:
+        with anyio.fail_after(2):  # the whole answer would take 5 s
+            frames = await stream_frames(StopsAfterOne().add(node("llm", llm_url, ServiceType.LLM)), served)
+            while llm.cancelled == 0:
+                await asyncio.sleep(0.02)
+    assert frames == [b"data: enough"]
+    assert StopsAfterOne.closed == 1
+    assert llm.completed == 0
+
+
+async def test_a_last_event_without_its_blank_line_still_reaches_the_client():
+    class NoFinalBlankLine(FakeService):
+        async def handle(self, request, scope, receive, send):
+            await send(
+                {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]}
+            )
+            await send({"type": "http.response.body", "body": b"data: one\n\ndata: two", "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+
+    async with serve(NoFinalBlankLine()) as llm_url:
+        with anyio.fail_after(5):
+            frames = await stream_frames(Lengths().add(node("llm", llm_url, ServiceType.LLM)), served=True)
+    assert frames == [b"data: 11", b"data: 9", b"data: end"]
+
+
+async def test_output_a_hook_yielded_before_failing_on_the_same_read_goes_out_first():
+    class TwoEventsInOneWrite(FakeService):
+        async def handle(self, request, scope, receive, send):
+            await send(
+                {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]}
+            )
+            await send({"type": "http.response.body", "body": b"data: 1\n\ndata: 2\n\n", "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+
+    async with serve(TwoEventsInOneWrite()) as llm_url:
+        with anyio.fail_after(5):
+            frames = await stream_frames(FailsOnSecond().add(node("llm", llm_url, ServiceType.LLM)), served=True)
+    assert frames[0] == b"data: first"
+    assert frames[1] == b"event: error"
+
+
+async def test_a_handler_may_wrap_the_body_iterator_of_a_relayed_stream():
+    orchestrator = Lengths()
+
+    async def shout(frames):
+        async for frame in frames:
+            yield frame.upper()
+
+    async with serve(FakeLLM(tokens=["a", "b"])) as llm_url:
+        orchestrator.add(node("llm", llm_url, ServiceType.LLM))
+        service = MicroService("Gateway", service_role=ServiceRoleType.MEGASERVICE, port=0, endpoint="/v1/chat")
+
+        async def handle(request: Request):
+            results, _ = await orchestrator.schedule({"text": "q"})
+            response = next(iter(results.values()))
+            response.body_iterator = shout(response.body_iterator)
+            return response
+
+        service.add_route("/v1/chat", handle, methods=["POST"])
+        async with serve(service.app) as url, aiohttp.ClientSession() as session:
+            async with session.post(f"{url}/v1/chat", json={"text": "q"}) as response:
+                frames = await read_events(response)
+    assert frames[-1] == b"DATA: END"
+    assert len(frames) == 3
