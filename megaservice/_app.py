@@ -175,6 +175,12 @@ class _DirectRoute:
 _DISCONNECT: Message = {"type": "http.disconnect"}
 WATCHED = "megaservice.disconnect_watch"
 """Scope key set while the app watches for the client's disconnect (responses need not watch themselves)."""
+SERVER_SEND = "megaservice.server_send"
+"""Scope key of the server's own `send`, set when only the service stands between the server and the response.
+
+A stream may write the chunks in the middle of its body with it, one coroutine less per chunk; its
+start and its last chunk still go through the `send` it was given, which records the status and the end.
+"""
 
 
 class _Exchange:
@@ -442,6 +448,8 @@ class ServiceApp(FastAPI):
                 assert task is not None
                 exchange.watch(task, receive)
                 scope[WATCHED] = True
+                if target.__class__ is _DirectRoute:  # no middleware: nothing else needs to see the body
+                    scope[SERVER_SEND] = send
                 await target(scope, exchange.receive, exchange.send)
         except asyncio.CancelledError:
             if not exchange.cancelled:
@@ -454,6 +462,7 @@ class ServiceApp(FastAPI):
             if counted:
                 self.inflight -= 1
             exchange.close()
+            scope.pop(SERVER_SEND, None)  # the scope must not keep the server's connection (a reference cycle)
             self._count(scope, exchange, target, started)
 
     def _target(self, scope: Scope, origin: bool) -> ASGIApp:

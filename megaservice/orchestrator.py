@@ -868,10 +868,10 @@ class _RelayedStream(BatchStreamingResponse):
         self._node = node
         self._url = url
 
-    async def _stream(self, send: Send) -> None:
+    async def _stream(self, send: Send, chunks: Send) -> None:
         relay = self._relay
         if self.body_iterator is not self._items or relay.started:
-            await super()._stream(send)
+            await super()._stream(send, chunks)
             return
         relay.started = True
         response = self._response
@@ -886,7 +886,7 @@ class _RelayedStream(BatchStreamingResponse):
                         if events:
                             out = relay.feed(events)
                             if out:
-                                await send({"type": "http.response.body", "body": join(out), "more_body": True})
+                                await chunks({"type": "http.response.body", "body": join(out), "more_body": True})
                             if relay.done:
                                 break
                     else:

@@ -9,7 +9,7 @@ from starlette.background import BackgroundTask
 from starlette.responses import StreamingResponse as _StarletteStreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from megaservice._app import WATCHED
+from megaservice._app import SERVER_SEND, WATCHED
 
 __all__ = ["BatchStreamingResponse", "StreamingResponse"]
 
@@ -39,7 +39,7 @@ class StreamingResponse(_StarletteStreamingResponse):
             return
         if scope.get(WATCHED):  # the service cancels the request when its client leaves
             try:
-                await self._stream(send)
+                await self._stream(send, scope.get(SERVER_SEND, send))
             finally:
                 await self._close_source()
             if self.background is not None:
@@ -60,7 +60,7 @@ class StreamingResponse(_StarletteStreamingResponse):
 
         watcher = asyncio.get_running_loop().create_task(watch())
         try:
-            await self._stream(send)
+            await self._stream(send, send)
             state["finished"] = True
         except asyncio.CancelledError:
             if not state["disconnected"]:
@@ -73,12 +73,13 @@ class StreamingResponse(_StarletteStreamingResponse):
         if self.background is not None and not state["disconnected"]:
             await self.background()
 
-    async def _stream(self, send: Send) -> None:
+    async def _stream(self, send: Send, chunks: Send) -> None:
+        """Write the response: its start and its end with `send`, the chunks in between with `chunks`."""
         await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
         charset = self.charset
         async for chunk in self.body_iterator:
             body = chunk if isinstance(chunk, bytes) else chunk.encode(charset)  # type: ignore[union-attr]
-            await send({"type": "http.response.body", "body": body, "more_body": True})
+            await chunks({"type": "http.response.body", "body": body, "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     async def _close_source(self) -> None:
@@ -100,13 +101,13 @@ class BatchStreamingResponse(StreamingResponse):
         self._items = flatten(batches)
         super().__init__(self._items, status_code)
 
-    async def _stream(self, send: Send) -> None:
+    async def _stream(self, send: Send, chunks: Send) -> None:
         if self.body_iterator is not self._items:
-            await super()._stream(send)
+            await super()._stream(send, chunks)
             return
         await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
         async for batch in self._batches:
-            await send({"type": "http.response.body", "body": join(batch), "more_body": True})
+            await chunks({"type": "http.response.body", "body": join(batch), "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     async def _close_source(self) -> None:

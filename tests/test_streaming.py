@@ -339,3 +339,28 @@ async def test_a_handler_may_wrap_the_body_iterator_of_a_relayed_stream():
                 frames = await read_events(response)
     assert frames[-1] == b"DATA: END"
     assert len(frames) == 3
+
+
+async def test_a_middleware_sees_every_chunk_of_a_stream():
+    seen = []
+
+    class RecordBody:
+        def __init__(self, app):
+            self.app = app
+
+        async def __call__(self, scope, receive, send):
+            async def recording(message):
+                if message["type"] == "http.response.body":
+                    seen.append(message.get("body", b""))
+                await send(message)
+
+            await self.app(scope, receive, recording)
+
+    async with serve(FakeLLM(tokens=["a", "b", "c"], token_delay=0.01)) as llm_url:
+        service = gateway(Lengths().add(node("llm", llm_url, ServiceType.LLM)))
+        service.app.add_middleware(RecordBody)
+        async with serve(service.app) as url, aiohttp.ClientSession() as session:
+            async with session.post(f"{url}/v1/chat", json={"text": "q"}) as response:
+                body = await response.read()
+    assert body.endswith(b"data: end\n\n")
+    assert b"".join(seen) == body
