@@ -877,8 +877,8 @@ class _RelayedStream(BatchStreamingResponse):
         response = self._response
         reader = _EventReader(self._node, self._url)
         completed = False
-        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
         try:
+            await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
             try:
                 with upstream_errors(self._node, self._url):
                     async for data in response.content.iter_any():

@@ -285,31 +285,28 @@ async def test_a_hook_that_returns_early_ends_the_stream_and_drops_the_upstream(
     assert llm.completed == 0
 
 
-async def test_a_last_event_without_its_blank_line_still_reaches_the_client():
-    class NoFinalBlankLine(FakeService):
-        async def handle(self, request, scope, receive, send):
-            await send(
-                {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]}
-            )
-            await send({"type": "http.response.body", "body": b"data: one\n\ndata: two", "more_body": True})
-            await send({"type": "http.response.body", "body": b""})
+class OneWrite(FakeService):
+    """An SSE upstream that sends `body` in one write and ends."""
 
-    async with serve(NoFinalBlankLine()) as llm_url:
+    def __init__(self, body: bytes) -> None:
+        super().__init__()
+        self.body = body
+
+    async def handle(self, request, scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]})
+        await send({"type": "http.response.body", "body": self.body, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+
+
+async def test_a_last_event_without_its_blank_line_still_reaches_the_client():
+    async with serve(OneWrite(b"data: one\n\ndata: two")) as llm_url:
         with anyio.fail_after(5):
             frames = await stream_frames(Lengths().add(node("llm", llm_url, ServiceType.LLM)), served=True)
     assert frames == [b"data: 11", b"data: 9", b"data: end"]
 
 
 async def test_output_a_hook_yielded_before_failing_on_the_same_read_goes_out_first():
-    class TwoEventsInOneWrite(FakeService):
-        async def handle(self, request, scope, receive, send):
-            await send(
-                {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]}
-            )
-            await send({"type": "http.response.body", "body": b"data: 1\n\ndata: 2\n\n", "more_body": True})
-            await send({"type": "http.response.body", "body": b""})
-
-    async with serve(TwoEventsInOneWrite()) as llm_url:
+    async with serve(OneWrite(b"data: 1\n\ndata: 2\n\n")) as llm_url:
         with anyio.fail_after(5):
             frames = await stream_frames(FailsOnSecond().add(node("llm", llm_url, ServiceType.LLM)), served=True)
     assert frames[0] == b"data: first"
