@@ -773,7 +773,7 @@ class _Relay:
     `send` (one syscall) and counts as tokens with no time between them, which is what the client sees.
     """
 
-    __slots__ = ("_bridge", "_clock", "_guard", "_metrics", "_req_start", "done", "started")
+    __slots__ = ("_bridge", "_clock", "_guard", "_metrics", "_req_start", "started")
 
     def __init__(
         self,
@@ -787,16 +787,18 @@ class _Relay:
         self._guard = guard
         self._metrics = orchestrator.metrics
         self._req_start = run.req_start
-        self.done = False
-        """The hook wants no more input (it returned, or failed)."""
         self.started = False
+
+    @property
+    def done(self) -> bool:
+        """The hook wants no more input (it returned, or failed)."""
+        return self._bridge is not None and self._bridge.finished
 
     def feed(self, batch: list[Any]) -> list[Any]:
         """What goes to the client for the upstream events `batch`."""
         bridge = self._bridge
         if bridge is not None:
             batch = bridge.feed(batch)
-            self.done = bridge.finished
         if batch:
             self._clock.tick(len(batch))
         return batch
@@ -806,7 +808,7 @@ class _Relay:
         bridge = self._bridge
         if bridge is None:
             return []
-        batch = [] if bridge.error is not None else bridge.end()
+        batch = bridge.end()  # nothing once the hook has returned or failed
         if batch:
             self._clock.tick(len(batch))
         return batch
