@@ -1,20 +1,23 @@
-"""The pooled upstream HTTP client: one `aiohttp` session per event loop, keep-alive, no env lookups.
+"""The pooled upstream HTTP client: one per event loop, keep-alive, no env lookups.
 
-Every call names the node it is for, and every failure of the HTTP library is translated here,
-in one place, into an `UpstreamError` subclass naming that node (the httpx `map_exceptions` idea).
+Plain-`http` nodes are called through `megaservice._http` (httptools, a quarter of aiohttp's CPU
+per call); `https` nodes through one `aiohttp` session. Every call names the node it is for, and
+every failure of either is raised as an `UpstreamError` subclass naming that node (the httpx
+`map_exceptions` idea).
 """
 
 import asyncio
 import contextlib
 import os
 import weakref
-from collections.abc import Awaitable, Iterator, Mapping
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator, Awaitable, Iterator, Mapping
+from typing import Any, Protocol, TypeVar
 
 import aiohttp
 import orjson
 from pydantic import BaseModel
 
+from megaservice import _http
 from megaservice.exceptions import (
     UpstreamConnectError,
     UpstreamError,
@@ -24,11 +27,31 @@ from megaservice.exceptions import (
 )
 from megaservice.resilience import Timeout
 
-__all__ = ["Timeout", "UpstreamClient", "close_client", "dumps", "get_client", "upstream_errors"]
+__all__ = ["StreamedAnswer", "Timeout", "UpstreamClient", "close_client", "dumps", "get_client", "upstream_errors"]
 
 _T = TypeVar("_T")
 _ERROR_BODY_LIMIT = 64 * 1024
 MAX_RESPONSE_BYTES = 64 * 1024 * 1024
+
+
+class _Body(Protocol):
+    def iter_any(self) -> AsyncIterator[bytes]: ...
+
+
+class StreamedAnswer(Protocol):
+    """A streaming node's answer, its headers in, its body read as it arrives (`UpstreamClient.open_stream`)."""
+
+    status: int
+
+    @property
+    def content(self) -> _Body:
+        """The body: `content.iter_any()` yields what arrived so far, a piece per read."""
+
+    def release(self) -> Any:
+        """The body was read to its end: the connection may carry another request."""
+
+    def close(self) -> None:
+        """Drop the connection (the rest of the body is not wanted)."""
 
 
 def _default(obj: Any) -> Any:
@@ -66,9 +89,10 @@ def upstream_errors(node: str, url: str) -> Iterator[None]:
 class UpstreamClient:
     """A pooled client for calls from a megaservice to its nodes.
 
-    It owns one `aiohttp.ClientSession`, created on first use inside the running event loop.
-    `trust_env` is off: proxy variables and `~/.netrc` are not consulted per request (OPEA's
-    per-hop thread hop); connections are kept alive and reused across requests.
+    It owns a `megaservice._http.Pool` for plain-http nodes and one `aiohttp.ClientSession` for
+    https nodes, both created on first use inside the running event loop. Proxy variables and
+    `~/.netrc` are not consulted (OPEA's per-hop thread hop); connections are kept alive and
+    reused across requests. Redirects are not followed: a 3xx is the node's error.
     """
 
     def __init__(
@@ -82,6 +106,14 @@ class UpstreamClient:
         a larger one is an `UpstreamProtocolError`."""
         self._keepalive_timeout = keepalive_timeout
         self._session: aiohttp.ClientSession | None = None
+        self._pool: _http.Pool | None = None
+
+    @property
+    def pool(self) -> _http.Pool:
+        """The plain-http connection pool (created on first use, in the running loop)."""
+        if self._pool is None or self._pool.closed:
+            self._pool = _http.Pool(keepalive_timeout=self._keepalive_timeout, limit=self._limit)
+        return self._pool
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -112,6 +144,20 @@ class UpstreamClient:
 
         `first_byte` bounds the wait for the response headers (`timeout` bounds the rest).
         """
+        to = _http.target(url)
+        if to is not None:
+            answer = await self._pool_post(node, url, to, body, headers, timeout, first_byte, self.max_response_bytes)
+            try:
+                data = await answer.read()
+            except BaseException:
+                answer.close()
+                raise
+            answer.release()
+            if answer.status >= 300:
+                raise UpstreamStatusError(
+                    node=node, url=url, status=answer.status, body=data[:_ERROR_BODY_LIMIT].decode(errors="replace")
+                )
+            return answer.content_type, data
         with upstream_errors(node, url):
             response = await self._send(url, body, headers, timeout, first_byte)
             async with response:
@@ -128,6 +174,30 @@ class UpstreamClient:
                         body=data[:_ERROR_BODY_LIMIT].decode(errors="replace"),
                     )
                 return response.content_type, data
+
+    def _pool_post(
+        self,
+        node: str,
+        url: str,
+        to: _http.Target,
+        body: bytes,
+        headers: Mapping[str, str],
+        timeout: aiohttp.ClientTimeout,
+        first_byte: float | None,
+        limit: int,
+    ) -> Awaitable[_http.Response]:
+        return self.pool.post(
+            node,
+            url,
+            to,
+            body,
+            headers,
+            connect=timeout.sock_connect if timeout.sock_connect is not None else timeout.connect,
+            total=timeout.total,
+            read=timeout.sock_read,
+            first_byte=first_byte,
+            limit=limit,
+        )
 
     def _send(
         self,
@@ -170,8 +240,18 @@ class UpstreamClient:
         headers: Mapping[str, str],
         timeout: aiohttp.ClientTimeout,
         first_byte: float | None = None,
-    ) -> aiohttp.ClientResponse:
+    ) -> StreamedAnswer:
         """POST `body` and return the response once its headers arrived; the caller reads and releases it."""
+        to = _http.target(url)
+        if to is not None:
+            answer = await self._pool_post(node, url, to, body, headers, timeout, first_byte, 0)
+            if answer.status >= 300:
+                try:
+                    data = await answer.read(_ERROR_BODY_LIMIT)
+                finally:
+                    answer.close()
+                raise UpstreamStatusError(node=node, url=url, status=answer.status, body=data.decode(errors="replace"))
+            return answer
         with upstream_errors(node, url):
             response = await self._send(url, body, headers, timeout, first_byte)
             if response.status >= 300:
@@ -186,6 +266,9 @@ class UpstreamClient:
 
     async def aclose(self) -> None:
         """Close the session and its pooled connections."""
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
         if self._session is not None and not self._session.closed:
             await self._session.close()
         self._session = None

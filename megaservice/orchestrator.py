@@ -37,7 +37,7 @@ from pydantic import BaseModel
 from starlette.types import Send
 
 from megaservice import _compat
-from megaservice.client import UpstreamClient, dumps, get_client, upstream_errors
+from megaservice.client import StreamedAnswer, UpstreamClient, dumps, get_client, upstream_errors
 from megaservice.constants import ServiceType
 from megaservice.dag import DAG, Graph
 from megaservice.exceptions import ConfigurationError, UpstreamError, UpstreamProtocolError
@@ -153,11 +153,11 @@ class _StreamGuard:
 
     def __init__(self, metrics: OrchestratorMetrics) -> None:
         self._metrics = metrics
-        self._responses: list[aiohttp.ClientResponse] = []
+        self._responses: list[StreamedAnswer] = []
         self.done = False
         self.owns_pending = False
 
-    def track(self, response: aiohttp.ClientResponse) -> None:
+    def track(self, response: StreamedAnswer) -> None:
         self._responses.append(response)
 
     def finish(self) -> None:
@@ -640,7 +640,7 @@ class ServiceOrchestrator(DAG):
         if was_open != (circuit.opened_at is not None):
             self.metrics.circuit_open.labels(node.name).set(0 if outcome else 1)
 
-    async def _open_stream(self, run: _Run, node: _Node, url: str, body: bytes) -> aiohttp.ClientResponse:
+    async def _open_stream(self, run: _Run, node: _Node, url: str, body: bytes) -> StreamedAnswer:
         with _Attempt(self, node, url):
             return await run.client.open_stream(
                 node.name, url, body, headers=node.headers, timeout=node.stream_timeout, first_byte=node.first_byte
@@ -862,7 +862,7 @@ class _RelayedStream(BatchStreamingResponse):
     """
 
     def __init__(
-        self, relay: _Relay, source: AsyncIterator[list[Any]], response: aiohttp.ClientResponse, node: str, url: str
+        self, relay: _Relay, source: AsyncIterator[list[Any]], response: StreamedAnswer, node: str, url: str
     ) -> None:
         super().__init__(_relayed(relay, source))
         self._relay = relay
@@ -1023,7 +1023,7 @@ def _answer_text(answer: Any, node: str, url: str) -> str:
     raise UpstreamProtocolError(f"{node} must answer a JSON object with a 'text' field", node=node, url=url)
 
 
-async def _read_batches(response: aiohttp.ClientResponse, node: str, url: str) -> AsyncIterator[list[bytes]]:
+async def _read_batches(response: StreamedAnswer, node: str, url: str) -> AsyncIterator[list[bytes]]:
     """Yield the upstream's SSE events as they complete, a batch per network read (raw bytes, framing included).
 
     Events that arrived together stay together, so everything downstream of here (the align hook,
