@@ -307,10 +307,18 @@ class Connection(asyncio.Protocol):
 
     # -- httptools callbacks --------------------------------------------------------------------
 
+    def on_message_begin(self) -> None:
+        if self.complete:  # a second answer to one request: nothing on this connection can be trusted
+            self.keep_alive = False
+            self.abort()
+
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name.lower(), value))
+        if not self.complete:
+            self.headers.append((name.lower(), value))
 
     def on_headers_complete(self) -> None:
+        if self.complete:
+            return
         status = self.parser.get_status_code()
         if status < 200:  # 1xx: an interim answer, the real one follows on the same connection
             self._interim = True
@@ -324,12 +332,15 @@ class Connection(asyncio.Protocol):
             elif name == b"transfer-encoding":
                 chunked = b"chunked" in value.lower()
             elif name == b"content-encoding":
-                self._decoder = _decoder(value)
+                try:
+                    self._decoder = _decoder(value)
+                except ValueError as exc:
+                    self._fail(_Failure(UpstreamProtocolError, str(exc)))
         self.eof_body = not chunked and self.content_length is None and status not in _NO_BODY_STATUSES
         self._wake()
 
     def on_body(self, body: bytes) -> None:
-        if self.failure is not None:
+        if self.failure is not None or self.complete:
             return
         if self._decoder is not None:
             try:
@@ -349,6 +360,8 @@ class Connection(asyncio.Protocol):
         self._wake()
 
     def on_message_complete(self) -> None:
+        if self.complete:
+            return
         if self._interim:
             self._interim = False
             return
@@ -384,7 +397,7 @@ def _decoder(encoding: bytes) -> "zlib._Decompress | None":
         return zlib.decompressobj()
     if value in (b"", b"identity"):
         return None
-    raise httptools.HttpParserError(f"unsupported Content-Encoding {encoding.decode('latin-1')!r}")
+    raise ValueError(f"an unsupported Content-Encoding {encoding.decode('latin-1')!r}")
 
 
 class Response:
