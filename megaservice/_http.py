@@ -113,12 +113,14 @@ class Connection(asyncio.Protocol):
         "_timer",
         "_waiter",
         "_writable",
+        "answered",
         "buffered",
         "chunks",
         "closed",
         "complete",
         "content_length",
         "eof_body",
+        "exchanges",
         "failure",
         "headers",
         "idle_since",
@@ -140,6 +142,7 @@ class Connection(asyncio.Protocol):
         self.parser = httptools.HttpResponseParser(self)
         self.closed = False
         self.in_use = False
+        self.exchanges = 0
         self.idle_since = 0.0
         self._timer: asyncio.TimerHandle | None = None
         self._waiter: asyncio.Future[None] | None = None
@@ -151,6 +154,7 @@ class Connection(asyncio.Protocol):
     ) -> None:
         """Start a new exchange."""
         self.status = 0
+        self.answered = False
         self.headers: list[tuple[bytes, bytes]] = []
         self.content_length: int | None = None
         self.chunks: list[bytes] = []
@@ -178,6 +182,7 @@ class Connection(asyncio.Protocol):
         now = self._loop.time()
         self._reset(deadline, None if first_byte is None else now + first_byte, read, limit)
         self.in_use = True
+        self.exchanges += 1
         assert self.transport is not None
         self.transport.write(head + body if len(body) < 65536 else head)
         if len(body) >= 65536:
@@ -268,6 +273,7 @@ class Connection(asyncio.Protocol):
             self.abort()
             return
         self.last_read = self._loop.time()
+        self.answered = True
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -552,24 +558,35 @@ class Pool:
             raise RuntimeError("the connection pool is closed")
         head = to.head + _header_lines(headers, len(body))
         deadline = None if total is None else self._loop.time() + total
-        if self._slots is not None:
-            await self._slots.acquire()
-        try:
-            conn = await self._connection(node, url, to, connect, deadline)
-        except BaseException:
+        for attempt in range(2):
             if self._slots is not None:
-                self._slots.release()
-            raise
-        try:
-            conn.send(head, body, deadline, first_byte, read, limit)
-            if conn._writable is not None:
-                await conn.drain()
-            while not conn.status:
-                await _next_event(conn, node, url)
-        except BaseException:
-            conn.abort()
-            self.forget(conn)
-            raise
+                await self._slots.acquire()
+            try:
+                conn = await self._connection(node, url, to, connect, deadline, pooled=attempt == 0)
+            except BaseException:
+                if self._slots is not None:
+                    self._slots.release()
+                raise
+            try:
+                conn.send(head, body, deadline, first_byte, read, limit)
+                if conn._writable is not None:
+                    await conn.drain()
+                while not conn.status:
+                    await _next_event(conn, node, url)
+            except UpstreamConnectError:
+                conn.abort()
+                self.forget(conn)
+                if attempt or conn.exchanges == 1 or conn.answered:
+                    raise
+                # A kept-alive connection that ended without a byte of answer: the node closed it
+                # while it was idle (its keep-alive ran out as we sent), so it never saw the request.
+                # Sent again once, on a new connection.
+                continue
+            except BaseException:
+                conn.abort()
+                self.forget(conn)
+                raise
+            break
         if limit and conn.content_length is not None and conn.content_length > limit:
             conn.abort()
             self.forget(conn)
@@ -579,10 +596,10 @@ class Pool:
         return Response(self, conn, node, url)
 
     async def _connection(
-        self, node: str, url: str, to: Target, connect: float | None, deadline: float | None
+        self, node: str, url: str, to: Target, connect: float | None, deadline: float | None, *, pooled: bool
     ) -> Connection:
         key = (to.host, to.port)
-        idle = self._idle.get(key)
+        idle = self._idle.get(key) if pooled else None
         now = self._loop.time()
         while idle:
             conn = idle.pop()

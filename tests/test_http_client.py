@@ -218,6 +218,35 @@ async def test_a_pooled_connection_the_node_closed_is_replaced():
     assert server.connections == 2
 
 
+async def test_a_request_on_a_connection_the_node_closed_as_it_was_sent_goes_again_on_a_new_one():
+    async def once_per_connection(request: bytes, writer: asyncio.StreamWriter) -> bool:
+        writer.write(OK)
+        await writer.drain()
+        return False  # the node's keep-alive runs out: it closes, unaware of the next request in flight
+
+    server = Scripted(once_per_connection)
+    async with server.running() as url:
+        pool = Pool()
+        to = target(url)
+        assert to is not None
+        first = await exchange(pool, url)
+        await first.read()
+        first.release()  # pooled before the node's close arrives
+        assert await post(pool, url) == (200, "application/json", b'{"ok": 42}\n')
+        pool.close()
+    assert server.connections == 2
+
+
+async def test_a_new_connection_that_closes_unanswered_is_not_sent_again():
+    server = Scripted(reply(b"", keep=False))
+    async with server.running() as url:
+        pool = Pool()
+        with pytest.raises(UpstreamConnectError):
+            await post(pool, url)
+        pool.close()
+    assert len(server.requests) == 1
+
+
 async def test_an_idle_connection_past_keepalive_is_not_reused():
     server = Scripted(reply(OK))
     async with server.running() as url:
