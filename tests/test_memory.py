@@ -59,3 +59,27 @@ def test_a_started_service_freezes_what_exists_at_startup_and_collects_less_ofte
     assert frozen > 10_000  # FastAPI, pydantic and the app: walked by no later collection
     assert young == 10_000
     assert untouched.stdout.split() == ["0", "700"]
+
+
+@pytest.mark.anyio
+@pytest.mark.usefixtures("upstream_client")
+async def test_every_node_connection_goes_back_to_the_pool_or_is_closed() -> None:
+    from megaservice.client import get_client
+
+    async with serve(FakeService()) as first, serve(FakeLLM(tokens=["a"] * 50, token_delay=0.01)) as llm:
+        pipeline = ServiceOrchestrator().add(node("first", first)).add(node("llm", llm, ServiceType.LLM))
+        pipeline.flow_to(*pipeline.services.values())
+        async with serve(gateway(pipeline).app) as url, aiohttp.ClientSession() as session:
+            with anyio.fail_after(20):
+                for stream in (False, True) * 5:
+                    async with session.post(f"{url}/v1/chat", json={"text": "q", "stream": stream}) as response:
+                        await response.read()
+                for _ in range(5):  # clients that leave in the middle of the answer
+                    async with session.post(f"{url}/v1/chat", json={"text": "q", "stream": True}) as response:
+                        await response.content.readany()
+                pool = get_client().pool
+                while pool._active:  # the abandoned streams are cancelled within 100 ms
+                    await anyio.sleep(0.01)
+            idle = [conn for conns in pool._idle.values() for conn in conns if not conn.closed]
+            assert 1 <= len(idle) <= 4  # the first node; the LLM's were dropped with the abandoned streams
+            assert not any(conn.in_use for conn in idle)
