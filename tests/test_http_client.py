@@ -219,16 +219,9 @@ async def test_a_pooled_connection_the_node_closed_is_replaced():
 
 
 async def test_a_request_on_a_connection_the_node_closed_as_it_was_sent_goes_again_on_a_new_one():
-    async def once_per_connection(request: bytes, writer: asyncio.StreamWriter) -> bool:
-        writer.write(OK)
-        await writer.drain()
-        return False  # the node's keep-alive runs out: it closes, unaware of the next request in flight
-
-    server = Scripted(once_per_connection)
+    server = Scripted(reply(OK, keep=False))  # keep-alive runs out: it closes, unaware of the next request
     async with server.running() as url:
         pool = Pool()
-        to = target(url)
-        assert to is not None
         first = await exchange(pool, url)
         await first.read()
         first.release()  # pooled before the node's close arrives
