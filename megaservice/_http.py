@@ -189,6 +189,11 @@ class Connection(asyncio.Protocol):
             self.transport.write(body)
         self._arm(now)
 
+    @property
+    def write_paused(self) -> bool:
+        """Whether the socket holds more of the request than it takes at once (see `drain`)."""
+        return self._writable is not None
+
     async def drain(self) -> None:
         """Wait until the socket took the request (a large body waits for the peer to read it)."""
         while self._writable is not None and not self.closed:
@@ -453,7 +458,7 @@ class Response:
             if limit is not None and conn.buffered >= limit:
                 return conn.take()[:limit]
             if conn.closed:
-                raise self.error() if conn.failure else _error(_LOST, self._node, self._url)
+                raise _error(_LOST, self._node, self._url)
             await conn.wait()
         if conn.failure is not None:
             raise self.error()
@@ -569,7 +574,7 @@ class Pool:
                 raise
             try:
                 conn.send(head, body, deadline, first_byte, read, limit)
-                if conn._writable is not None:
+                if conn.write_paused:
                     await conn.drain()
                 while not conn.status:
                     await _next_event(conn, node, url)
