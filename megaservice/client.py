@@ -1,35 +1,30 @@
 """The pooled upstream HTTP client: one per event loop, keep-alive, no env lookups.
 
 Plain-`http` nodes are called through `megaservice._http` (httptools, a quarter of aiohttp's CPU
-per call); `https` nodes through one `aiohttp` session. Every call names the node it is for, and
-every failure of either is raised as an `UpstreamError` subclass naming that node (the httpx
-`map_exceptions` idea).
+per call); `https` nodes through one aiohttp session (`megaservice._https`, imported on the first
+https call). Every call names the node it is for, and every failure of either is raised as an
+`UpstreamError` subclass naming that node.
 """
 
 import asyncio
-import contextlib
 import os
+import ssl
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Iterator, Mapping
-from typing import Any, Protocol, TypeVar
+from collections.abc import AsyncIterator, Awaitable, Mapping
+from typing import TYPE_CHECKING, Any, Protocol
 
-import aiohttp
 import orjson
 from pydantic import BaseModel
 
 from megaservice import _http
-from megaservice.exceptions import (
-    UpstreamConnectError,
-    UpstreamError,
-    UpstreamProtocolError,
-    UpstreamStatusError,
-    UpstreamTimeout,
-)
+from megaservice.exceptions import UpstreamStatusError
 from megaservice.resilience import Timeout
 
-__all__ = ["StreamedAnswer", "Timeout", "UpstreamClient", "close_client", "dumps", "get_client", "upstream_errors"]
+if TYPE_CHECKING:
+    from megaservice._https import Session
 
-_T = TypeVar("_T")
+__all__ = ["StreamedAnswer", "Timeout", "UpstreamClient", "close_client", "dumps", "get_client"]
+
 _ERROR_BODY_LIMIT = 64 * 1024
 MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 
@@ -39,7 +34,10 @@ class _Body(Protocol):
 
 
 class StreamedAnswer(Protocol):
-    """A streaming node's answer, its headers in, its body read as it arrives (`UpstreamClient.open_stream`)."""
+    """A streaming node's answer, its headers in, its body read as it arrives (`UpstreamClient.open_stream`).
+
+    Reading the body raises `UpstreamError` subclasses naming the node.
+    """
 
     status: int
 
@@ -67,45 +65,38 @@ def dumps(obj: Any) -> bytes:
     return orjson.dumps(obj, default=_default, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY)
 
 
-@contextlib.contextmanager
-def upstream_errors(node: str, url: str) -> Iterator[None]:
-    """Re-raise the HTTP library's exceptions as `UpstreamError` subclasses naming `node`."""
-    try:
-        yield
-    except UpstreamError:
-        raise
-    except TimeoutError as exc:  # aiohttp's ServerTimeoutError/ConnectionTimeoutError subclass TimeoutError
-        raise UpstreamTimeout(f"{node} did not answer in time ({url})", node=node, url=url) from exc
-    except aiohttp.ClientConnectorError as exc:
-        raise UpstreamConnectError(f"cannot reach {node} at {url}: {exc.os_error}", node=node, url=url) from exc
-    except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
-        raise UpstreamConnectError(f"connection to {node} failed: {exc}", node=node, url=url) from exc
-    except aiohttp.ClientResponseError as exc:
-        raise UpstreamProtocolError(f"{node} sent an invalid HTTP response: {exc}", node=node, url=url) from exc
-    except aiohttp.ClientError as exc:
-        raise UpstreamConnectError(f"request to {node} failed: {exc}", node=node, url=url) from exc
-
-
 class UpstreamClient:
     """A pooled client for calls from a megaservice to its nodes.
 
-    It owns a `megaservice._http.Pool` for plain-http nodes and one `aiohttp.ClientSession` for
-    https nodes, both created on first use inside the running event loop. Proxy variables and
+    It owns a `megaservice._http.Pool` for plain-http nodes and one aiohttp session for https
+    nodes, both created on first use inside the running event loop. Proxy variables and
     `~/.netrc` are not consulted (OPEA's per-hop thread hop); connections are kept alive and
     reused across requests. Redirects are not followed: a 3xx is the node's error.
+
+    **Parameters:**
+
+    * **limit** - most connections open at once per transport (0: no limit).
+    * **keepalive_timeout** - seconds an idle connection is kept.
+    * **max_response_bytes** - largest non-streaming answer accepted (env `MEGASERVICE_MAX_RESPONSE_BYTES`,
+      default 64 MiB); a larger one is an `UpstreamProtocolError`.
+    * **ssl_context** - how https nodes are verified (default: the system's trusted CAs).
     """
 
     def __init__(
-        self, *, limit: int = 0, keepalive_timeout: float = 75.0, max_response_bytes: int | None = None
+        self,
+        *,
+        limit: int = 0,
+        keepalive_timeout: float = 75.0,
+        max_response_bytes: int | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self._limit = limit
         if max_response_bytes is None:
             max_response_bytes = int(os.environ.get("MEGASERVICE_MAX_RESPONSE_BYTES", "") or MAX_RESPONSE_BYTES)
         self.max_response_bytes = max_response_bytes
-        """Largest non-streaming answer accepted from a node (env `MEGASERVICE_MAX_RESPONSE_BYTES`, default 64 MiB);
-        a larger one is an `UpstreamProtocolError`."""
         self._keepalive_timeout = keepalive_timeout
-        self._session: aiohttp.ClientSession | None = None
+        self._ssl_context = ssl_context
+        self._session: Session | None = None
         self._pool: _http.Pool | None = None
 
     @property
@@ -116,64 +107,38 @@ class UpstreamClient:
         return self._pool
 
     @property
-    def session(self) -> aiohttp.ClientSession:
-        """The underlying session (created on first use, in the running loop)."""
+    def session(self) -> "Session":
+        """The https session (created on first use, in the running loop)."""
         if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(
-                limit=self._limit,
-                keepalive_timeout=self._keepalive_timeout,
-                ttl_dns_cache=300,
-                enable_cleanup_closed=False,
-            )
-            self._session = aiohttp.ClientSession(
-                connector=connector, trust_env=False, json_serialize=lambda o: dumps(o).decode(), raise_for_status=False
+            from megaservice._https import Session
+
+            self._session = Session(
+                limit=self._limit, keepalive_timeout=self._keepalive_timeout, ssl_context=self._ssl_context
             )
         return self._session
 
     async def post(
-        self,
-        node: str,
-        url: str,
-        body: bytes,
-        *,
-        headers: Mapping[str, str],
-        timeout: aiohttp.ClientTimeout,
-        first_byte: float | None = None,
+        self, node: str, url: str, body: bytes, *, headers: Mapping[str, str], timeout: Timeout
     ) -> tuple[str, bytes]:
         """POST `body` and return `(content_type, body)` of a 2xx answer; raise `UpstreamError` otherwise.
 
-        `first_byte` bounds the wait for the response headers (`timeout` bounds the rest).
+        `timeout.total` bounds the whole call, `timeout.first_byte` the wait for the response headers.
         """
         to = _http.target(url)
-        if to is not None:
-            answer = await self._pool_post(node, url, to, body, headers, timeout, first_byte, self.max_response_bytes)
-            try:
-                data = await answer.read()
-            except BaseException:
-                answer.close()
-                raise
-            answer.release()
-            if answer.status >= 300:
-                raise UpstreamStatusError(
-                    node=node, url=url, status=answer.status, body=data[:_ERROR_BODY_LIMIT].decode(errors="replace")
-                )
-            return answer.content_type, data
-        with upstream_errors(node, url):
-            response = await self._send(url, body, headers, timeout, first_byte)
-            async with response:
-                length = response.content_length
-                if length is not None and length <= self.max_response_bytes:
-                    data = await response.read()
-                else:
-                    data = await self._read_limited(node, url, response)
-                if response.status >= 300:
-                    raise UpstreamStatusError(
-                        node=node,
-                        url=url,
-                        status=response.status,
-                        body=data[:_ERROR_BODY_LIMIT].decode(errors="replace"),
-                    )
-                return response.content_type, data
+        if to is None:
+            return await self.session.post(node, url, body, headers, timeout, self.max_response_bytes)
+        answer = await self._pool_post(node, url, to, body, headers, timeout, timeout.total, self.max_response_bytes)
+        try:
+            data = await answer.read()
+        except BaseException:
+            answer.close()
+            raise
+        answer.release()
+        if answer.status >= 300:
+            raise UpstreamStatusError(
+                node=node, url=url, status=answer.status, body=data[:_ERROR_BODY_LIMIT].decode(errors="replace")
+            )
+        return answer.content_type, data
 
     def _pool_post(
         self,
@@ -182,8 +147,8 @@ class UpstreamClient:
         to: _http.Target,
         body: bytes,
         headers: Mapping[str, str],
-        timeout: aiohttp.ClientTimeout,
-        first_byte: float | None,
+        timeout: Timeout,
+        total: float | None,
         limit: int,
     ) -> Awaitable[_http.Response]:
         return self.pool.post(
@@ -192,91 +157,40 @@ class UpstreamClient:
             to,
             body,
             headers,
-            connect=timeout.sock_connect if timeout.sock_connect is not None else timeout.connect,
-            total=timeout.total,
-            read=timeout.sock_read,
-            first_byte=first_byte,
+            connect=timeout.connect,
+            total=total,
+            read=timeout.read,
+            first_byte=timeout.first_byte,
             limit=limit,
         )
 
-    def _send(
-        self,
-        url: str,
-        body: bytes,
-        headers: Mapping[str, str],
-        timeout: aiohttp.ClientTimeout,
-        first_byte: float | None,
-    ) -> Awaitable[aiohttp.ClientResponse]:
-        """POST; the awaitable gives the response once its headers arrived (within `first_byte` seconds if set).
-
-        Without `first_byte` it is aiohttp's own awaitable: no coroutine of ours in between.
-        """
-        pending = self.session.post(url, data=body, headers=headers, timeout=timeout)
-        return pending if first_byte is None else _within(first_byte, pending)
-
-    async def _read_limited(self, node: str, url: str, response: aiohttp.ClientResponse) -> bytes:
-        limit = self.max_response_bytes
-        if response.content_length is not None:
-            response.close()
-            raise UpstreamProtocolError(
-                f"{node} answered {response.content_length} bytes, more than the {limit} accepted", node=node, url=url
-            )
-        chunks = []
-        size = 0
-        async for chunk in response.content.iter_any():
-            size += len(chunk)
-            if size > limit:
-                response.close()
-                raise UpstreamProtocolError(f"{node} answered more than the {limit} bytes accepted", node=node, url=url)
-            chunks.append(chunk)
-        return b"".join(chunks)
-
     async def open_stream(
-        self,
-        node: str,
-        url: str,
-        body: bytes,
-        *,
-        headers: Mapping[str, str],
-        timeout: aiohttp.ClientTimeout,
-        first_byte: float | None = None,
+        self, node: str, url: str, body: bytes, *, headers: Mapping[str, str], timeout: Timeout
     ) -> StreamedAnswer:
-        """POST `body` and return the response once its headers arrived; the caller reads and releases it."""
+        """POST `body` and return the answer once its headers arrived; the caller reads and releases it.
+
+        A stream has no total time limit (`timeout.total` is not applied): a long answer is not a failure.
+        """
         to = _http.target(url)
-        if to is not None:
-            answer = await self._pool_post(node, url, to, body, headers, timeout, first_byte, 0)
-            if answer.status >= 300:
-                try:
-                    data = await answer.read(_ERROR_BODY_LIMIT)
-                finally:
-                    answer.close()
-                raise UpstreamStatusError(node=node, url=url, status=answer.status, body=data.decode(errors="replace"))
-            return answer
-        with upstream_errors(node, url):
-            response = await self._send(url, body, headers, timeout, first_byte)
-            if response.status >= 300:
-                try:
-                    data = await response.content.read(_ERROR_BODY_LIMIT)
-                finally:
-                    response.close()
-                raise UpstreamStatusError(
-                    node=node, url=url, status=response.status, body=data.decode(errors="replace")
-                )
-            return response
+        if to is None:
+            return await self.session.open_stream(node, url, body, headers, timeout)
+        answer = await self._pool_post(node, url, to, body, headers, timeout, None, 0)
+        if answer.status >= 300:
+            try:
+                data = await answer.read(_ERROR_BODY_LIMIT)
+            finally:
+                answer.close()
+            raise UpstreamStatusError(node=node, url=url, status=answer.status, body=data.decode(errors="replace"))
+        return answer
 
     async def aclose(self) -> None:
-        """Close the session and its pooled connections."""
+        """Close the pool and the https session with their connections."""
         if self._pool is not None:
             self._pool.close()
             self._pool = None
         if self._session is not None and not self._session.closed:
             await self._session.close()
         self._session = None
-
-
-async def _within(seconds: float, pending: Awaitable[_T]) -> _T:
-    async with asyncio.timeout(seconds):
-        return await pending
 
 
 _clients: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, UpstreamClient]" = weakref.WeakKeyDictionary()

@@ -31,13 +31,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
-import aiohttp
 import orjson
 from pydantic import BaseModel
 from starlette.types import Send
 
 from megaservice import _compat
-from megaservice.client import StreamedAnswer, UpstreamClient, dumps, get_client, upstream_errors
+from megaservice.client import StreamedAnswer, UpstreamClient, dumps, get_client
 from megaservice.constants import ServiceType
 from megaservice.dag import DAG, Graph
 from megaservice.exceptions import ConfigurationError, UpstreamError, UpstreamProtocolError
@@ -127,9 +126,6 @@ class _Node:
     url: str | None
     """The node's URL, when it does not depend on the request (no `api_key` base URL, no custom `endpoint_path`)."""
     headers: dict[str, str]
-    request_timeout: aiohttp.ClientTimeout
-    stream_timeout: aiohttp.ClientTimeout
-    first_byte: float | None
     latency: "_Series"
     timeout: Timeout
     retry: Retry | None = None
@@ -395,9 +391,6 @@ class ServiceOrchestrator(DAG):
             is_llm=service.service_type in (ServiceType.LLM, ServiceType.LVM),
             url=_fixed_url(service),
             headers=headers,
-            request_timeout=timeout.for_request(),
-            stream_timeout=timeout.for_stream(),
-            first_byte=timeout.first_byte,
             latency=self.metrics.node_latency.labels(name),
             timeout=timeout,
         )
@@ -593,12 +586,7 @@ class ServiceOrchestrator(DAG):
             try:
                 with _Attempt(self, node, url):
                     content_type, data = await run.client.post(
-                        node.name,
-                        url,
-                        body,
-                        headers=node.headers,
-                        timeout=node.request_timeout,
-                        first_byte=node.first_byte,
+                        node.name, url, body, headers=node.headers, timeout=node.timeout
                     )
                     return _decode(node.name, url, content_type, data)  # bad JSON counts as the node's failure
             except UpstreamError as exc:
@@ -642,9 +630,7 @@ class ServiceOrchestrator(DAG):
 
     async def _open_stream(self, run: _Run, node: _Node, url: str, body: bytes) -> StreamedAnswer:
         with _Attempt(self, node, url):
-            return await run.client.open_stream(
-                node.name, url, body, headers=node.headers, timeout=node.stream_timeout, first_byte=node.first_byte
-            )
+            return await run.client.open_stream(node.name, url, body, headers=node.headers, timeout=node.timeout)
 
     async def _open_llm_stream(self, run: _Run, node: _Node, url: str, inputs: Any) -> tuple[Any, str]:
         downstream = run.children(node.name)
@@ -882,17 +868,16 @@ class _RelayedStream(BatchStreamingResponse):
         try:
             await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
             try:
-                with upstream_errors(self._node, self._url):
-                    async for data in response.content.iter_any():
-                        events = reader.feed(data)
-                        if events:
-                            out = relay.feed(events)
-                            if out:
-                                await chunks({"type": "http.response.body", "body": join(out), "more_body": True})
-                            if relay.done:
-                                break
-                    else:
-                        completed = True
+                async for data in response.content.iter_any():
+                    events = reader.feed(data)
+                    if events:
+                        out = relay.feed(events)
+                        if out:
+                            await chunks({"type": "http.response.body", "body": join(out), "more_body": True})
+                        if relay.done:
+                            break
+                else:
+                    completed = True
                 rest = reader.flush() if completed else []
                 out = relay.feed(rest) if rest else []
                 out += relay.end()
@@ -1032,11 +1017,10 @@ async def _read_batches(response: StreamedAnswer, node: str, url: str) -> AsyncI
     reader = _EventReader(node, url)
     completed = False
     try:
-        with upstream_errors(node, url):
-            async for data in response.content.iter_any():  # everything received so far, in one piece
-                events = reader.feed(data)
-                if events:
-                    yield events
+        async for data in response.content.iter_any():  # everything received so far, in one piece
+            events = reader.feed(data)
+            if events:
+                yield events
         completed = True
         rest = reader.flush()
         if rest:

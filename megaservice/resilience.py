@@ -30,8 +30,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any, TypeVar
 
-import aiohttp
-
 from megaservice.exceptions import (
     ConfigurationError,
     UpstreamConnectError,
@@ -64,14 +62,6 @@ class Timeout:
     """Time for a whole non-streaming call; a stream is bounded by `read` and `first_byte` only."""
     first_byte: float | None = None
     """Time from sending the request to the response headers (`None`: `read` bounds it)."""
-
-    def for_request(self) -> aiohttp.ClientTimeout:
-        """Return the aiohttp timeout of a non-streaming call."""
-        return aiohttp.ClientTimeout(total=self.total, sock_connect=self.connect, sock_read=self.read)
-
-    def for_stream(self) -> aiohttp.ClientTimeout:
-        """Return the aiohttp timeout of a streaming call (no total: a long answer is not a failure)."""
-        return aiohttp.ClientTimeout(total=None, sock_connect=self.connect, sock_read=self.read)
 
     @classmethod
     def from_env(cls, base: "Timeout | None" = None, prefix: str = "MEGASERVICE_") -> "Timeout":

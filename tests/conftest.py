@@ -1,8 +1,11 @@
+import ssl
 from collections.abc import AsyncIterator
+from typing import NamedTuple
 
 import pytest
+import trustme
 
-from megaservice.client import close_client
+from megaservice.client import UpstreamClient, close_client
 
 
 @pytest.fixture
@@ -15,3 +18,44 @@ async def upstream_client() -> AsyncIterator[None]:
     """Close the loop's pooled upstream client after the test (it is per event loop)."""
     yield
     await close_client()
+
+
+class TLS(NamedTuple):
+    server: ssl.SSLContext
+    client: ssl.SSLContext
+
+
+@pytest.fixture(scope="session")
+def tls() -> TLS:
+    """A private CA, a server context with its certificate for 127.0.0.1, and a client context trusting it."""
+    ca = trustme.CA()
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server)
+    client = ssl.create_default_context()
+    ca.configure_trust(client)
+    return TLS(server, client)
+
+
+class Scheme:
+    """How a test's nodes are reached: plain http on the process's pool, or https with a private CA."""
+
+    def __init__(self, name: str, tls: TLS) -> None:
+        self.name = name
+        self.server_ssl = tls.server if name == "https" else None
+        self._tls = tls
+        self._client: UpstreamClient | None = None
+
+    def client(self) -> UpstreamClient | None:
+        """The client to give the orchestrator (`None`: the process's pooled client), made on first use."""
+        if self.name == "https" and self._client is None:
+            self._client = UpstreamClient(ssl_context=self._tls.client)
+        return self._client
+
+
+@pytest.fixture(params=["http", "https"])
+async def scheme(request: pytest.FixtureRequest, tls: TLS) -> AsyncIterator[Scheme]:
+    scheme = Scheme(request.param, tls)
+    yield scheme
+    client = scheme.client()
+    if client is not None:
+        await client.aclose()

@@ -10,8 +10,9 @@ def node(name: str, base_url: str, service_type: ServiceType = ServiceType.UNDEF
     return MicroService(
         name=name,
         host=parts.hostname or "127.0.0.1",
-        port=parts.port or 80,
+        port=parts.port or (443 if parts.scheme == "https" else 80),
         endpoint=kwargs.pop("endpoint", "/v1/node"),
+        protocol=parts.scheme or "http",
         use_remote_service=True,
         service_type=service_type,
         **kwargs,

@@ -66,12 +66,12 @@ JSON_CASES = [
     ids=[case[0] for case in JSON_CASES],
 )
 async def test_a_failing_node_gets_a_bounded_answer_naming_it(
-    fault, options, status, kind, bound, keepalive, monkeypatch
+    fault, options, status, kind, bound, keepalive, scheme, monkeypatch
 ):
     monkeypatch.setenv("MEGASERVICE_MAX_RESPONSE_BYTES", str(1024 * 1024))
-    async with FaultyServer(fault or Fault.OK, **options) as upstream:
-        target = unused_url() if fault is None else upstream.url
-        pipeline = ServiceOrchestrator(timeout=TIMEOUT).add(node("faulty", target))
+    async with FaultyServer(fault or Fault.OK, ssl=scheme.server_ssl, **options) as upstream:
+        target = unused_url(scheme.name) if fault is None else upstream.url
+        pipeline = ServiceOrchestrator(timeout=TIMEOUT, client=scheme.client()).add(node("faulty", target))
         async with serve(gateway(pipeline).app) as url, aiohttp.ClientSession() as session:
             tasks, before = our_tasks(), pending()
             started = time.monotonic()
@@ -107,10 +107,12 @@ STREAM_CASES = [
     [case[1:] for case in STREAM_CASES],
     ids=[case[0] for case in STREAM_CASES],
 )
-async def test_a_failing_llm_stream_gets_a_bounded_answer_naming_it(fault, options, status, kind, bound):
-    async with FaultyServer(fault or Fault.OK, **options) as upstream:
-        target = unused_url() if fault is None else upstream.url
-        pipeline = ServiceOrchestrator(timeout=TIMEOUT).add(node("faulty", target, ServiceType.LLM))
+async def test_a_failing_llm_stream_gets_a_bounded_answer_naming_it(fault, options, status, kind, bound, scheme):
+    async with FaultyServer(fault or Fault.OK, ssl=scheme.server_ssl, **options) as upstream:
+        target = unused_url(scheme.name) if fault is None else upstream.url
+        pipeline = ServiceOrchestrator(timeout=TIMEOUT, client=scheme.client()).add(
+            node("faulty", target, ServiceType.LLM)
+        )
         async with serve(gateway(pipeline).app) as url, aiohttp.ClientSession() as session:
             tasks, before = our_tasks(), pending()
             started = time.monotonic()

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import enum
 import socket
+import ssl
 import struct
 import time
 from types import TracebackType
@@ -57,6 +58,7 @@ class FaultyServer:
     * **size** - the body size of `Fault.HUGE` and `Fault.BAD_SSE`.
     * **fail_first** - answer with `fault` only this many times, then correctly (a node that recovers);
       `None`: always.
+    * **ssl** - serve https with this server context (`url` is then `https://…`).
 
     Counters for assertions: `requests` (received), `connections` (open now), and `disconnects`
     (the `time.monotonic()` of each connection the caller closed while the server was holding it).
@@ -69,8 +71,10 @@ class FaultyServer:
         status: int = 500,
         size: int = 32 * 1024 * 1024,
         fail_first: int | None = None,
+        ssl: ssl.SSLContext | None = None,
     ) -> None:
         self.fault = Fault(fault)
+        self.ssl = ssl
         self.status = status
         self.size = size
         self.fail_first = fail_first
@@ -82,9 +86,9 @@ class FaultyServer:
         self.url = ""
 
     async def __aenter__(self) -> "FaultyServer":
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=self.ssl)
         port = self._server.sockets[0].getsockname()[1]
-        self.url = f"http://127.0.0.1:{port}"
+        self.url = f"{'https' if self.ssl else 'http'}://127.0.0.1:{port}"
         return self
 
     async def __aexit__(
@@ -116,7 +120,7 @@ class FaultyServer:
                 keep_open = await self._answer(fault, request, reader, writer)
                 if not keep_open:
                     return
-        except (ConnectionError, asyncio.IncompleteReadError):
+        except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError):
             return
         finally:
             self.connections -= 1
@@ -203,12 +207,12 @@ class FaultyServer:
         self.disconnects.append(time.monotonic())
 
 
-def unused_url() -> str:
+def unused_url(scheme: str = "http") -> str:
     """A loopback URL nothing listens on: connecting to it is refused."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
+    return f"{scheme}://127.0.0.1:{port}"
 
 
 async def _read_request(reader: asyncio.StreamReader) -> bytes | None:

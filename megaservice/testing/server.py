@@ -12,12 +12,26 @@ __all__ = ["serve"]
 
 
 @contextlib.asynccontextmanager
-async def serve(app: ASGIApp, *, host: str = "127.0.0.1") -> AsyncIterator[str]:
-    """Serve `app` on a fresh port of `host`; yield its base URL (`http://127.0.0.1:PORT`)."""
+async def serve(
+    app: ASGIApp, *, host: str = "127.0.0.1", ssl_certfile: str | None = None, ssl_keyfile: str | None = None
+) -> AsyncIterator[str]:
+    """Serve `app` on a fresh port of `host`; yield its base URL (`http://127.0.0.1:PORT`).
+
+    With `ssl_certfile` (PEM: the certificate chain, and the key unless `ssl_keyfile` is given) it
+    serves https and yields `https://127.0.0.1:PORT`.
+    """
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, 0))
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="auto", timeout_graceful_shutdown=1)
+    config = uvicorn.Config(
+        app,
+        log_level="warning",
+        access_log=False,
+        lifespan="auto",
+        timeout_graceful_shutdown=1,
+        ssl_certfile=ssl_certfile,
+        ssl_keyfile=ssl_keyfile,
+    )
     server = uvicorn.Server(config)
     server.config.setup_event_loop = lambda: None  # type: ignore[method-assign]  # we are inside a running loop
     task = asyncio.get_running_loop().create_task(server.serve(sockets=[sock]))
@@ -28,7 +42,7 @@ async def serve(app: ASGIApp, *, host: str = "127.0.0.1") -> AsyncIterator[str]:
                 raise RuntimeError("server stopped before it started")
             await asyncio.sleep(0.002)
         port = sock.getsockname()[1]
-        yield f"http://{host}:{port}"
+        yield f"{'https' if ssl_certfile else 'http'}://{host}:{port}"
     finally:
         server.should_exit = True
         with contextlib.suppress(asyncio.CancelledError):

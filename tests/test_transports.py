@@ -1,0 +1,146 @@
+"""Which client carries a node call: httptools for plain http, aiohttp for https, each on real sockets.
+
+The failure cases of both are in test_faults.py (every fault, over each scheme); here: a whole
+pipeline over https, what https verifies, and that a plain-http pipeline never loads aiohttp.
+"""
+
+import ssl
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+import trustme
+
+from megaservice import ServiceOrchestrator, ServiceType, Timeout, UpstreamConnectError, UpstreamStatusError
+from megaservice.client import UpstreamClient
+from megaservice.testing import FakeEmbedding, FakeLLM, FakeService, FaultyServer, serve
+from tests.conftest import TLS
+from tests.helpers import gateway, node
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, trustme.CA]]:
+    """A PEM file (key and chain) for 127.0.0.1, signed by a private CA."""
+    ca = trustme.CA()
+    path = tmp_path_factory.mktemp("tls") / "server.pem"
+    ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(str(path))
+    yield str(path), ca
+
+
+class Pipeline(ServiceOrchestrator):
+    def align_outputs(self, data, cur_node, inputs, runtime_graph, llm_parameters_dict, **kwargs):
+        if self.services[cur_node].service_type == ServiceType.EMBEDDING:
+            return {"messages": [{"role": "user", "content": f"{len(data[0])} numbers"}]}
+        return data
+
+
+def pipeline(embedding_url: str, llm_url: str, client: UpstreamClient) -> ServiceOrchestrator:
+    embedding = node("embedding", embedding_url, ServiceType.EMBEDDING, endpoint="/embed")
+    llm = node("llm", llm_url, ServiceType.LLM, endpoint="/v1/chat/completions")
+    orchestrator = Pipeline(client=client).add(embedding).add(llm)
+    orchestrator.flow_to(embedding, llm)
+    return orchestrator
+
+
+def trusting(ca: trustme.CA) -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    return context
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["non-streaming", "streaming"])
+async def test_a_pipeline_of_https_nodes_answers(certificate, stream):
+    pem, ca = certificate
+    embedder, llm = FakeEmbedding(dim=4), FakeLLM(tokens=["over", " tls"])
+    client = UpstreamClient(ssl_context=trusting(ca))
+    try:
+        async with serve(embedder, ssl_certfile=pem) as embedding_url, serve(llm, ssl_certfile=pem) as llm_url:
+            assert embedding_url.startswith("https://")
+            orchestrator = pipeline(embedding_url, llm_url, client)
+            async with serve(gateway(orchestrator).app) as url, aiohttp.ClientSession() as session:
+                async with session.post(f"{url}/v1/chat", json={"text": "q", "stream": stream}) as response:
+                    status, body = response.status, await response.read()
+    finally:
+        await client.aclose()
+    assert status == 200
+    assert llm.requests[0]["messages"] == [{"role": "user", "content": "4 numbers"}]
+    if stream:
+        assert b'"content":"over"' in body
+        assert body.endswith(b"data: [DONE]\n\n")
+    else:
+        assert b"over tls" in body
+
+
+async def test_an_https_node_with_an_untrusted_certificate_is_unreachable(tls: TLS):
+    client = UpstreamClient()  # the system's CAs: the private CA is not among them
+    try:
+        async with FaultyServer(ssl=tls.server) as upstream:
+            with pytest.raises(UpstreamConnectError) as caught:
+                await client.post("llm", upstream.url + "/v1", b"{}", headers={}, timeout=Timeout())
+    finally:
+        await client.aclose()
+    assert caught.value.node == "llm"
+    assert "certificate" in str(caught.value).lower()
+    assert upstream.requests == 0
+
+
+async def test_an_https_redirect_is_the_nodes_error_not_followed(certificate):
+    pem, ca = certificate
+    target = FakeService()
+
+    async def redirect(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        await send({"type": "http.response.start", "status": 307, "headers": [(b"location", b"/v1/moved")]})
+        await send({"type": "http.response.body", "body": b"moved"})
+
+    client = UpstreamClient(ssl_context=trusting(ca))
+    try:
+        async with serve(redirect, ssl_certfile=pem) as url, serve(target):
+            with pytest.raises(UpstreamStatusError) as caught:
+                await client.post("node", url + "/v1", b"{}", headers={}, timeout=Timeout())
+    finally:
+        await client.aclose()
+    assert caught.value.upstream_status == 307
+    assert target.requests == []
+
+
+def test_a_plain_http_pipeline_never_imports_aiohttp():
+    """aiohttp costs about 9 MiB of memory at import; plain-http nodes go through the httptools client."""
+    script = textwrap.dedent(
+        """
+        import asyncio, sys
+        from megaservice import LLMParams, ServiceOrchestrator, ServiceType
+        from megaservice.testing import FakeLLM, FakeService, serve
+        from tests.helpers import node
+
+        async def main():
+            async with serve(FakeService()) as e, serve(FakeLLM(tokens=["a", "b"])) as l:
+                pipeline = ServiceOrchestrator()
+                first = node("echo", e)
+                llm = node("llm", l, ServiceType.LLM, endpoint="/v1/chat/completions")
+                pipeline.add(first).add(llm).flow_to(first, llm)
+                for stream in (False, True):
+                    results, graph = await pipeline.schedule({"text": "q"}, llm_parameters=LLMParams(stream=stream))
+                    answer = results[graph.all_leaves()[-1]]
+                    if stream:
+                        [chunk async for chunk in answer.body_iterator]
+                    else:
+                        assert answer["choices"][0]["message"]["content"] == "ab", answer
+            print("aiohttp" in sys.modules)
+
+        asyncio.run(main())
+        """
+    )
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=root, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"
