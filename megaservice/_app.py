@@ -25,8 +25,9 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import orjson
-from fastapi import FastAPI
+from fastapi import FastAPI, params
 from fastapi.encoders import jsonable_encoder
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
@@ -345,11 +346,61 @@ def _plain_return(annotation: Any) -> bool:
     return inspect.isclass(annotation) and issubclass(annotation, Response)
 
 
+def build_models(*annotations: Any) -> None:
+    """Build the deferred pydantic models in `annotations` (and in their type arguments).
+
+    megaservice's documents defer building their validators to first use (`defer_build`), so a
+    service holds only those of the documents it uses. FastAPI must get them built: it wraps a
+    body's model in `Annotated[Model, Body(...)]`, and pydantic, building a deferred model there,
+    warns that the body's alias has no effect.
+    """
+    pending = list(annotations)
+    seen: set[int] = set()
+    while pending:
+        annotation = pending.pop()
+        if id(annotation) in seen:
+            continue
+        seen.add(id(annotation))
+        if inspect.isclass(annotation) and issubclass(annotation, BaseModel):
+            if annotation.model_config.get("defer_build"):
+                annotation.model_rebuild()
+                annotation.model_config["defer_build"] = False  # or FastAPI's adapters of it defer too
+            continue
+        pending.extend(typing.get_args(annotation))
+
+
+def _endpoint_models(endpoint: Callable[..., Any]) -> list[Any]:
+    """The annotations of `endpoint` and of its dependencies (`Depends`), as far as they resolve."""
+    found: list[Any] = []
+    pending = [endpoint]
+    while pending:
+        function = pending.pop()
+        try:
+            found.extend(typing.get_type_hints(function, include_extras=True).values())
+            parameters = inspect.signature(function).parameters.values()
+        except (TypeError, ValueError, NameError):
+            continue  # FastAPI reports what it cannot resolve itself
+        for parameter in parameters:
+            default = parameter.default
+            if isinstance(default, params.Depends) and default.dependency is not None:
+                pending.append(default.dependency)
+    return found
+
+
+class _Route(APIRoute):
+    """FastAPI's route, with the deferred documents of its endpoint and response model built first."""
+
+    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+        build_models(kwargs.get("response_model"), *_endpoint_models(endpoint))
+        super().__init__(path, endpoint, **kwargs)
+
+
 class ServiceApp(FastAPI):
     """FastAPI, plus the direct path (module docstring) for the routes added with `add_route_fast`."""
 
     def __init__(self, limits: Limits | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        self.router.route_class = _Route
         self.limits = limits if limits is not None else Limits.from_env()
         self.inflight = 0
         self._direct: dict[tuple[str, str], _DirectRoute] = {}
@@ -389,8 +440,8 @@ class ServiceApp(FastAPI):
             self.add_api_route(path, endpoint, methods=list(methods), openapi_extra={"requestBody": body}, **kwargs)
         else:
             self.add_api_route(path, endpoint, methods=list(methods), **kwargs)
-        if set(kwargs) - {"tags", "include_in_schema"}:
-            return
+        if set(kwargs) - {"tags", "include_in_schema", "responses", "response_model"} or kwargs.get("response_model"):
+            return  # FastAPI has work to do for this route (dependencies, a response model, ...)
         form = _direct_form(endpoint)
         if form is None:
             return

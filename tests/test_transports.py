@@ -1,15 +1,12 @@
 """Which client carries a node call: httptools for plain http, aiohttp for https, each on real sockets.
 
 The failure cases of both are in test_faults.py (every fault, over each scheme); here: a whole
-pipeline over https, what https verifies, and that a plain-http pipeline never loads aiohttp.
+pipeline over https and what https verifies. That a plain-http pipeline never loads aiohttp is in
+test_footprint.py.
 """
 
 import ssl
-import subprocess
-import sys
-import textwrap
 from collections.abc import Iterator
-from pathlib import Path
 
 import aiohttp
 import pytest
@@ -109,38 +106,3 @@ async def test_an_https_redirect_is_the_nodes_error_not_followed(certificate):
         await client.aclose()
     assert caught.value.upstream_status == 307
     assert target.requests == []
-
-
-def test_a_plain_http_pipeline_never_imports_aiohttp():
-    """aiohttp costs about 9 MiB of memory at import; plain-http nodes go through the httptools client."""
-    script = textwrap.dedent(
-        """
-        import asyncio, sys
-        from megaservice import LLMParams, ServiceOrchestrator, ServiceType
-        from megaservice.testing import FakeLLM, FakeService, serve
-        from tests.helpers import node
-
-        async def main():
-            async with serve(FakeService()) as e, serve(FakeLLM(tokens=["a", "b"])) as l:
-                pipeline = ServiceOrchestrator()
-                first = node("echo", e)
-                llm = node("llm", l, ServiceType.LLM, endpoint="/v1/chat/completions")
-                pipeline.add(first).add(llm).flow_to(first, llm)
-                for stream in (False, True):
-                    results, graph = await pipeline.schedule({"text": "q"}, llm_parameters=LLMParams(stream=stream))
-                    answer = results[graph.all_leaves()[-1]]
-                    if stream:
-                        [chunk async for chunk in answer.body_iterator]
-                    else:
-                        assert answer["choices"][0]["message"]["content"] == "ab", answer
-            print("aiohttp" in sys.modules)
-
-        asyncio.run(main())
-        """
-    )
-    root = Path(__file__).resolve().parent.parent
-    done = subprocess.run(
-        [sys.executable, "-c", script], cwd=root, capture_output=True, text=True, timeout=60, check=False
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "False"

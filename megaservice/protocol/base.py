@@ -19,7 +19,7 @@ def _new_id() -> str:
 class BaseDoc(BaseModel):
     """A document exchanged between nodes; serialises an auto-generated 32-hex `id`, as docarray does."""
 
-    model_config = ConfigDict(arbitrary_types_allowed=True, protected_namespaces=())
+    model_config = ConfigDict(arbitrary_types_allowed=True, protected_namespaces=(), defer_build=True)
 
     id: str | None = Field(default_factory=_new_id)
 
