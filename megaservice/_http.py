@@ -99,6 +99,13 @@ class _Failure(NamedTuple):
 _TIMED_OUT = _Failure(UpstreamTimeout, "")
 
 
+class _Detached:
+    """The protocol of the parser a closed connection keeps: nothing to call back."""
+
+
+_DETACHED = httptools.HttpResponseParser(_Detached())
+
+
 class Connection(asyncio.Protocol):
     """One keep-alive connection to a node and the state of the exchange it is carrying."""
 
@@ -294,6 +301,9 @@ class Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        # The parser holds this connection's callbacks: without this, a closed connection would be
+        # a reference cycle, freed only by a full collection (rare once a service has started).
+        self.parser = _DETACHED
         self.finish()
         if self._writable is not None:
             self._writable.set_result(None)

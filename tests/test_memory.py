@@ -83,3 +83,26 @@ async def test_every_node_connection_goes_back_to_the_pool_or_is_closed() -> Non
             idle = [conn for conns in pool._idle.values() for conn in conns if not conn.closed]
             assert 1 <= len(idle) <= 4  # the first node; the LLM's were dropped with the abandoned streams
             assert not any(conn.in_use for conn in idle)
+
+
+@pytest.mark.anyio
+@pytest.mark.usefixtures("upstream_client")
+async def test_a_node_connection_that_closes_is_freed_without_the_cycle_collector() -> None:
+    """Closed connections used to wait for a full collection: 1 000 of them after a few minutes of load."""
+    from megaservice.client import get_client
+
+    gc.collect()
+    async with serve(FakeService()) as first:
+        pipeline = ServiceOrchestrator().add(node("first", first))
+        async with serve(gateway(pipeline).app) as url, aiohttp.ClientSession() as session:
+            for _ in range(3):
+                async with session.post(f"{url}/v1/chat", json={"text": "q", "stream": False}) as response:
+                    assert response.status == 200
+            pool = get_client().pool
+            opened = [conn for conns in pool._idle.values() for conn in conns]
+            assert opened
+    with anyio.fail_after(5):  # the node stopped: it closed its idle keep-alive connections
+        while not all(conn.closed for conn in opened):
+            await anyio.sleep(0.01)
+    del opened
+    assert "Connection" not in cyclic_garbage()
