@@ -346,7 +346,7 @@ def _plain_return(annotation: Any) -> bool:
     return inspect.isclass(annotation) and issubclass(annotation, Response)
 
 
-def build_models(*annotations: Any) -> None:
+def _build_models(*annotations: Any) -> None:
     """Build the deferred pydantic models in `annotations` (and in their type arguments).
 
     megaservice's documents defer building their validators to first use (`defer_build`), so a
@@ -391,7 +391,7 @@ class _Route(APIRoute):
     """FastAPI's route, with the deferred documents of its endpoint and response model built first."""
 
     def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
-        build_models(kwargs.get("response_model"), *_endpoint_models(endpoint))
+        _build_models(kwargs.get("response_model"), *_endpoint_models(endpoint))
         super().__init__(path, endpoint, **kwargs)
 
 

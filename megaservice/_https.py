@@ -27,7 +27,6 @@ from megaservice.resilience import Timeout
 __all__ = ["Answer", "Session", "upstream_errors"]
 
 _T = TypeVar("_T")
-ERROR_BODY_LIMIT = 64 * 1024
 
 
 @contextlib.contextmanager
@@ -137,9 +136,7 @@ class Session:
                 raise
             response.release()
             if response.status >= 300:
-                raise UpstreamStatusError(
-                    node=node, url=url, status=response.status, body=data[:ERROR_BODY_LIMIT].decode(errors="replace")
-                )
+                raise UpstreamStatusError(node=node, url=url, status=response.status, body=data)
             return response.content_type, data
 
     async def open_stream(
@@ -150,12 +147,10 @@ class Session:
             response = await self._send(url, body, headers, timeout, stream=True)
             if response.status >= 300:
                 try:
-                    data = await response.content.read(ERROR_BODY_LIMIT)
+                    data = await response.content.read(UpstreamStatusError.body_limit)
                 finally:
                     _drop(response)
-                raise UpstreamStatusError(
-                    node=node, url=url, status=response.status, body=data.decode(errors="replace")
-                )
+                raise UpstreamStatusError(node=node, url=url, status=response.status, body=data)
             return Answer(response, node, url)
 
     async def close(self) -> None:

@@ -25,7 +25,6 @@ if TYPE_CHECKING:
 
 __all__ = ["StreamedAnswer", "Timeout", "UpstreamClient", "close_client", "dumps", "get_client"]
 
-_ERROR_BODY_LIMIT = 64 * 1024
 MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 
 
@@ -138,9 +137,7 @@ class UpstreamClient:
             raise
         answer.release()
         if answer.status >= 300:
-            raise UpstreamStatusError(
-                node=node, url=url, status=answer.status, body=data[:_ERROR_BODY_LIMIT].decode(errors="replace")
-            )
+            raise UpstreamStatusError(node=node, url=url, status=answer.status, body=data)
         return answer.content_type, data
 
     def _pool_post(
@@ -180,10 +177,10 @@ class UpstreamClient:
         answer = await self._pool_post(node, url, to, body, headers, timeout, None, 0)
         if answer.status >= 300:
             try:
-                data = await answer.read(_ERROR_BODY_LIMIT)
+                data = await answer.read(UpstreamStatusError.body_limit)
             finally:
                 answer.close()
-            raise UpstreamStatusError(node=node, url=url, status=answer.status, body=data.decode(errors="replace"))
+            raise UpstreamStatusError(node=node, url=url, status=answer.status, body=data)
         return answer
 
     async def aclose(self) -> None:

@@ -91,8 +91,12 @@ class UpstreamStatusError(UpstreamError):
     """The node answered with a non-2xx status."""
 
     kind = "upstream_status"
+    body_limit = 64 * 1024
+    """Bytes of the node's answer kept in `body` (and read of a streamed answer)."""
 
-    def __init__(self, *, node: str, url: str, status: int, body: str) -> None:
+    def __init__(self, *, node: str, url: str, status: int, body: str | bytes) -> None:
+        if isinstance(body, bytes):
+            body = body[: self.body_limit].decode(errors="replace")
         super().__init__(f"{node} answered HTTP {status}: {body[:200]}", node=node, url=url)
         self.upstream_status = status
         self.body = body
