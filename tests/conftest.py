@@ -23,17 +23,22 @@ async def upstream_client() -> AsyncIterator[None]:
 class TLS(NamedTuple):
     server: ssl.SSLContext
     client: ssl.SSLContext
+    pem: str
+    """The server's key and certificate chain in one PEM file (for uvicorn's `ssl_certfile`)."""
 
 
 @pytest.fixture(scope="session")
-def tls() -> TLS:
-    """A private CA, a server context with its certificate for 127.0.0.1, and a client context trusting it."""
+def tls(tmp_path_factory: pytest.TempPathFactory) -> TLS:
+    """A private CA: a server context with its certificate for 127.0.0.1, a client context trusting it."""
     ca = trustme.CA()
+    certificate = ca.issue_cert("127.0.0.1")
     server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1").configure_cert(server)
+    certificate.configure_cert(server)
     client = ssl.create_default_context()
     ca.configure_trust(client)
-    return TLS(server, client)
+    pem = tmp_path_factory.mktemp("tls") / "server.pem"
+    certificate.private_key_and_cert_chain_pem.write_to_path(str(pem))
+    return TLS(server, client, str(pem))
 
 
 class Scheme:

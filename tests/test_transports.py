@@ -5,12 +5,8 @@ pipeline over https and what https verifies. That a plain-http pipeline never lo
 test_footprint.py.
 """
 
-import ssl
-from collections.abc import Iterator
-
 import aiohttp
 import pytest
-import trustme
 
 from megaservice import ServiceOrchestrator, ServiceType, Timeout, UpstreamConnectError, UpstreamStatusError
 from megaservice.client import UpstreamClient
@@ -19,15 +15,6 @@ from tests.conftest import TLS
 from tests.helpers import gateway, node
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture(scope="module")
-def certificate(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, trustme.CA]]:
-    """A PEM file (key and chain) for 127.0.0.1, signed by a private CA."""
-    ca = trustme.CA()
-    path = tmp_path_factory.mktemp("tls") / "server.pem"
-    ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(str(path))
-    yield str(path), ca
 
 
 class Pipeline(ServiceOrchestrator):
@@ -45,19 +32,12 @@ def pipeline(embedding_url: str, llm_url: str, client: UpstreamClient) -> Servic
     return orchestrator
 
 
-def trusting(ca: trustme.CA) -> ssl.SSLContext:
-    context = ssl.create_default_context()
-    ca.configure_trust(context)
-    return context
-
-
 @pytest.mark.parametrize("stream", [False, True], ids=["non-streaming", "streaming"])
-async def test_a_pipeline_of_https_nodes_answers(certificate, stream):
-    pem, ca = certificate
+async def test_a_pipeline_of_https_nodes_answers(tls: TLS, stream):
     embedder, llm = FakeEmbedding(dim=4), FakeLLM(tokens=["over", " tls"])
-    client = UpstreamClient(ssl_context=trusting(ca))
+    client = UpstreamClient(ssl_context=tls.client)
     try:
-        async with serve(embedder, ssl_certfile=pem) as embedding_url, serve(llm, ssl_certfile=pem) as llm_url:
+        async with serve(embedder, ssl_certfile=tls.pem) as embedding_url, serve(llm, ssl_certfile=tls.pem) as llm_url:
             assert embedding_url.startswith("https://")
             orchestrator = pipeline(embedding_url, llm_url, client)
             async with serve(gateway(orchestrator).app) as url, aiohttp.ClientSession() as session:
@@ -87,8 +67,7 @@ async def test_an_https_node_with_an_untrusted_certificate_is_unreachable(tls: T
     assert upstream.requests == 0
 
 
-async def test_an_https_redirect_is_the_nodes_error_not_followed(certificate):
-    pem, ca = certificate
+async def test_an_https_redirect_is_the_nodes_error_not_followed(tls: TLS):
     target = FakeService()
 
     async def redirect(scope, receive, send):
@@ -97,9 +76,9 @@ async def test_an_https_redirect_is_the_nodes_error_not_followed(certificate):
         await send({"type": "http.response.start", "status": 307, "headers": [(b"location", b"/v1/moved")]})
         await send({"type": "http.response.body", "body": b"moved"})
 
-    client = UpstreamClient(ssl_context=trusting(ca))
+    client = UpstreamClient(ssl_context=tls.client)
     try:
-        async with serve(redirect, ssl_certfile=pem) as url, serve(target):
+        async with serve(redirect, ssl_certfile=tls.pem) as url, serve(target):
             with pytest.raises(UpstreamStatusError) as caught:
                 await client.post("node", url + "/v1", b"{}", headers={}, timeout=Timeout())
     finally:
