@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Any
 from megaservice._version import __version__
 
 if TYPE_CHECKING:
-    from megaservice._app import Limits
     from megaservice.client import UpstreamClient
     from megaservice.constants import MegaServiceEndpoint, MicroServiceEndpoint, ServiceRoleType, ServiceType
     from megaservice.dag import DAG
@@ -26,6 +25,7 @@ if TYPE_CHECKING:
         UpstreamTimeout,
         UpstreamUnavailable,
     )
+    from megaservice.limits import InputLimits, Limits
     from megaservice.microservice import (
         BaseService,
         HTTPService,
@@ -80,6 +80,7 @@ if TYPE_CHECKING:
     )
     from megaservice.resilience import CircuitBreaker, Retry, Timeout
     from megaservice.responses import StreamingResponse
+    from megaservice.settings import Settings
     from megaservice.statistics import BaseStatistics, register_statistics, statistics_dict
 
 _EXPORTS: dict[str, str] = {
@@ -153,7 +154,9 @@ _EXPORTS: dict[str, str] = {
     "UpstreamStatusError": "megaservice.exceptions",
     "UpstreamTimeout": "megaservice.exceptions",
     "UpstreamUnavailable": "megaservice.exceptions",
-    "Limits": "megaservice._app",
+    "Limits": "megaservice.limits",
+    "InputLimits": "megaservice.limits",
+    "Settings": "megaservice.settings",
     "InputError": "megaservice.exceptions",
     "VideoPath": "megaservice.protocol",
 }
@@ -183,6 +186,7 @@ __all__ = [
     "ImagePath",
     "ImagesPath",
     "InputError",
+    "InputLimits",
     "LLMParams",
     "LLMParamsDoc",
     "LVMDoc",
@@ -216,6 +220,7 @@ __all__ = [
     "ServiceOrchestratorWithYaml",
     "ServiceRoleType",
     "ServiceType",
+    "Settings",
     "StreamingResponse",
     "TextDoc",
     "TextImageDoc",

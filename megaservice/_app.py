@@ -13,15 +13,12 @@ under a `root_path`. The route is registered with FastAPI too, so it is in the O
 """
 
 import asyncio
-import hmac
 import importlib
 import inspect
 import logging
-import os
 import time
 import typing
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field, replace
 from typing import Any
 
 import orjson
@@ -35,75 +32,16 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
-from megaservice.exceptions import ConfigurationError, InputError
+from megaservice.exceptions import InputError
+from megaservice.limits import Limits
 from megaservice.metrics import get_http_metrics
 
-__all__ = ["InvalidJSONBodyError", "Limits", "ServiceApp"]
+__all__ = ["InvalidJSONBodyError", "ServiceApp"]
 
 logger = logging.getLogger("megaservice.app")
 
 _JSON_HEADER = (b"content-type", b"application/json")
 _ORIGIN = b"origin"
-_MAX_INFLIGHT = 1024
-_MAX_BODY_BYTES = 16 * 1024 * 1024
-_PROBES = frozenset({"/v1/health_check", "/v1/health", "/health", "/v1/ready", "/metrics"})
-
-
-def _env_int(name: str, default: int | None) -> int | None:
-    value = os.environ.get(name, "").strip()
-    if not value:
-        return default
-    try:
-        number = int(value)
-    except ValueError:
-        raise ConfigurationError(f"{name} must be an integer, got {value!r}") from None
-    return number if number > 0 else None
-
-
-@dataclass(frozen=True, slots=True)
-class Limits:
-    """What a service accepts before it runs a handler (checked for every HTTP request).
-
-    Every field can come from the environment (`Limits.from_env()`, what services use by default):
-    `MEGASERVICE_MAX_INFLIGHT`, `MEGASERVICE_MAX_BODY_BYTES` (0 turns a limit off),
-    `MEGASERVICE_API_KEYS` (comma-separated), `MEGASERVICE_PUBLIC_PATHS` (comma-separated).
-    """
-
-    max_inflight: int | None = _MAX_INFLIGHT
-    """Requests served at once; one more is answered 503 with `Retry-After` at once (no queue)."""
-    max_body_bytes: int | None = _MAX_BODY_BYTES
-    """Largest request body; a larger one is answered 413 (from `Content-Length`, or while it arrives)."""
-    api_keys: tuple[str, ...] = ()
-    """Keys accepted as `Authorization: Bearer <key>` or `X-API-Key: <key>`; none means no authentication."""
-    public_paths: frozenset[str] = field(default=_PROBES)
-    """Paths that need no key and do not count as in flight: health, readiness and metrics probes."""
-    retry_after: int = 1
-    """Seconds a client is told to wait after a 503."""
-
-    @classmethod
-    def from_env(cls, **overrides: Any) -> "Limits":
-        """Defaults, then the environment, then `overrides` (those that are not `None`)."""
-        keys = tuple(k.strip() for k in os.environ.get("MEGASERVICE_API_KEYS", "").split(",") if k.strip())
-        paths = os.environ.get("MEGASERVICE_PUBLIC_PATHS", "")
-        limits = cls(
-            max_inflight=_env_int("MEGASERVICE_MAX_INFLIGHT", _MAX_INFLIGHT),
-            max_body_bytes=_env_int("MEGASERVICE_MAX_BODY_BYTES", _MAX_BODY_BYTES),
-            api_keys=keys,
-            public_paths=frozenset(p.strip() for p in paths.split(",") if p.strip()) if paths else _PROBES,
-        )
-        return replace(limits, **{k: v for k, v in overrides.items() if v is not None})
-
-    def authorized(self, credential: bytes | None) -> bool:
-        """Whether `credential` (an `Authorization` or `X-API-Key` header value) holds an accepted key."""
-        if credential is None:
-            return False
-        if credential[:7].lower() == b"bearer ":
-            credential = credential[7:]
-        credential = credential.strip()
-        accepted = False
-        for key in self.api_keys:  # every key is compared, in constant time each
-            accepted |= hmac.compare_digest(credential, key.encode())
-        return accepted
 
 
 class InvalidJSONBodyError(orjson.JSONDecodeError):
@@ -398,15 +336,15 @@ class _Route(APIRoute):
 class ServiceApp(FastAPI):
     """FastAPI, plus the direct path (module docstring) for the routes added with `add_route_fast`."""
 
-    def __init__(self, limits: Limits | None = None, **kwargs: Any) -> None:
+    def __init__(self, limits: Limits | None = None, *, http_metrics: bool = True, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.router.route_class = _Route
-        self.limits = limits if limits is not None else Limits.from_env()
+        self.limits = limits if limits is not None else Limits()
         self.inflight = 0
         self._direct: dict[tuple[str, str], _DirectRoute] = {}
         self._own_middleware = 0
         self._body_models: dict[str, type[BaseModel] | str] = {}
-        self.http_metrics = get_http_metrics()
+        self.http_metrics = get_http_metrics(http_metrics)
         """Where requests are counted (`megaservice.metrics.HTTPMetrics`); `None` counts nothing."""
         self.unwatched: tuple[str, ...] = ()
         """Path prefixes served without the disconnect watcher (apps that handle disconnects themselves)."""

@@ -7,11 +7,11 @@ https call). Every call names the node it is for, and every failure of either is
 """
 
 import asyncio
-import os
 import ssl
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Mapping
-from typing import TYPE_CHECKING, Any, Protocol
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import orjson
 from pydantic import BaseModel
@@ -19,13 +19,27 @@ from pydantic import BaseModel
 from megaservice import _http
 from megaservice.exceptions import UpstreamStatusError
 from megaservice.resilience import Timeout
+from megaservice.settings import EnvSettings, variable
 
 if TYPE_CHECKING:
     from megaservice._https import Session
 
-__all__ = ["StreamedAnswer", "Timeout", "UpstreamClient", "close_client", "dumps", "get_client"]
+__all__ = ["ClientSettings", "StreamedAnswer", "Timeout", "UpstreamClient", "close_client", "dumps", "get_client"]
 
-MAX_RESPONSE_BYTES = 64 * 1024 * 1024
+
+@dataclass(frozen=True, slots=True)
+class ClientSettings(EnvSettings):
+    """How a megaservice's client treats its nodes' answers."""
+
+    env_prefix: ClassVar[str] = "MEGASERVICE_"
+
+    max_response_bytes: int = variable(
+        "MAX_RESPONSE_BYTES",
+        64 * 1024 * 1024,
+        minimum=1,
+        help="Largest non-streaming answer accepted from a node, in bytes; a larger one is a 502 naming the node.",
+    )
+    """Largest non-streaming answer accepted from a node; a larger one is an `UpstreamProtocolError`."""
 
 
 class _Body(Protocol):
@@ -79,8 +93,8 @@ class UpstreamClient:
 
     * **limit** - most connections open at once per transport (0: no limit).
     * **keepalive_timeout** - seconds an idle connection is kept.
-    * **max_response_bytes** - largest non-streaming answer accepted (env `MEGASERVICE_MAX_RESPONSE_BYTES`,
-      default 64 MiB); a larger one is an `UpstreamProtocolError`.
+    * **max_response_bytes** - largest non-streaming answer accepted (default: `ClientSettings`, from the
+      environment); a larger one is an `UpstreamProtocolError`.
     * **ssl_context** - how https nodes are verified (default: the system's trusted CAs).
     """
 
@@ -94,7 +108,7 @@ class UpstreamClient:
     ) -> None:
         self._limit = limit
         if max_response_bytes is None:
-            max_response_bytes = int(os.environ.get("MEGASERVICE_MAX_RESPONSE_BYTES", "") or MAX_RESPONSE_BYTES)
+            max_response_bytes = ClientSettings.from_env().max_response_bytes
         self.max_response_bytes = max_response_bytes
         self._keepalive_timeout = keepalive_timeout
         self._ssl_context = ssl_context

@@ -3,26 +3,61 @@
 import base64
 import http.client
 import io
-import os
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 from megaservice.exceptions import InputError
 from megaservice.guards import check_url_blocking
+from megaservice.settings import EnvSettings, variable
 
-__all__ = ["handle_message"]
+__all__ = ["ImageSettings", "get_image_settings", "handle_message", "set_image_settings"]
 
 _IMAGE_FETCH_TIMEOUT = 10.0
 _IMAGE_MAX_BYTES = 20 * 1024 * 1024
 _ROLES = ("system", "user", "assistant")
 
-image_dir: Path | None = Path(os.environ["MEGASERVICE_IMAGE_DIR"]) if os.environ.get("MEGASERVICE_IMAGE_DIR") else None
-"""The only directory a message may name a local image file in (`None`: local files are not read).
-From `MEGASERVICE_IMAGE_DIR`; `megaservice.compat.install()` sets the working directory, as OPEA reads any path."""
-allow_private_image_urls = os.environ.get("MEGASERVICE_ALLOW_PRIVATE_URLS", "") in ("1", "true", "yes")
-"""Whether image URLs may point at loopback, link-local or private addresses (`MEGASERVICE_ALLOW_PRIVATE_URLS`)."""
+
+@dataclass(frozen=True, slots=True)
+class ImageSettings(EnvSettings):
+    """Where the images a chat message names may come from."""
+
+    env_prefix: ClassVar[str] = "MEGASERVICE_"
+
+    directory: Path | None = variable(
+        "IMAGE_DIR",
+        None,
+        help="The only directory a chat message may name a local image file in (unset: local files are not read; "
+        "`python -m megaservice.compat` uses the working directory, as OPEA reads any path).",
+    )
+    """The only directory a message may name a local image file in (`None`: local files are not read)."""
+    allow_private_urls: bool = variable(
+        "ALLOW_PRIVATE_URLS",
+        False,
+        help="Let image URLs and ingested links point at loopback, link-local or private addresses.",
+    )
+    """Whether image URLs may point at loopback, link-local or private addresses."""
+
+
+_images: ImageSettings | None = None
+
+
+def get_image_settings() -> ImageSettings:
+    """The image settings in force (the environment's, until `set_image_settings()`)."""
+    global _images
+    if _images is None:
+        _images = ImageSettings.from_env()
+    return _images
+
+
+def set_image_settings(settings: ImageSettings | None = None, **changes: Any) -> ImageSettings:
+    """Replace the image settings (or change some fields); return the previous ones."""
+    global _images
+    previous = get_image_settings()
+    _images = replace(settings or previous, **changes)
+    return previous
 
 
 def handle_message(messages: str | Sequence[dict[str, Any]]) -> str | tuple[str, list[str]]:
@@ -35,7 +70,7 @@ def handle_message(messages: str | Sequence[dict[str, Any]]) -> str | tuple[str,
     Raises:
         InputError: (a `ValueError`, 400) a message is malformed, has a role other than system, user
             or assistant, or names an image that may not be read (a private URL, a file outside
-            `image_dir`).
+            the image directory, `ImageSettings.directory`).
     """
     if isinstance(messages, str):
         return messages
@@ -86,7 +121,9 @@ def _parts(content: list[Any], index: int) -> tuple[str, list[str]]:
 
 def _image_as_base64_png(image: str) -> str:
     if image.startswith(("http://", "https://")):
-        return _to_png_base64(_fetch(check_url_blocking(image, allow_private=allow_private_image_urls)))
+        allowed = get_image_settings().allow_private_urls
+        return _to_png_base64(_fetch(check_url_blocking(image, allow_private=allowed)))
+    image_dir = get_image_settings().directory
     if len(image) < 4096 and image_dir is not None and not image.startswith("data:"):
         path = (image_dir / image).resolve()
         if path.is_relative_to(image_dir.resolve()) and path.is_file():

@@ -40,8 +40,6 @@ from prometheus_client.metrics_core import (
 )
 from prometheus_client.registry import Collector
 
-from megaservice._env import switched_off
-
 __all__ = ["FastGauge", "FastHistogram", "HTTPMetrics", "OrchestratorMetrics", "get_http_metrics", "get_metrics"]
 
 _DEFAULT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
@@ -312,11 +310,11 @@ def get_metrics() -> OrchestratorMetrics:
 _http_metrics: HTTPMetrics | None = None
 
 
-def get_http_metrics() -> HTTPMetrics | None:
-    """Return the process's `http_*` series (created on first use), or `None` if `MEGASERVICE_HTTP_METRICS=0`."""
+def get_http_metrics(enabled: bool = True) -> HTTPMetrics | None:
+    """Return the process's `http_*` series (created on first use), or `None` if not `enabled` (settings)."""
     global _http_metrics
     if _http_metrics is None:
-        if switched_off("MEGASERVICE_HTTP_METRICS"):
+        if not enabled:
             return None
         with _lock:
             if _http_metrics is None:

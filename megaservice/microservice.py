@@ -11,6 +11,7 @@ bound or started until `start()` (blocking, as OPEA) or `await serve()` (inside 
 
 import asyncio
 import contextlib
+import dataclasses
 import gc
 import inspect
 import logging
@@ -27,15 +28,17 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
-from megaservice._app import Limits, ServiceApp
-from megaservice._env import switched_off
+from megaservice._app import ServiceApp
 from megaservice._server import HealthCheckFilter, bind_socket
 from megaservice._version import __version__
 from megaservice.client import close_client
 from megaservice.constants import MCPFuncType, MegaServiceEndpoint, ServiceRoleType, ServiceType
 from megaservice.exceptions import ConfigurationError, UpstreamError
+from megaservice.limits import Limits
 from megaservice.protocol.docs import TextDoc
+from megaservice.protocol.limits import set_input_limits
 from megaservice.resilience import CircuitBreaker, Retry, Timeout
+from megaservice.settings import Settings
 from megaservice.statistics import collect_all_statistics
 
 __all__ = ["BaseService", "HTTPService", "MicroService", "opea_microservices", "register_microservice"]
@@ -104,12 +107,14 @@ class HTTPService(BaseService):
         uvicorn_kwargs: dict[str, Any] | None = None,
         cors: bool = True,
         limits: Limits | None = None,
+        settings: Settings | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.settings = settings if settings is not None else Settings.from_env()
         self.uvicorn_kwargs = dict(uvicorn_kwargs or {})
         self.cors = cors
-        self.limits = limits if limits is not None else Limits.from_env()
+        self.limits = limits if limits is not None else self.settings.limits
         self._sockets: list[socket.socket] = []
         self._startup: list[Callable[[], Awaitable[Any]] | Awaitable[Any]] = []
         self._shutdown: list[Callable[[], Awaitable[Any] | Any]] = []
@@ -124,7 +129,13 @@ class HTTPService(BaseService):
         return self._app
 
     def _create_app(self) -> ServiceApp:
-        app = ServiceApp(self.limits, title=self.title, description=self.description, lifespan=self._lifespan)
+        app = ServiceApp(
+            self.limits,
+            http_metrics=self.settings.http_metrics,
+            title=self.title,
+            description=self.description,
+            lifespan=self._lifespan,
+        )
         if self.cors:
             from starlette.middleware.cors import CORSMiddleware
 
@@ -161,7 +172,8 @@ class HTTPService(BaseService):
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, app: FastAPI) -> AsyncIterator[None]:
-        _tune_garbage_collector()
+        if self.settings.gc_tuning:
+            _tune_garbage_collector()
         for item in self._startup:
             awaitable = item() if callable(item) else item
             self._background.append(asyncio.ensure_future(awaitable))
@@ -302,7 +314,7 @@ _GC_YOUNG_THRESHOLD = 10_000
 
 
 def _tune_garbage_collector() -> None:
-    """Tune the garbage collector for serving, once a service starts (`MEGASERVICE_GC_TUNING=0` leaves it alone).
+    """Tune the garbage collector for serving, once a service starts (unless `Settings.gc_tuning` is off).
 
     * What exists now (modules, models, the app) lives as long as the process, yet every full
       collection walks all of it: with FastAPI and pydantic loaded that is 70 000 objects and a
@@ -313,8 +325,6 @@ def _tune_garbage_collector() -> None:
       Nothing a request allocates is cyclic garbage (`tests/test_memory.py`), so reference
       counting frees it; young collections every 10 000 net allocations are enough.
     """
-    if switched_off("MEGASERVICE_GC_TUNING"):
-        return
     gc.collect()  # what is already garbage is freed, not frozen
     gc.freeze()
     young, *older = gc.get_threshold()
@@ -346,7 +356,7 @@ class MicroService(HTTPService):
     come from the environment or the orchestrator, see `megaservice.resilience`), and for a local
     service its `Limits`: `max_inflight`, `max_body_bytes`, `auth_keys` (keys clients must send;
     unlike `api_key`, which is the key sent *to* this node). Unset limits come from the
-    environment (`Limits.from_env`). `name` becomes `f"{name}/MicroService"`: the node id used in
+    environment (`megaservice.settings`). `name` becomes `f"{name}/MicroService"`: the node id used in
     results and `downstream_black_list` patterns.
     """
 
@@ -383,6 +393,7 @@ class MicroService(HTTPService):
         max_inflight: int | None = None,
         max_body_bytes: int | None = None,
         auth_keys: Sequence[str] | None = None,
+        settings: Settings | None = None,
     ) -> None:
         self.server = None
         self._sockets = []
@@ -422,13 +433,24 @@ class MicroService(HTTPService):
                 "title": name,
                 "description": description or DEFAULT_DESCRIPTION,
             }
-            limits = Limits.from_env(
-                max_inflight=max_inflight,
-                max_body_bytes=max_body_bytes,
-                api_keys=tuple(auth_keys) if auth_keys is not None else None,
-            )
+            if settings is None:
+                settings = Settings.from_env()
+            else:
+                set_input_limits(settings.input_limits)
+            limits = settings.limits
+            if max_inflight is not None:
+                limits = dataclasses.replace(limits, max_inflight=max_inflight)
+            if max_body_bytes is not None:
+                limits = dataclasses.replace(limits, max_body_bytes=max_body_bytes)
+            if auth_keys is not None:
+                limits = dataclasses.replace(limits, api_keys=tuple(auth_keys))
             HTTPService.__init__(
-                self, uvicorn_kwargs=self.uvicorn_kwargs, runtime_args=runtime_args, cors=cors, limits=limits
+                self,
+                uvicorn_kwargs=self.uvicorn_kwargs,
+                runtime_args=runtime_args,
+                cors=cors,
+                limits=limits,
+                settings=settings,
             )
             if dynamic_batching:
                 self.buffer_lock = asyncio.Lock()
@@ -463,10 +485,6 @@ class MicroService(HTTPService):
         if self.api_key:
             return f"{self.host}{self.endpoint}"
         return f"{self.protocol}://{self.host}:{self.port}{self.endpoint}"
-
-    def _validate_env(self) -> None:
-        if self.use_remote_service:
-            raise ConfigurationError(f"{self.name} is a remote service: it has no local environment to validate")
 
     async def dynamic_batching_infer(self, service_type: Any, batch: list[dict[str, Any]]) -> list[Any]:
         """Process one batch of buffered requests; assign your own function to this attribute."""

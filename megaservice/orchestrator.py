@@ -21,7 +21,6 @@ The life of one `schedule()` call:
 import asyncio
 import inspect
 import logging
-import os
 import re
 import time
 import weakref
@@ -42,8 +41,9 @@ from megaservice.dag import DAG, Graph
 from megaservice.exceptions import ConfigurationError, UpstreamError, UpstreamProtocolError
 from megaservice.metrics import OrchestratorMetrics, get_metrics
 from megaservice.protocol.docs import LLMParams
-from megaservice.resilience import Circuit, CircuitBreaker, Retry, Timeout, env_prefix, is_node_failure
+from megaservice.resilience import Circuit, CircuitBreaker, Retry, Timeout, is_node_failure
 from megaservice.responses import BatchStreamingResponse, StreamingResponse, aclose, flatten, join
+from megaservice.settings import Settings, node_prefix
 from megaservice.sse import EventSplitter
 
 if TYPE_CHECKING:
@@ -227,7 +227,11 @@ class _Attempt:
     def __init__(self, orchestrator: "ServiceOrchestrator", node: _Node, url: str) -> None:
         circuit = node.circuit
         if circuit is not None:
-            orchestrator._check_circuit(node, circuit, url)
+            try:
+                circuit.check(url)
+            except UpstreamError as exc:
+                orchestrator.metrics.node_errors.labels(node.name, exc.kind).inc()
+                raise
         self._orchestrator = orchestrator
         self._node = node
         self._started = time.monotonic()
@@ -245,7 +249,7 @@ class _Attempt:
             outcome = not is_node_failure(exc)  # a 4xx: the node is well, the request was wrong
             self._orchestrator.metrics.node_errors.labels(node.name, exc.kind).inc()
         if node.circuit is not None:
-            self._orchestrator._record(node, node.circuit, outcome)
+            node.circuit.record(outcome)
 
 
 def _default_align_generator(self: Any, gen: Any, *args: Any, **kwargs: Any) -> Any:
@@ -276,16 +280,18 @@ class ServiceOrchestrator(DAG):
         retry: Retry | None = None,
         breaker: CircuitBreaker | None = None,
         client: UpstreamClient | None = None,
+        settings: Settings | None = None,
     ) -> None:
         self._plan: _Plan | None = None
         super().__init__()
         self.services: dict[str, MicroService] = {}
         self.metrics = get_metrics()
+        self.settings = settings if settings is not None else Settings.from_env()
         if isinstance(timeout, int | float):
             timeout = Timeout(total=timeout)
-        self.timeout = timeout or Timeout.from_env()
-        self.retry = retry or Retry.from_env()
-        self.breaker = breaker if breaker is not None else CircuitBreaker.from_env(None)
+        self.timeout = timeout or self.settings.timeout
+        self.retry = retry or self.settings.retry
+        self.breaker = breaker if breaker is not None else self.settings.breaker
         self._client = client
         self._circuits: dict[str, Circuit] = {}
 
@@ -373,11 +379,11 @@ class ServiceOrchestrator(DAG):
     def _make_node(self, service: "MicroService", *, pre_llm: bool, fallback_of: "_Node | None" = None) -> _Node:
         """The call plan of one node: its URL, headers and resolved policies (`megaservice.resilience`)."""
         name = service.name
-        prefix = env_prefix(name)
+        configured = self.settings.node(name, timeout=self.timeout, retry=self.retry, breaker=self.breaker)
         if fallback_of is None:
-            timeout = service.timeout or Timeout.from_env(self.timeout, prefix)
-            retry = service.retry or Retry.from_env(self.retry, prefix)
-            breaker = service.breaker if service.breaker is not None else CircuitBreaker.from_env(self.breaker, prefix)
+            timeout = service.timeout or configured.timeout
+            retry = service.retry or configured.retry
+            breaker = service.breaker if service.breaker is not None else configured.breaker
         else:  # a fallback: its own settings in code, else those of the node it stands in for
             timeout = service.timeout or fallback_of.timeout
             retry = None
@@ -399,10 +405,13 @@ class ServiceOrchestrator(DAG):
         if breaker is not None:
             circuit = self._circuits.get(name)
             if circuit is None or circuit.breaker != breaker:
-                circuit = self._circuits[name] = Circuit(breaker)
+                gauge = self.metrics.circuit_open.labels(name)
+                circuit = self._circuits[name] = Circuit(breaker, name, on_change=lambda is_open: gauge.set(is_open))
             node.circuit = circuit
         if fallback_of is None:
-            fallback = service.fallback or _fallback_from_env(service, prefix)
+            fallback = service.fallback
+            if fallback is None and configured.fallback_url:
+                fallback = _fallback_node(service, configured.fallback_url)
             if fallback is not None:
                 node.fallback = self._make_node(fallback, pre_llm=False, fallback_of=node)
         return node
@@ -609,24 +618,6 @@ class ServiceOrchestrator(DAG):
         self.metrics.node_fallbacks.labels(node.name).inc()
         logger.warning("%s failed (%s); calling its fallback %s", node.name, exc, fallback.name)
         return fallback
-
-    def _check_circuit(self, node: _Node, circuit: Circuit, url: str) -> None:
-        try:
-            circuit.check(node.name, url)
-        except UpstreamError as exc:
-            self.metrics.node_errors.labels(node.name, exc.kind).inc()
-            raise
-
-    def _record(self, node: _Node, circuit: Circuit, outcome: bool | None) -> None:
-        """Count a call's outcome (`None`: cancelled, which says nothing about the node)."""
-        if outcome is None:
-            circuit.probing = False
-            return
-        was_open = circuit.opened_at is not None
-        if circuit.record(outcome):
-            logger.warning("%s: circuit opened after %d failures in a row", node.name, circuit.failures)
-        if was_open != (circuit.opened_at is not None):
-            self.metrics.circuit_open.labels(node.name).set(0 if outcome else 1)
 
     async def _open_stream(self, run: _Run, node: _Node, url: str, body: bytes) -> StreamedAnswer:
         with _Attempt(self, node, url):
@@ -934,13 +925,10 @@ def _decode(node: str, url: str, content_type: str, body: bytes) -> Any:
         ) from None
 
 
-def _fallback_from_env(service: "MicroService", prefix: str) -> "MicroService | None":
-    """The fallback named by `<prefix>FALLBACK_URL`, as a remote node of the same type."""
-    url = os.environ.get(prefix + "FALLBACK_URL", "").strip()
-    if not url:
-        return None
+def _fallback_node(service: "MicroService", url: str) -> "MicroService":
+    """The fallback named by `MEGASERVICE_NODE_<NAME>_FALLBACK_URL`, as a remote node of the same type."""
     name = service.name.rsplit("/", 1)[0] + "-fallback"
-    return remote_node(name, url, service.service_type, what=f"{prefix}FALLBACK_URL")
+    return remote_node(name, url, service.service_type, what=f"{node_prefix(service.name)}FALLBACK_URL")
 
 
 def remote_node(name: str, url: str, service_type: ServiceType, *, what: str) -> "MicroService":

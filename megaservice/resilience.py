@@ -22,13 +22,12 @@ Variables (each also per node): `CONNECT_TIMEOUT`, `FIRST_BYTE_TIMEOUT`, `READ_T
 node only `FALLBACK_URL` (the full URL of a node speaking the same protocol).
 """
 
-import os
+import logging
 import random
-import re
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
-from typing import Any, TypeVar
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 from megaservice.exceptions import (
     ConfigurationError,
@@ -39,64 +38,87 @@ from megaservice.exceptions import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from megaservice.settings import EnvSettings, variable
 
-__all__ = ["CircuitBreaker", "Retry", "Timeout", "env_prefix"]
+__all__ = ["Circuit", "CircuitBreaker", "Retry", "Timeout", "breaker_from_env", "is_node_failure"]
 
-_T = TypeVar("_T", "Timeout", "Retry", "CircuitBreaker")
-_NAME = re.compile(r"[^A-Z0-9]+")
+logger = logging.getLogger(__name__)
+
+
+def _seconds(name: str, default: float | None, help: str) -> Any:
+    return variable(name, default, zero_off=True, minimum=0, help=help + " `0`: no limit.")
 
 
 @dataclass(frozen=True, slots=True)
-class Timeout:
-    """Time limits for one call to a node, in seconds (`None`: no limit).
+class Timeout(EnvSettings):
+    """Time limits for one call to a node, in seconds (`None`: no limit)."""
 
-    Environment: `MEGASERVICE_CONNECT_TIMEOUT`, `…_FIRST_BYTE_TIMEOUT`, `…_READ_TIMEOUT`,
-    `…_TOTAL_TIMEOUT` (0 = no limit).
-    """
+    env_prefix: ClassVar[str] = "MEGASERVICE_"
+    per_node: ClassVar[bool] = True
 
-    connect: float | None = 10.0
+    connect: float | None = _seconds("CONNECT_TIMEOUT", 10.0, "Seconds to open the TCP connection to a node.")
     """Time to establish the TCP connection."""
-    read: float | None = 300.0
+    read: float | None = _seconds(
+        "READ_TIMEOUT",
+        300.0,
+        "Seconds to wait for a node's response headers, and then between two reads of its body (a stalled stream).",
+    )
     """Time to wait for the response headers, and then between two reads of the body (a stalled stream)."""
-    total: float | None = 600.0
+    total: float | None = _seconds(
+        "TOTAL_TIMEOUT", 600.0, "Seconds for a whole non-streaming node call (a stream is bounded by the others)."
+    )
     """Time for a whole non-streaming call; a stream is bounded by `read` and `first_byte` only."""
-    first_byte: float | None = None
+    first_byte: float | None = variable(
+        "FIRST_BYTE_TIMEOUT",
+        None,
+        zero_off=True,
+        minimum=0,
+        shown_default="unset",
+        help="Seconds from sending a request to a node to its response headers (unset: `READ_TIMEOUT` bounds it).",
+    )
     """Time from sending the request to the response headers (`None`: `read` bounds it)."""
 
-    @classmethod
-    def from_env(cls, base: "Timeout | None" = None, prefix: str = "MEGASERVICE_") -> "Timeout":
-        """`base` (default: the defaults) with the fields the environment sets under `prefix`."""
-        return _from_env(
-            base or cls(),
-            prefix,
-            {
-                "connect": "CONNECT_TIMEOUT",
-                "first_byte": "FIRST_BYTE_TIMEOUT",
-                "read": "READ_TIMEOUT",
-                "total": "TOTAL_TIMEOUT",
-            },
-            _seconds,
-        )
+
+def _retries(text: str) -> int:
+    retries = int(text)
+    if retries < 0:
+        raise ValueError(text)
+    return retries + 1
 
 
 @dataclass(frozen=True, slots=True)
-class Retry:
+class Retry(EnvSettings):
     """Try a failed call again, after an exponential backoff with full jitter.
 
     Only calls that can be repeated safely are retried: the nodes before the pipeline's LLM
     (guardrail, embedding, retriever, rerank); an LLM/LVM node and anything after it never are.
     A call is retried when the node could not be reached, timed out, or answered one of `statuses`;
     never after a 4xx that says the request itself is wrong.
-
-    Environment: `MEGASERVICE_RETRIES` (tries after the first), `MEGASERVICE_RETRY_BACKOFF`,
-    `MEGASERVICE_RETRY_MAX_BACKOFF`.
     """
 
-    attempts: int = 1
+    env_prefix: ClassVar[str] = "MEGASERVICE_"
+    per_node: ClassVar[bool] = True
+
+    attempts: int = variable(
+        "RETRIES",
+        1,
+        parse=_retries,
+        expected="a whole number of retries (0 or more)",
+        shown_default="0",
+        help="Tries after the first for a failed call to a node before the LLM (unreachable, timed out, "
+        "429/502/503/504).",
+    )
     """Tries in all, the first included (1: no retry)."""
-    backoff: float = 0.05
+    backoff: float = variable(
+        "RETRY_BACKOFF",
+        0.05,
+        minimum=0,
+        help="Seconds: upper bound of the first wait before a retry; it doubles each try.",
+    )
     """Upper bound of the first wait; it doubles with each further try (full jitter: a random wait up to it)."""
-    max_backoff: float = 1.0
+    max_backoff: float = variable(
+        "RETRY_MAX_BACKOFF", 1.0, minimum=0, help="Seconds: upper bound of any wait before a retry."
+    )
     """Upper bound of any one wait."""
     statuses: frozenset[int] = frozenset({429, 502, 503, 504})
     """Node statuses worth another try."""
@@ -115,61 +137,64 @@ class Retry:
             return exc.upstream_status in self.statuses
         return isinstance(exc, UpstreamConnectError | UpstreamTimeout)
 
-    @classmethod
-    def from_env(cls, base: "Retry | None" = None, prefix: str = "MEGASERVICE_") -> "Retry":
-        """`base` (default: no retry) with the fields the environment sets under `prefix`."""
-        retry = _from_env(
-            base or cls(),
-            prefix,
-            {"backoff": "RETRY_BACKOFF", "max_backoff": "RETRY_MAX_BACKOFF"},
-            _seconds,
-        )
-        retries = _env_number(prefix + "RETRIES", int)
-        return replace(retry, attempts=retries + 1) if retries is not None else retry
+
+class _BreakerOff(Exception):  # a signal, not an error
+    """`BREAKER_FAILURES=0`: no breaker at all."""
+
+
+def _failures(text: str) -> int:
+    failures = int(text)
+    if failures == 0:
+        raise _BreakerOff
+    if failures < 0:
+        raise ValueError(text)
+    return failures
 
 
 @dataclass(frozen=True, slots=True)
-class CircuitBreaker:
+class CircuitBreaker(EnvSettings):
     """Stop calling a node that keeps failing; answer 503 at once instead of waiting on it.
 
     After `failures` failed calls in a row (unreachable, timed out, 5xx, or an answer that breaks
     the protocol; a 4xx is the request's fault and does not count) the circuit *opens*: calls fail
     at once with `UpstreamUnavailable` (503). After `reset_after` seconds one call is let through;
     if it succeeds the circuit closes, if it fails it opens again.
-
-    Environment: `MEGASERVICE_BREAKER_FAILURES` (0 = no breaker), `MEGASERVICE_BREAKER_RESET`.
     """
 
-    failures: int = 5
+    env_prefix: ClassVar[str] = "MEGASERVICE_"
+    per_node: ClassVar[bool] = True
+
+    failures: int = variable(
+        "BREAKER_FAILURES",
+        5,
+        parse=_failures,
+        expected="a whole number of failures (0 turns the breaker off)",
+        shown_default="unset (no breaker)",
+        help="Failed calls in a row after which a node's circuit opens (503 at once, no call). Setting it turns "
+        "the breaker on with this count; `0` turns it off.",
+    )
     """Failed calls in a row that open the circuit."""
-    reset_after: float = 10.0
+    reset_after: float = variable(
+        "BREAKER_RESET",
+        10.0,
+        minimum=0,
+        help="Seconds an open circuit refuses calls before it lets a trial call through.",
+    )
     """Seconds the circuit stays open before a trial call."""
 
     def __post_init__(self) -> None:
         if self.failures < 1:
             raise ConfigurationError(f"CircuitBreaker.failures must be at least 1, got {self.failures}")
 
-    @classmethod
-    def from_env(cls, base: "CircuitBreaker | None", prefix: str = "MEGASERVICE_") -> "CircuitBreaker | None":
-        """`base` (`None`: no breaker) with the fields the environment sets under `prefix`."""
-        failures = _env_number(prefix + "BREAKER_FAILURES", int)
-        reset = _env_number(prefix + "BREAKER_RESET", float)
-        if failures == 0:
-            return None
-        if failures is None and reset is None:
-            return base
-        breaker = base or cls()
-        if failures is not None:
-            breaker = replace(breaker, failures=failures)
-        if reset is not None:
-            breaker = replace(breaker, reset_after=reset)
-        return breaker
 
-
-def env_prefix(node_name: str) -> str:
-    """The environment prefix of one node: `embedding/MicroService` → `MEGASERVICE_NODE_EMBEDDING_`."""
-    base = node_name.rsplit("/", 1)[0] if "/" in node_name else node_name
-    return f"MEGASERVICE_NODE_{_NAME.sub('_', base.upper()).strip('_')}_"
+def breaker_from_env(environ: Mapping[str, str], prefix: str, base: CircuitBreaker | None) -> CircuitBreaker | None:
+    """`base` (`None`: no breaker) with what `<prefix>BREAKER_*` change; `None` when they turn it off."""
+    start = base or CircuitBreaker()
+    try:
+        breaker = CircuitBreaker.from_env(environ, prefix=prefix, base=start)
+    except _BreakerOff:
+        return None
+    return base if breaker is start else breaker
 
 
 def is_node_failure(exc: UpstreamError) -> bool:
@@ -180,80 +205,58 @@ def is_node_failure(exc: UpstreamError) -> bool:
 
 
 class Circuit:
-    """The state of one node's circuit breaker (one per node and orchestrator, shared by its requests)."""
+    """The state of one node's circuit breaker (one per node and orchestrator, shared by its requests).
 
-    __slots__ = ("breaker", "failures", "opened_at", "probing")
+    `check()` before a call, `record()` after it. `clock` is injectable (tests step it by hand);
+    `on_change(is_open)` is told each time the circuit opens or closes (the orchestrator's gauge).
+    """
 
-    def __init__(self, breaker: CircuitBreaker) -> None:
+    __slots__ = ("_clock", "_on_change", "breaker", "failures", "node", "opened_at", "probing")
+
+    def __init__(
+        self,
+        breaker: CircuitBreaker,
+        node: str = "",
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        on_change: Callable[[bool], None] | None = None,
+    ) -> None:
         self.breaker = breaker
+        self.node = node
+        self._clock = clock
+        self._on_change = on_change
         self.failures = 0
         self.opened_at: float | None = None
         self.probing = False
 
-    @property
-    def is_open(self) -> bool:
-        """Whether calls are refused now (open, or half-open with its trial call under way)."""
-        if self.opened_at is None:
-            return False
-        return self.probing or time.monotonic() - self.opened_at < self.breaker.reset_after
-
-    def check(self, node: str, url: str) -> None:
+    def check(self, url: str) -> None:
         """Let a call through, or raise `UpstreamUnavailable` while the circuit is open."""
         if self.opened_at is None:
             return
-        waited = time.monotonic() - self.opened_at
+        waited = self._clock() - self.opened_at
         if self.probing or waited < self.breaker.reset_after:
             retry_in = max(0.0, self.breaker.reset_after - waited)
             raise UpstreamUnavailable(
-                f"{node} failed {self.failures} times in a row; not calling it for another {retry_in:.1f} s",
-                node=node,
+                f"{self.node} failed {self.failures} times in a row; not calling it for another {retry_in:.1f} s",
+                node=self.node,
                 url=url,
             )
         self.probing = True  # half-open: this call is the trial
 
-    def record(self, ok: bool) -> bool:
-        """Count the outcome of a call; return whether this opened the circuit."""
+    def record(self, ok: bool | None) -> None:
+        """Count the outcome of a call (`None`: cancelled, which says nothing about the node)."""
         self.probing = False
+        if ok is None:
+            return
+        was_open = self.opened_at is not None
         if ok:
             self.failures = 0
             self.opened_at = None
-            return False
-        self.failures += 1
-        if self.opened_at is not None or self.failures >= self.breaker.failures:
-            was_closed = self.opened_at is None
-            self.opened_at = time.monotonic()
-            return was_closed
-        return False
-
-
-def _seconds(value: str) -> float | None:
-    number = float(value)
-    return number if number > 0 else None
-
-
-def _env_number(name: str, kind: type[int] | type[float]) -> Any:
-    value = os.environ.get(name, "").strip()
-    if not value:
-        return None
-    try:
-        number = kind(value)
-    except ValueError:
-        raise ConfigurationError(f"{name} must be a number, got {value!r}") from None
-    if number < 0:
-        raise ConfigurationError(f"{name} must not be negative, got {value!r}")
-    return number
-
-
-def _from_env(base: _T, prefix: str, names: Mapping[str, str], parse: Any) -> _T:
-    changes: dict[str, Any] = {}
-    known = {f.name for f in fields(base)}
-    for attribute, suffix in names.items():
-        assert attribute in known
-        value = os.environ.get(prefix + suffix, "").strip()
-        if not value:
-            continue
-        try:
-            changes[attribute] = parse(value)
-        except ValueError:
-            raise ConfigurationError(f"{prefix + suffix} must be a number of seconds, got {value!r}") from None
-    return replace(base, **changes) if changes else base
+        else:
+            self.failures += 1
+            if was_open or self.failures >= self.breaker.failures:
+                self.opened_at = self._clock()
+                if not was_open:
+                    logger.warning("%s: circuit opened after %d failures in a row", self.node, self.failures)
+        if was_open != (self.opened_at is not None) and self._on_change is not None:
+            self._on_change(not was_open)

@@ -64,12 +64,13 @@ class EventSplitter:
     the splitter switches to pass-through and returns each chunk as it came, so nothing is held back.
     """
 
-    __slots__ = ("_buffer", "_crlf", "_raw")
+    __slots__ = ("_buffer", "_crlf", "_raw", "_skip_lf")
 
     def __init__(self) -> None:
         self._buffer = b""
         self._raw: bool | None = None
         self._crlf = False
+        self._skip_lf = False
 
     def feed(self, chunk: bytes, *, complete: bool = True) -> list[bytes]:
         """Add `chunk`; return the events it completed (possibly none).
@@ -108,18 +109,22 @@ class EventSplitter:
         return events
 
     def _split_crlf(self, buffer: bytes) -> list[bytes]:
-        events = []
+        if self._skip_lf and buffer.startswith(b"\n"):
+            buffer = buffer[1:]  # the LF of a CRLF whose CR already ended an event
+        self._skip_lf = False
+        held = b""
+        if buffer.endswith(b"\r"):
+            if buffer.endswith((b"\r\r", b"\n\r")):
+                self._skip_lf = True  # a blank line either way: the event is complete now
+            else:  # a lone CR may be the first half of CRLF: wait for the next byte
+                buffer, held = buffer[:-1], b"\r"
         normalised = buffer.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-        if buffer.endswith(b"\r"):  # a lone CR may be the first half of CRLF: wait for the next byte
-            self._buffer = buffer[-1:]
-            normalised = normalised[:-1]
-        else:
-            self._buffer = b""
+        events = []
         start = 0
         while (end := normalised.find(b"\n\n", start)) >= 0:
             events.append(normalised[start : end + 2])
             start = end + 2
-        self._buffer = normalised[start:] + self._buffer
+        self._buffer = normalised[start:] + held
         return events
 
     @property

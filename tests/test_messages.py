@@ -47,22 +47,30 @@ def image_message(url: str) -> list[dict[str, Any]]:
     ]
 
 
-def test_local_images_are_read_only_inside_the_image_directory(tmp_path, monkeypatch):
+@pytest.fixture
+def images():
+    """Change the image settings for one test (`set_image_settings` returns the previous ones)."""
+    previous = messages.get_image_settings()
+    yield messages.set_image_settings
+    messages.set_image_settings(previous)
+
+
+def test_local_images_are_read_only_inside_the_image_directory(tmp_path, images):
     picture = tmp_path / "inside.png"
     Image.new("RGB", (2, 2), "red").save(picture)
     outside = tmp_path.parent / "outside.png"
     Image.new("RGB", (2, 2), "blue").save(outside)
-    monkeypatch.setattr(messages, "image_dir", None)
+    images(directory=None)
     assert handle_message(image_message(str(picture)))[1] == [str(picture)]  # not read: taken as base64 text
-    monkeypatch.setattr(messages, "image_dir", tmp_path)
+    images(directory=tmp_path)
     _, images = handle_message(image_message("inside.png"))  # type: ignore[str-unpack]
     assert Image.open(io.BytesIO(base64.b64decode(images[0]))).getpixel((0, 0)) == (255, 0, 0, 255)
     for escape in ("../outside.png", str(outside), "/etc/passwd"):
         assert handle_message(image_message(escape))[1] == [escape]  # never read
 
 
-def test_image_urls_must_be_public(monkeypatch):
-    monkeypatch.setattr(messages, "allow_private_image_urls", False)
+def test_image_urls_must_be_public(images):
+    images(allow_private_urls=False)
     for url in ("http://127.0.0.1/x.png", "http://169.254.169.254/latest/meta-data", "http://10.0.0.1/x.png"):
         with pytest.raises(InputError, match="non-public address"):
             handle_message(image_message(url))

@@ -10,7 +10,7 @@ from prometheus_client import REGISTRY
 
 from megaservice import CircuitBreaker, ConfigurationError, Retry, ServiceOrchestrator, ServiceType, Timeout
 from megaservice.exceptions import UpstreamConnectError, UpstreamProtocolError, UpstreamStatusError, UpstreamTimeout
-from megaservice.resilience import env_prefix
+from megaservice.settings import node_prefix
 from megaservice.testing import FakeLLM, FakeService, Fault, FaultyServer, serve, unused_url
 from tests.helpers import gateway, node
 
@@ -217,7 +217,7 @@ async def test_a_node_argument_in_code_beats_the_environment(monkeypatch):
 
 
 async def test_environment_values_are_checked(monkeypatch):
-    assert env_prefix("opea_service@embedding/MicroService") == "MEGASERVICE_NODE_OPEA_SERVICE_EMBEDDING_"
+    assert node_prefix("opea_service@embedding/MicroService") == "MEGASERVICE_NODE_OPEA_SERVICE_EMBEDDING_"
     monkeypatch.setenv("MEGASERVICE_TOTAL_TIMEOUT", "soon")
     with pytest.raises(ConfigurationError, match="MEGASERVICE_TOTAL_TIMEOUT"):
         ServiceOrchestrator()

@@ -32,6 +32,24 @@ def test_crlf_streams_are_split_into_events():
     assert [parse_event(e).data for e in events] == ["a", "b"]
 
 
+def test_an_event_ending_in_two_carriage_returns_is_complete_at_once():
+    # regression (issue 14): a CR-only stream held each event back until the next network chunk
+    splitter = EventSplitter()
+    assert [parse_event(e).data for e in splitter.feed(b"data: a\r\r")] == ["a"]
+    assert [parse_event(e).data for e in splitter.feed(b"data: b\r\r")] == ["b"]
+    assert splitter.pending == 0
+
+
+@pytest.mark.parametrize("ending", [b"\r\r", b"\r\n\r\n", b"\n\n", b"\r\n\r"])
+@pytest.mark.parametrize("cut", range(1, 12))
+def test_every_line_ending_gives_the_same_events_at_any_boundary(ending, cut):
+    stream = b"data: one" + ending + b"data: two" + ending
+    splitter = EventSplitter()
+    events = splitter.feed(stream[:cut]) + splitter.feed(stream[cut:])
+    assert [parse_event(e).data for e in events] == ["one", "two"]
+    assert splitter.flush() == b""
+
+
 def test_bare_text_streams_pass_through_chunk_by_chunk():
     splitter = EventSplitter()
     assert splitter.feed(b" OPEA") == [b" OPEA"]

@@ -80,8 +80,8 @@ def install() -> None:
 
     from megaservice import messages
 
-    if messages.image_dir is None:  # OPEA reads a local image a message names; here only under the working dir
-        messages.image_dir = Path.cwd()
+    if messages.get_image_settings().directory is None:  # OPEA reads any local image a message names; here
+        messages.set_image_settings(directory=Path.cwd())  # only those under the working directory
     modules = _modules()
     for name in _PACKAGES:
         module = sys.modules.get(name)
