@@ -1,30 +1,42 @@
-"""The pooled upstream HTTP client: one per event loop, keep-alive, no env lookups.
+"""The pooled upstream client: one per event loop, keep-alive, no env lookups, one transport per URL.
 
-Plain-`http` nodes are called through `megaservice._http` (httptools, a quarter of aiohttp's CPU
-per call); `https` nodes through one aiohttp session (`megaservice._https`, imported on the first
-https call). Every call names the node it is for, and every failure of either is raised as an
-`UpstreamError` subclass naming that node.
+A call names the node it is for; the client picks the transport that carries it (`megaservice._transport`):
+
+    a mount whose prefix the URL starts with   UpstreamClient(mounts={"http://embedding:6000": ASGITransport(app)})
+    http://…                                   PoolTransport: pooled httptools connections (a quarter of aiohttp's CPU)
+    https://…                                  SessionTransport: one aiohttp session, imported on the first https call
+
+Every failure of any transport is raised as an `UpstreamError` subclass naming that node.
 """
 
 import asyncio
 import ssl
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import orjson
 from pydantic import BaseModel
 
-from megaservice import _http
-from megaservice.exceptions import UpstreamStatusError
+from megaservice._transport.base import StreamedAnswer, Transport
+from megaservice._transport.pool import Pool, PoolTransport
 from megaservice.resilience import Timeout
 from megaservice.settings import EnvSettings, variable
 
 if TYPE_CHECKING:
-    from megaservice._https import Session
+    from megaservice._transport.session import SessionTransport
 
-__all__ = ["ClientSettings", "StreamedAnswer", "Timeout", "UpstreamClient", "close_client", "dumps", "get_client"]
+__all__ = [
+    "ClientSettings",
+    "StreamedAnswer",
+    "Timeout",
+    "Transport",
+    "UpstreamClient",
+    "close_client",
+    "dumps",
+    "get_client",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,29 +52,6 @@ class ClientSettings(EnvSettings):
         help="Largest non-streaming answer accepted from a node, in bytes; a larger one is a 502 naming the node.",
     )
     """Largest non-streaming answer accepted from a node; a larger one is an `UpstreamProtocolError`."""
-
-
-class _Body(Protocol):
-    def iter_any(self) -> AsyncIterator[bytes]: ...
-
-
-class StreamedAnswer(Protocol):
-    """A streaming node's answer, its headers in, its body read as it arrives (`UpstreamClient.open_stream`).
-
-    Reading the body raises `UpstreamError` subclasses naming the node.
-    """
-
-    status: int
-
-    @property
-    def content(self) -> _Body:
-        """The body: `content.iter_any()` yields what arrived so far, a piece per read."""
-
-    def release(self) -> Any:
-        """The body was read to its end: the connection may carry another request."""
-
-    def close(self) -> None:
-        """Drop the connection (the rest of the body is not wanted)."""
 
 
 def _default(obj: Any) -> Any:
@@ -84,10 +73,8 @@ def dumps(obj: Any) -> bytes:
 class UpstreamClient:
     """A pooled client for calls from a megaservice to its nodes.
 
-    It owns a `megaservice._http.Pool` for plain-http nodes and one aiohttp session for https
-    nodes, both created on first use inside the running event loop. Proxy variables and
-    `~/.netrc` are not consulted (OPEA's per-hop thread hop); connections are kept alive and
-    reused across requests. Redirects are not followed: a 3xx is the node's error.
+    Connections are kept alive and reused across requests; proxy variables and `~/.netrc` are not
+    consulted (OPEA's per-hop thread hop). Redirects are not followed: a 3xx is the node's error.
 
     **Parameters:**
 
@@ -96,6 +83,8 @@ class UpstreamClient:
     * **max_response_bytes** - largest non-streaming answer accepted (default: `ClientSettings`, from the
       environment); a larger one is an `UpstreamProtocolError`.
     * **ssl_context** - how https nodes are verified (default: the system's trusted CAs).
+    * **mounts** - transports for URL prefixes, tried longest first before the scheme's own
+      (`{"http://embedding:6000": ASGITransport(app)}` calls that app in process).
     """
 
     def __init__(
@@ -105,106 +94,80 @@ class UpstreamClient:
         keepalive_timeout: float = 75.0,
         max_response_bytes: int | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        mounts: Mapping[str, Transport] | None = None,
     ) -> None:
-        self._limit = limit
         if max_response_bytes is None:
             max_response_bytes = ClientSettings.from_env().max_response_bytes
         self.max_response_bytes = max_response_bytes
+        self._limit = limit
         self._keepalive_timeout = keepalive_timeout
         self._ssl_context = ssl_context
-        self._session: Session | None = None
-        self._pool: _http.Pool | None = None
+        self._mounts = sorted((mounts or {}).items(), key=lambda item: -len(item[0]))
+        self._plain = PoolTransport(keepalive_timeout=keepalive_timeout, limit=limit)
+        self._tls: SessionTransport | None = None
+        self._routes: dict[str, Transport] = {}
+
+    def mount(self, prefix: str, transport: Transport) -> None:
+        """Carry calls to URLs starting with `prefix` by `transport` (a longer prefix wins)."""
+        self._mounts = sorted([*self._mounts, (prefix, transport)], key=lambda item: -len(item[0]))
+        self._routes.clear()
 
     @property
-    def pool(self) -> _http.Pool:
+    def pool(self) -> "Pool":
         """The plain-http connection pool (created on first use, in the running loop)."""
-        if self._pool is None or self._pool.closed:
-            self._pool = _http.Pool(keepalive_timeout=self._keepalive_timeout, limit=self._limit)
-        return self._pool
+        return self._plain.pool
 
-    @property
-    def session(self) -> "Session":
-        """The https session (created on first use, in the running loop)."""
-        if self._session is None or self._session.closed:
-            from megaservice._https import Session
+    def transport_for(self, url: str) -> Transport:
+        """The transport that carries calls to `url`."""
+        transport = self._routes.get(url)
+        if transport is None:
+            transport = self._route(url)
+            if len(self._routes) < 4096:
+                self._routes[url] = transport
+        return transport
 
-            self._session = Session(
+    def _route(self, url: str) -> Transport:
+        for prefix, mounted in self._mounts:
+            if url.startswith(prefix):
+                return mounted
+        if PoolTransport.serves(url):
+            return self._plain
+        if self._tls is None:
+            from megaservice._transport.session import SessionTransport
+
+            self._tls = SessionTransport(
                 limit=self._limit, keepalive_timeout=self._keepalive_timeout, ssl_context=self._ssl_context
             )
-        return self._session
+        return self._tls
 
-    async def post(
+    def post(
         self, node: str, url: str, body: bytes, *, headers: Mapping[str, str], timeout: Timeout
-    ) -> tuple[str, bytes]:
+    ) -> Awaitable[tuple[str, bytes]]:
         """POST `body` and return `(content_type, body)` of a 2xx answer; raise `UpstreamError` otherwise.
 
         `timeout.total` bounds the whole call, `timeout.first_byte` the wait for the response headers.
         """
-        to = _http.target(url)
-        if to is None:
-            return await self.session.post(node, url, body, headers, timeout, self.max_response_bytes)
-        answer = await self._pool_post(node, url, to, body, headers, timeout, timeout.total, self.max_response_bytes)
-        try:
-            data = await answer.read()
-        except BaseException:
-            answer.close()
-            raise
-        answer.release()
-        if answer.status >= 300:
-            raise UpstreamStatusError(node=node, url=url, status=answer.status, body=data)
-        return answer.content_type, data
+        # Not a coroutine itself: the transport's coroutine is awaited directly (one layer less per call).
+        return self.transport_for(url).post(node, url, body, headers, timeout, self.max_response_bytes)
 
-    def _pool_post(
-        self,
-        node: str,
-        url: str,
-        to: _http.Target,
-        body: bytes,
-        headers: Mapping[str, str],
-        timeout: Timeout,
-        total: float | None,
-        limit: int,
-    ) -> Awaitable[_http.Response]:
-        return self.pool.post(
-            node,
-            url,
-            to,
-            body,
-            headers,
-            connect=timeout.connect,
-            total=total,
-            read=timeout.read,
-            first_byte=timeout.first_byte,
-            limit=limit,
-        )
-
-    async def open_stream(
+    def open_stream(
         self, node: str, url: str, body: bytes, *, headers: Mapping[str, str], timeout: Timeout
-    ) -> StreamedAnswer:
+    ) -> Awaitable[StreamedAnswer]:
         """POST `body` and return the answer once its headers arrived; the caller reads and releases it.
 
         A stream has no total time limit (`timeout.total` is not applied): a long answer is not a failure.
         """
-        to = _http.target(url)
-        if to is None:
-            return await self.session.open_stream(node, url, body, headers, timeout)
-        answer = await self._pool_post(node, url, to, body, headers, timeout, None, 0)
-        if answer.status >= 300:
-            try:
-                data = await answer.read(UpstreamStatusError.body_limit)
-            finally:
-                answer.close()
-            raise UpstreamStatusError(node=node, url=url, status=answer.status, body=data)
-        return answer
+        return self.transport_for(url).open_stream(node, url, body, headers, timeout)
 
     async def aclose(self) -> None:
-        """Close the pool and the https session with their connections."""
-        if self._pool is not None:
-            self._pool.close()
-            self._pool = None
-        if self._session is not None and not self._session.closed:
-            await self._session.close()
-        self._session = None
+        """Close every transport with its connections (mounted ones included)."""
+        await self._plain.aclose()
+        if self._tls is not None:
+            await self._tls.aclose()
+            self._tls = None
+        for _, mounted in self._mounts:
+            await mounted.aclose()
+        self._routes.clear()
 
 
 _clients: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, UpstreamClient]" = weakref.WeakKeyDictionary()

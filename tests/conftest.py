@@ -47,6 +47,8 @@ class Scheme:
     def __init__(self, name: str, tls: TLS) -> None:
         self.name = name
         self.server_ssl = tls.server if name == "https" else None
+        self.certfile = tls.pem if name == "https" else None
+        """What `megaservice.testing.serve(ssl_certfile=)` serves this scheme with."""
         self._tls = tls
         self._client: UpstreamClient | None = None
 

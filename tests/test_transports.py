@@ -8,7 +8,14 @@ test_footprint.py.
 import aiohttp
 import pytest
 
-from megaservice import ServiceOrchestrator, ServiceType, Timeout, UpstreamConnectError, UpstreamStatusError
+from megaservice import (
+    ServiceOrchestrator,
+    ServiceType,
+    Timeout,
+    UpstreamConnectError,
+    UpstreamProtocolError,
+    UpstreamStatusError,
+)
 from megaservice.client import UpstreamClient
 from megaservice.testing import FakeEmbedding, FakeLLM, FakeService, FaultyServer, serve
 from tests.conftest import TLS
@@ -85,3 +92,21 @@ async def test_an_https_redirect_is_the_nodes_error_not_followed(tls: TLS):
         await client.aclose()
     assert caught.value.upstream_status == 307
     assert target.requests == []
+
+
+@pytest.mark.parametrize("status", [204, 205])
+async def test_a_node_answering_no_content_is_refused_by_every_transport(scheme, status):
+    # regression (issue 14): a 204 from a node became b'' passed downstream as if it were an answer
+    async def blank(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", b"image/png")]})
+        await send({"type": "http.response.body", "body": b""})
+
+    client = scheme.client() or UpstreamClient()
+    try:
+        async with serve(blank, ssl_certfile=scheme.certfile) as url:
+            with pytest.raises(UpstreamProtocolError, match=f"blank answered {status} with no content"):
+                await client.post("blank", url + "/v1", b"{}", headers={}, timeout=Timeout())
+    finally:
+        await client.aclose()

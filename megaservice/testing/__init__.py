@@ -7,9 +7,10 @@ from megaservice.testing.faults import Fault, FaultyServer, unused_url
 from megaservice.testing.server import serve
 
 if TYPE_CHECKING:
-    from megaservice.testing.inprocess import client_for
+    from megaservice.testing.inprocess import ASGITransport, InProcess, client_for
 
 __all__ = [
+    "ASGITransport",
     "FakeEmbedding",
     "FakeGuardrail",
     "FakeLLM",
@@ -18,6 +19,7 @@ __all__ = [
     "FakeService",
     "Fault",
     "FaultyServer",
+    "InProcess",
     "client_for",
     "serve",
     "unused_url",
@@ -25,8 +27,8 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    if name == "client_for":  # needs httpx + asgi-lifespan (the `testing` extra)
-        from megaservice.testing.inprocess import client_for
+    if name in ("ASGITransport", "InProcess", "client_for"):  # need httpx + asgi-lifespan (the `testing` extra)
+        from megaservice.testing import inprocess
 
-        return client_for
+        return getattr(inprocess, name)
     raise AttributeError(name)

@@ -1,6 +1,6 @@
-"""Calls to `https` nodes, through one aiohttp session; imported on a client's first https call.
+"""`SessionTransport`: calls to `https` nodes through one aiohttp session; imported on a client's first https call.
 
-Plain-http nodes go through `megaservice._http`. aiohttp adds about 9 MiB to a process when it
+Plain-http nodes go through `megaservice._transport.pool`. aiohttp adds about 9 MiB to a process when it
 is imported, which a pipeline of plain-http nodes never pays. Every aiohttp failure leaves here
 as an `UpstreamError` subclass naming the node (the httpx `map_exceptions` idea), the body of a
 stream included.
@@ -15,6 +15,7 @@ from typing import TypeVar
 
 import aiohttp
 
+from megaservice._transport.base import NO_CONTENT, no_content
 from megaservice.exceptions import (
     UpstreamConnectError,
     UpstreamError,
@@ -24,7 +25,7 @@ from megaservice.exceptions import (
 )
 from megaservice.resilience import Timeout
 
-__all__ = ["Answer", "Session", "upstream_errors"]
+__all__ = ["Answer", "SessionTransport", "upstream_errors"]
 
 _T = TypeVar("_T")
 
@@ -97,23 +98,30 @@ def _drop(response: aiohttp.ClientResponse) -> None:
     response.close()
 
 
-class Session:
-    """One aiohttp session for a client's https nodes: pooled, no proxy variables or `~/.netrc`, no redirects."""
+class SessionTransport:
+    """The `Transport` of https nodes: one aiohttp session, pooled, no proxy variables or `~/.netrc`, no redirects.
+
+    The session is created on first use, inside the running event loop.
+    """
 
     def __init__(self, *, limit: int, keepalive_timeout: float, ssl_context: ssl.SSLContext | None) -> None:
-        connector = aiohttp.TCPConnector(
-            limit=limit,
-            keepalive_timeout=keepalive_timeout,
-            ttl_dns_cache=300,
-            enable_cleanup_closed=False,
-            ssl=ssl_context if ssl_context is not None else True,
-        )
-        self._session = aiohttp.ClientSession(connector=connector, trust_env=False, raise_for_status=False)
+        self._options = (limit, keepalive_timeout, ssl_context)
+        self._client: aiohttp.ClientSession | None = None
 
     @property
-    def closed(self) -> bool:
-        """Whether `close()` was called."""
-        return self._session.closed
+    def _session(self) -> aiohttp.ClientSession:
+        session = self._client
+        if session is None or session.closed:
+            limit, keepalive_timeout, ssl_context = self._options
+            connector = aiohttp.TCPConnector(
+                limit=limit,
+                keepalive_timeout=keepalive_timeout,
+                ttl_dns_cache=300,
+                enable_cleanup_closed=False,
+                ssl=ssl_context if ssl_context is not None else True,
+            )
+            session = self._client = aiohttp.ClientSession(connector=connector, trust_env=False, raise_for_status=False)
+        return session
 
     def _send(
         self, url: str, body: bytes, headers: Mapping[str, str], timeout: Timeout, *, stream: bool
@@ -137,6 +145,8 @@ class Session:
             response.release()
             if response.status >= 300:
                 raise UpstreamStatusError(node=node, url=url, status=response.status, body=data)
+            if response.status in NO_CONTENT:
+                raise no_content(node, url, response.status)
             return response.content_type, data
 
     async def open_stream(
@@ -153,9 +163,11 @@ class Session:
                 raise UpstreamStatusError(node=node, url=url, status=response.status, body=data)
             return Answer(response, node, url)
 
-    async def close(self) -> None:
+    async def aclose(self) -> None:
         """Close the session and its connections."""
-        await self._session.close()
+        if self._client is not None and not self._client.closed:
+            await self._client.close()
+        self._client = None
 
 
 async def _read_limited(node: str, url: str, response: aiohttp.ClientResponse, limit: int) -> bytes:

@@ -1,4 +1,4 @@
-"""The lean HTTP/1.1 client (`megaservice._http`) against scripted servers on real sockets.
+"""The lean HTTP/1.1 client (`megaservice._transport.pool`) against scripted servers on real sockets.
 
 Each server reads one request at a time and answers with bytes written here, so the framing cases
 (chunked, length, end of connection, interim answers, compression) and the failure cases are exact.
@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from megaservice import UpstreamConnectError, UpstreamProtocolError, UpstreamTimeout
-from megaservice._http import Pool, Response, Target, target
+from megaservice._transport.pool import Pool, Response, Target, target
 
 pytestmark = pytest.mark.anyio
 
