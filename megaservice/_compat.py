@@ -13,7 +13,7 @@ import ast
 import contextvars
 import re
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import greenlet
@@ -24,7 +24,6 @@ from megaservice.sse import parse_event
 __all__ = [
     "DONE_FRAME",
     "GeneratorBridge",
-    "drive_sync_generator",
     "error_frame",
     "event_text",
     "extract_chunk_str",
@@ -206,34 +205,3 @@ class _PullIterator(Iterator[Any]):
                 raise StopIteration
             bridge._caller.switch(_NEED)
         return inbox.popleft()
-
-
-async def drive_sync_generator(
-    hook: Callable[..., Any], source: AsyncIterator[list[Any]], kwargs: dict[str, Any]
-) -> AsyncGenerator[list[Any], None]:
-    """Run `hook(sync_iterator_over(source), **kwargs)` (a sync generator) without blocking the loop.
-
-    `source` yields batches (lists of items that arrived together); each batch the hook turns into
-    output comes out as one batch. If the stream is abandoned, the hook gets `GreenletExit` at its
-    current `next()`, so its `finally` blocks run.
-    """
-    bridge = GeneratorBridge(hook, kwargs)
-    try:
-        async for batch in source:
-            out = bridge.feed(batch)
-            if out:
-                yield out
-            if bridge.error is not None:
-                raise bridge.error
-            if bridge.finished:
-                return
-        out = bridge.end()
-        if out:
-            yield out
-        if bridge.error is not None:
-            raise bridge.error
-    finally:
-        bridge.close()
-        aclose = getattr(source, "aclose", None)
-        if aclose is not None:
-            await aclose()

@@ -3,6 +3,9 @@
 `graph` maps each node to the set of its downstream nodes, in insertion order (an `OrderedDict`,
 as OPEA code and tests compare against). Unlike OPEA, every method that returns several nodes
 returns them in a defined order: the order in which the nodes were added.
+
+`RuntimeGraph` is the graph of one request: it shares its orchestrator's graph until a hook or a
+`downstream_black_list` answer changes it, and only then copies it (copy-on-write).
 """
 
 from collections import OrderedDict, deque
@@ -10,7 +13,7 @@ from collections.abc import Iterable, Mapping
 
 from megaservice.exceptions import ConfigurationError
 
-__all__ = ["DAG"]
+__all__ = ["DAG", "Graph", "RuntimeGraph"]
 
 Graph = OrderedDict[str, set[str]]
 
@@ -160,3 +163,55 @@ class DAG:
                 seen.add(n)
                 queue.extend(graph.get(n, ()))
         return seen
+
+
+class RuntimeGraph(DAG):
+    """The graph of one request: shares the orchestrator's graph until something changes it.
+
+    Reading `graph` (or calling a method that mutates it) gives the request its own copy first,
+    so hooks that rewire the pipeline (ChatQnA removes the rerank node when nothing was retrieved)
+    never touch the orchestrator's graph or another request's.
+    """
+
+    def __init__(self, base: Graph | None = None) -> None:
+        self._base: Graph = base if base is not None else OrderedDict()
+        self._own: Graph | None = None
+
+    @property
+    def graph(self) -> Graph:
+        """This request's graph (copied from the orchestrator's on first access)."""
+        if self._own is None:
+            self._own = OrderedDict((node, set(edges)) for node, edges in self._base.items())
+        return self._own
+
+    @graph.setter
+    def graph(self, value: Graph) -> None:
+        self._own = value
+
+    @property
+    def changed(self) -> bool:
+        """Whether this request has its own copy (it may have changed the topology)."""
+        return self._own is not None
+
+    def _view(self) -> Graph:
+        return self._base if self._own is None else self._own
+
+    def downstream(self, node: str, graph: Graph | None = None) -> list[str]:
+        """Return the direct downstream nodes of `node`, in insertion order."""
+        return super().downstream(node, self._view() if graph is None else graph)
+
+    def predecessors(self, node: str, graph: Graph | None = None) -> list[str]:
+        """Return the direct upstream nodes of `node`, in insertion order."""
+        return super().predecessors(node, self._view() if graph is None else graph)
+
+    def all_leaves(self, graph: Graph | None = None) -> list[str]:
+        """Return the nodes with no downstream, in insertion order."""
+        return super().all_leaves(self._view() if graph is None else graph)
+
+    def ind_nodes(self, graph: Graph | None = None) -> list[str]:
+        """Return the roots, in insertion order."""
+        return super().ind_nodes(self._view() if graph is None else graph)
+
+    def size(self) -> int:
+        """Return the number of nodes."""
+        return len(self._view())

@@ -25,10 +25,11 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from megaservice._pipeline.plan import remote_node
 from megaservice.constants import ServiceType
 from megaservice.dag import DAG
 from megaservice.exceptions import ConfigurationError
-from megaservice.orchestrator import ServiceOrchestrator, remote_node
+from megaservice.orchestrator import ServiceOrchestrator
 from megaservice.protocol.docs import LLMParams
 
 __all__ = ["ServiceOrchestratorWithYaml"]

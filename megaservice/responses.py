@@ -11,7 +11,7 @@ from starlette.types import Receive, Scope, Send
 
 from megaservice._app import SERVER_SEND, WATCHED
 
-__all__ = ["BatchStreamingResponse", "StreamingResponse"]
+__all__ = ["StreamingResponse", "aclose", "flatten", "join"]
 
 
 class StreamingResponse(_StarletteStreamingResponse):
@@ -87,33 +87,6 @@ class StreamingResponse(_StarletteStreamingResponse):
         if aclose is not None:
             with contextlib.suppress(Exception):
                 await aclose()
-
-
-class BatchStreamingResponse(StreamingResponse):
-    """A stream whose source yields *batches*: lists of chunks that became ready together.
-
-    Each batch goes to the client as one write. `body_iterator` still yields one chunk at a time
-    (OPEA code iterates it); if it is consumed or replaced, the response streams from it instead.
-    """
-
-    def __init__(self, batches: AsyncIterator[list[Any]], status_code: int = 200) -> None:
-        self._batches = batches
-        self._items = flatten(batches)
-        super().__init__(self._items, status_code)
-
-    async def _stream(self, send: Send, chunks: Send) -> None:
-        if self.body_iterator is not self._items:
-            await super()._stream(send, chunks)
-            return
-        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
-        async for batch in self._batches:
-            await chunks({"type": "http.response.body", "body": join(batch), "more_body": True})
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
-
-    async def _close_source(self) -> None:
-        await super()._close_source()
-        with contextlib.suppress(Exception):
-            await aclose(self._batches)
 
 
 def join(batch: list[Any]) -> bytes:

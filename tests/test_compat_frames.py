@@ -34,13 +34,25 @@ def test_split_tokens_keeps_surrounding_spaces():
     assert _compat.split_tokens(" OPEA is great. ~~~") == [" OPEA ", "is ", "great. ", "~~~"]
 
 
-async def _source(batches):
+def drive(hook, batches, kwargs):
+    """Feed `batches` to the bridged `hook` as the relay does; return what each step gave (an error last)."""
+    bridge = _compat.GeneratorBridge(hook, kwargs)
+    out = []
     for batch in batches:
-        yield batch
+        given = bridge.feed(batch)
+        if given:
+            out.append(given)
+        if bridge.error is not None:
+            raise bridge.error
+        if bridge.finished:
+            return out
+    rest = bridge.end()
+    if rest:
+        out.append(rest)
+    return out
 
 
-@pytest.mark.anyio
-async def test_sync_generator_hook_runs_on_the_event_loop_thread():
+def test_sync_generator_hook_runs_on_the_calling_thread():
     import threading
 
     seen_threads = set()
@@ -50,13 +62,11 @@ async def test_sync_generator_hook_runs_on_the_event_loop_thread():
             seen_threads.add(threading.get_ident())
             yield item + suffix
 
-    out = [x async for x in _compat.drive_sync_generator(hook, _source([["a"], ["b"]]), {"suffix": "!"})]
-    assert out == [["a!"], ["b!"]]
+    assert drive(hook, [["a"], ["b"]], {"suffix": "!"}) == [["a!"], ["b!"]]
     assert seen_threads == {threading.get_ident()}
 
 
-@pytest.mark.anyio
-async def test_what_arrived_together_leaves_together():
+def test_what_arrived_together_leaves_together():
     def hook(gen):
         for item in gen:
             yield item.upper()
@@ -64,12 +74,10 @@ async def test_what_arrived_together_leaves_together():
                 yield "extra"
         yield "end"
 
-    out = [x async for x in _compat.drive_sync_generator(hook, _source([["a", "b"], ["c"], []]), {})]
-    assert out == [["A", "B", "extra"], ["C"], ["end"]]
+    assert drive(hook, [["a", "b"], ["c"], []], {}) == [["A", "B", "extra"], ["C"], ["end"]]
 
 
-@pytest.mark.anyio
-async def test_abandoning_a_bridged_stream_runs_the_hooks_finally():
+def test_closing_a_bridge_runs_the_hooks_finally():
     closed = []
 
     def hook(gen):
@@ -78,33 +86,31 @@ async def test_abandoning_a_bridged_stream_runs_the_hooks_finally():
         finally:
             closed.append(True)
 
-    stream = _compat.drive_sync_generator(hook, _source([["a"], ["b"], ["c"]]), {})
-    assert await anext(stream) == ["a"]
-    await stream.aclose()
+    bridge = _compat.GeneratorBridge(hook, {})
+    assert bridge.feed(["a"]) == ["a"]
+    bridge.close()
     assert closed == [True]
 
 
-@pytest.mark.anyio
-async def test_a_failing_hook_raises_on_the_async_side_after_what_it_yielded():
+def test_a_failing_hook_keeps_its_error_until_what_it_yielded_is_out():
     def hook(gen):
         for item in gen:
             if item == "bad":
                 raise ValueError("bad hook")
             yield item
 
-    out = []
+    bridge = _compat.GeneratorBridge(hook, {})
+    assert bridge.feed(["a", "bad"]) == ["a"]
+    assert isinstance(bridge.error, ValueError)
+    assert bridge.finished
     with pytest.raises(ValueError, match="bad hook"):
-        async for batch in _compat.drive_sync_generator(hook, _source([["a", "bad"]]), {}):
-            out.append(batch)  # noqa: PERF401  # kept up to the failure
-    assert out == [["a"]]
+        _compat.GeneratorBridge(hook, {}).feed(["bad"])  # nothing yielded first: raised at once
 
 
-@pytest.mark.anyio
-async def test_a_hook_that_pulls_after_the_end_keeps_getting_stop_iteration():
+def test_a_hook_that_pulls_after_the_end_keeps_getting_stop_iteration():
     def hook(gen):
         yield from gen
         yield from gen
         yield "done"
 
-    out = [x async for x in _compat.drive_sync_generator(hook, _source([["a"]]), {})]
-    assert out == [["a"], ["done"]]
+    assert drive(hook, [["a"]], {}) == [["a"], ["done"]]

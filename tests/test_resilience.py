@@ -1,6 +1,5 @@
 """Resilience policies over real sockets: retries, the circuit breaker, fallback nodes, env configuration."""
 
-import asyncio
 import time
 
 import aiohttp
@@ -9,7 +8,14 @@ import pytest
 from prometheus_client import REGISTRY
 
 from megaservice import CircuitBreaker, ConfigurationError, Retry, ServiceOrchestrator, ServiceType, Timeout
-from megaservice.exceptions import UpstreamConnectError, UpstreamProtocolError, UpstreamStatusError, UpstreamTimeout
+from megaservice.exceptions import (
+    UpstreamConnectError,
+    UpstreamProtocolError,
+    UpstreamStatusError,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+from megaservice.resilience import Circuit
 from megaservice.settings import node_prefix
 from megaservice.testing import FakeLLM, FakeService, Fault, FaultyServer, serve, unused_url
 from tests.helpers import gateway, node
@@ -97,11 +103,58 @@ async def test_retry_classifies_failures_and_jitters_its_backoff():
 # -- circuit breaker ---------------------------------------------------------------------------
 
 
+class Clock:
+    """A clock a test steps by hand (circuit breakers take it instead of sleeping)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_a_circuit_opens_refuses_lets_one_trial_through_and_closes():
+    clock = Clock()
+    changes: list[bool] = []
+    circuit = Circuit(CircuitBreaker(failures=2, reset_after=10), "n", clock=clock, on_change=changes.append)
+    circuit.check("u")
+    circuit.record(False)
+    circuit.check("u")
+    circuit.record(False)  # second failure in a row: open
+    with pytest.raises(UpstreamUnavailable, match=r"n failed 2 times in a row; not calling it for another 10\.0 s"):
+        circuit.check("u")
+    clock.now += 9.9
+    with pytest.raises(UpstreamUnavailable):
+        circuit.check("u")
+    clock.now += 0.2
+    circuit.check("u")  # the trial
+    with pytest.raises(UpstreamUnavailable):
+        circuit.check("u")  # only one trial at a time
+    circuit.record(True)
+    circuit.check("u")
+    assert changes == [True, False]
+
+
+async def test_a_cancelled_call_says_nothing_about_the_node():
+    clock = Clock()
+    circuit = Circuit(CircuitBreaker(failures=1, reset_after=1), "n", clock=clock)
+    circuit.record(False)
+    clock.now += 2
+    circuit.check("u")  # the trial...
+    circuit.record(None)  # ...was cancelled: the circuit stays open, and another trial may go
+    circuit.check("u")
+    circuit.record(False)
+    with pytest.raises(UpstreamUnavailable):
+        circuit.check("u")
+
+
 async def test_the_circuit_opens_after_failures_fails_fast_and_closes_after_a_good_trial():
     name = "breaker/MicroService"
+    clock = Clock()
     async with FaultyServer(Fault.HANG) as upstream:
         breaker = CircuitBreaker(failures=2, reset_after=0.5)
         pipeline = ServiceOrchestrator(breaker=breaker, timeout=Timeout(first_byte=0.2))
+        pipeline.clock = clock
         pipeline.add(node("breaker", upstream.url))
         async with serve(gateway(pipeline).app) as url:
             assert [(await ask(url))[0] for _ in range(2)] == [504, 504]
@@ -112,7 +165,7 @@ async def test_the_circuit_opens_after_failures_fails_fast_and_closes_after_a_go
             assert (status, orjson.loads(body)["type"], upstream.requests) == (503, "upstream_unavailable", 2)
             assert refused_in < 0.15  # not another 0.2 s wait on the node
             upstream.fault = Fault.OK  # the node recovers
-            await asyncio.sleep(0.55)
+            clock.now += 0.55
             assert (await ask(url))[0] == 200  # the trial call
             assert (await ask(url))[0] == 200
     assert upstream.requests == 4
@@ -120,18 +173,20 @@ async def test_the_circuit_opens_after_failures_fails_fast_and_closes_after_a_go
 
 
 async def test_a_failed_trial_opens_the_circuit_again_and_4xx_answers_do_not_count():
+    clock = Clock()
     async with FaultyServer(Fault.STATUS, status=500) as upstream:
         pipeline = ServiceOrchestrator(breaker=CircuitBreaker(failures=1, reset_after=0.2))
+        pipeline.clock = clock
         pipeline.add(node("b2", upstream.url))
         async with serve(gateway(pipeline).app) as url:
             assert (await ask(url))[0] == 502  # opens
             assert (await ask(url))[0] == 503
-            await asyncio.sleep(0.25)
+            clock.now += 0.25
             assert (await ask(url))[0] == 502  # the trial fails: open again
             assert (await ask(url))[0] == 503
             assert upstream.requests == 2
             upstream.status = 404
-            await asyncio.sleep(0.25)
+            clock.now += 0.25
             assert [(await ask(url))[0] for _ in range(3)] == [502, 502, 502]  # 4xx: the node is up
             assert upstream.requests == 5
 

@@ -119,6 +119,11 @@ class Response:
         """The body reader (this response: aiohttp's `response.content`)."""
         return self
 
+    def finished(self) -> bool:
+        """Whether the whole answer is in and read: the next read ends the body without waiting."""
+        conn = self._conn
+        return conn.complete and not conn.chunks and conn.failure is None
+
     def error(self) -> UpstreamError:
         """The failure of this exchange as an `UpstreamError` naming the node."""
         failure = self._conn.failure
