@@ -44,7 +44,7 @@ def _modules() -> dict[str, dict[str, object]]:
     import megaservice
     from megaservice import constants, dag, microservice, orchestrator, protocol, statistics
     from megaservice.compat import opea, utils
-    from megaservice.protocol import assistants, finetuning, forms, openai
+    from megaservice.protocol import assistants, audio, finetuning, forms, openai, rag
 
     top = {name: getattr(megaservice, name) for name in megaservice.__all__}
     top.update({name: getattr(opea, name) for name in opea.__all__})
@@ -63,7 +63,14 @@ def _modules() -> dict[str, dict[str, object]]:
         "comps.cores.mega.utils": vars(utils),
         "comps.cores.mega.orchestrator_with_yaml": {"ServiceOrchestratorWithYaml": opea.ServiceOrchestratorWithYaml},
         "comps.cores.proto.docarray": vars(protocol),
-        "comps.cores.proto.api_protocol": {**vars(openai), **vars(assistants), **vars(finetuning), **vars(forms)},
+        "comps.cores.proto.api_protocol": {
+            **vars(openai),
+            **vars(rag),
+            **vars(audio),
+            **vars(assistants),
+            **vars(finetuning),
+            **vars(forms),
+        },
         "comps.cores.telemetry.opea_telemetry": {"opea_telemetry": opea.opea_telemetry, "tracer": opea.tracer},
         "comps.cores.common.component": {
             name: getattr(opea, name) for name in ("OpeaComponent", "OpeaComponentLoader", "OpeaComponentRegistry")

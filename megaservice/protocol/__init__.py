@@ -2,7 +2,9 @@
 
     base        BaseDoc (auto `id`), TopologyInfo
     docs        TextDoc, EmbedDoc, SearchedDoc, LLMParams, ... (`comps.cores.proto.docarray`)
-    openai      ChatCompletionRequest/Response, EmbeddingRequest, ... (`comps.cores.proto.api_protocol`)
+    openai      ChatCompletionRequest/Response, CompletionRequest, ... (`comps.cores.proto.api_protocol`)
+    rag         EmbeddingRequest/Response, RetrievalRequest/Response, RerankingRequest/Response
+    audio       AudioChatCompletionRequest, AudioTranscriptionResponse, AudioSpeechRequest
     assistants  the Assistants API: AssistantsObject, ThreadObject, MessageObject, RunObject, ...
     finetuning  the fine-tuning and files API: FineTuningJobsRequest, FineTuningJob, FileObject, ...
                 (its `Error` and `Metrics` are only in `megaservice.protocol.finetuning`: too generic here)
@@ -17,7 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from megaservice.protocol.assistants import *  # noqa: F403
-    from megaservice.protocol.base import BaseDoc as BaseDoc, TopologyInfo as TopologyInfo
+    from megaservice.protocol.audio import *  # noqa: F403
+    from megaservice.protocol.base import BaseDoc as BaseDoc, TopologyInfo as TopologyInfo, UsageInfo as UsageInfo
     from megaservice.protocol.docs import *  # noqa: F403
     from megaservice.protocol.finetuning import (
         FileObject as FileObject,
@@ -38,6 +41,7 @@ if TYPE_CHECKING:
         LLMGuardOutputGuardrailParams as LLMGuardOutputGuardrailParams,
     )
     from megaservice.protocol.openai import *  # noqa: F403
+    from megaservice.protocol.rag import *  # noqa: F403
 
 _EXPORTS: dict[str, str] = {
     "BaseDoc": "megaservice.protocol.base",
@@ -85,9 +89,9 @@ _EXPORTS: dict[str, str] = {
     "ALLOWED_COMPLETION_ARGS": "megaservice.protocol.openai",
     "ApiErrorCode": "megaservice.protocol.openai",
     "ArbPostHearingAssistantChatCompletionRequest": "megaservice.protocol.openai",
-    "AudioChatCompletionRequest": "megaservice.protocol.openai",
-    "AudioSpeechRequest": "megaservice.protocol.openai",
-    "AudioTranscriptionResponse": "megaservice.protocol.openai",
+    "AudioChatCompletionRequest": "megaservice.protocol.audio",
+    "AudioSpeechRequest": "megaservice.protocol.audio",
+    "AudioTranscriptionResponse": "megaservice.protocol.audio",
     "ChatCompletionNamedFunction": "megaservice.protocol.openai",
     "ChatCompletionNamedToolChoiceParam": "megaservice.protocol.openai",
     "ChatCompletionRequest": "megaservice.protocol.openai",
@@ -104,29 +108,29 @@ _EXPORTS: dict[str, str] = {
     "CompletionStreamResponse": "megaservice.protocol.openai",
     "DeltaMessage": "megaservice.protocol.openai",
     "DocSumChatCompletionRequest": "megaservice.protocol.openai",
-    "EmbeddingRequest": "megaservice.protocol.openai",
-    "EmbeddingResponse": "megaservice.protocol.openai",
-    "EmbeddingResponseData": "megaservice.protocol.openai",
+    "EmbeddingRequest": "megaservice.protocol.rag",
+    "EmbeddingResponse": "megaservice.protocol.rag",
+    "EmbeddingResponseData": "megaservice.protocol.rag",
     "ErrorResponse": "megaservice.protocol.openai",
     "FunctionDefinition": "megaservice.protocol.openai",
-    "RerankingRequest": "megaservice.protocol.openai",
-    "RerankingResponse": "megaservice.protocol.openai",
-    "RerankingResponseData": "megaservice.protocol.openai",
+    "RerankingRequest": "megaservice.protocol.rag",
+    "RerankingResponse": "megaservice.protocol.rag",
+    "RerankingResponseData": "megaservice.protocol.rag",
     "ResponseFormat": "megaservice.protocol.openai",
-    "RetrievalRequest": "megaservice.protocol.openai",
-    "RetrievalRequestArangoDB": "megaservice.protocol.openai",
-    "RetrievalResponse": "megaservice.protocol.openai",
-    "RetrievalResponseData": "megaservice.protocol.openai",
+    "RetrievalRequest": "megaservice.protocol.rag",
+    "RetrievalRequestArangoDB": "megaservice.protocol.rag",
+    "RetrievalResponse": "megaservice.protocol.rag",
+    "RetrievalResponseData": "megaservice.protocol.rag",
     "RouteEndpointDoc": "megaservice.protocol.openai",
     "ServiceCard": "megaservice.protocol.openai",
     "ServiceList": "megaservice.protocol.openai",
     "StreamOptions": "megaservice.protocol.openai",
     "Text2QueryRequest": "megaservice.protocol.openai",
-    "TokenCheckRequest": "megaservice.protocol.openai",
-    "TokenCheckRequestItem": "megaservice.protocol.openai",
-    "TokenCheckResponse": "megaservice.protocol.openai",
-    "TokenCheckResponseItem": "megaservice.protocol.openai",
-    "UsageInfo": "megaservice.protocol.openai",
+    "TokenCheckRequest": "megaservice.protocol.rag",
+    "TokenCheckRequestItem": "megaservice.protocol.rag",
+    "TokenCheckResponse": "megaservice.protocol.rag",
+    "TokenCheckResponseItem": "megaservice.protocol.rag",
+    "UsageInfo": "megaservice.protocol.base",
     "check_requests": "megaservice.protocol.openai",
     "create_error_response": "megaservice.protocol.openai",
     "AssistantsObject": "megaservice.protocol.assistants",

@@ -5,7 +5,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["BaseDoc", "TopologyInfo"]
+__all__ = ["BaseDoc", "TopologyInfo", "UsageInfo"]
 
 
 def _new_id() -> str:
@@ -37,3 +37,11 @@ class TopologyInfo(BaseModel):
     """Mixin carrying `downstream_black_list`: regexes of downstream node names this answer must skip."""
 
     downstream_black_list: list[Any] | None = Field(default_factory=list)
+
+
+class UsageInfo(BaseModel):
+    """Token counts of a completion."""
+
+    prompt_tokens: int = 0
+    total_tokens: int = 0
+    completion_tokens: int | None = 0

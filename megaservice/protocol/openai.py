@@ -7,16 +7,15 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, NonNegativeFloat, PositiveInt
 
+from megaservice.protocol.base import UsageInfo
 from megaservice.protocol.limits import MaxTokens, MessagesLimit
+from megaservice.protocol.rag import EmbeddingInput, EmbeddingResponse, RerankingResponseData, RetrievalResponseData
 
 __all__ = [
     "ALLOWED_CHATCOMPLETION_ARGS",
     "ALLOWED_COMPLETION_ARGS",
     "ApiErrorCode",
     "ArbPostHearingAssistantChatCompletionRequest",
-    "AudioChatCompletionRequest",
-    "AudioSpeechRequest",
-    "AudioTranscriptionResponse",
     "ChatCompletionNamedFunction",
     "ChatCompletionNamedToolChoiceParam",
     "ChatCompletionRequest",
@@ -33,28 +32,16 @@ __all__ = [
     "CompletionStreamResponse",
     "DeltaMessage",
     "DocSumChatCompletionRequest",
-    "EmbeddingRequest",
-    "EmbeddingResponse",
-    "EmbeddingResponseData",
     "ErrorResponse",
     "FunctionDefinition",
-    "RerankingRequest",
-    "RerankingResponse",
-    "RerankingResponseData",
+    "Messages",
     "ResponseFormat",
-    "RetrievalRequest",
-    "RetrievalRequestArangoDB",
-    "RetrievalResponse",
-    "RetrievalResponseData",
     "RouteEndpointDoc",
     "ServiceCard",
     "ServiceList",
     "StreamOptions",
     "Text2QueryRequest",
-    "TokenCheckRequest",
-    "TokenCheckRequestItem",
-    "TokenCheckResponse",
-    "TokenCheckResponseItem",
+    "Tokens",
     "UsageInfo",
     "check_requests",
     "create_error_response",
@@ -71,7 +58,6 @@ ALLOWED_COMPLETION_ARGS = (
 
 Messages = Annotated[str | list[dict[str, Any]], MessagesLimit]
 Tokens = Annotated[PositiveInt | None, MaxTokens]
-EmbeddingInput = list[int] | list[list[int]] | str | list[str]
 
 
 def _now() -> int:
@@ -105,14 +91,6 @@ class ServiceList(BaseModel):
 
     object: str = "list"
     data: list[ServiceCard] = Field(default_factory=list)
-
-
-class UsageInfo(BaseModel):
-    """Token counts of a completion."""
-
-    prompt_tokens: int = 0
-    total_tokens: int = 0
-    completion_tokens: int | None = 0
 
 
 class ResponseFormat(BaseModel):
@@ -153,128 +131,6 @@ class ChatCompletionNamedToolChoiceParam(BaseModel):
 
     function: ChatCompletionNamedFunction
     type: Literal["function"] = "function"
-
-
-class TokenCheckRequestItem(BaseModel):
-    """One prompt to measure."""
-
-    model: str
-    prompt: str
-    max_tokens: int
-
-
-class TokenCheckRequest(BaseModel):
-    """Prompts to measure against their model's context."""
-
-    prompts: list[TokenCheckRequestItem]
-
-
-class TokenCheckResponseItem(BaseModel):
-    """Whether one prompt fits its model's context."""
-
-    fits: bool
-    tokenCount: int  # OPEA's field name
-    contextLength: int  # OPEA's field name
-
-
-class TokenCheckResponse(BaseModel):
-    """Answers to a `TokenCheckRequest`."""
-
-    prompts: list[TokenCheckResponseItem]
-
-
-class EmbeddingRequest(BaseModel):
-    """OpenAI `/v1/embeddings` request."""
-
-    model: str | None = None
-    input: EmbeddingInput
-    encoding_format: str | None = Field(default="float", pattern="^(float|base64)$")
-    dimensions: int | None = None
-    user: str | None = None
-    request_type: Literal["embedding"] = "embedding"
-
-
-class EmbeddingResponseData(BaseModel):
-    """One embedding in an `EmbeddingResponse`."""
-
-    index: int
-    object: str = "embedding"
-    embedding: list[float] | str
-
-
-class EmbeddingResponse(BaseModel):
-    """OpenAI `/v1/embeddings` response."""
-
-    object: str = "list"
-    model: str | None = None
-    data: list[EmbeddingResponseData]
-    usage: UsageInfo | None = None
-
-
-class RetrievalRequest(BaseModel):
-    """Search by embedding (OPEA `/v1/retrieval`)."""
-
-    embedding: EmbeddingResponse | list[float] | None = None
-    input: str | None = None
-    search_type: str = "similarity"
-    k: PositiveInt = 4
-    distance_threshold: float | None = None
-    fetch_k: PositiveInt = 20
-    lambda_mult: NonNegativeFloat = 0.5
-    score_threshold: NonNegativeFloat = 0.2
-    request_type: Literal["retrieval"] = "retrieval"
-
-
-class RetrievalRequestArangoDB(RetrievalRequest):
-    """`RetrievalRequest`, plus ArangoDB's graph search settings."""
-
-    graph_name: str | None = None
-    search_start: str | None = None
-    search_mode: str | None = None
-    num_centroids: int | None = None
-    distance_strategy: str | None = None
-    use_approx_search: bool | None = None
-    enable_traversal: bool | None = None
-    enable_summarizer: bool | None = None
-    traversal_max_depth: int | None = None
-    traversal_max_returned: int | None = None
-    traversal_score_threshold: float | None = None
-    traversal_query: str | None = None
-
-
-class RetrievalResponseData(BaseModel):
-    """One retrieved document."""
-
-    text: str
-    metadata: dict[str, Any] | None = None
-
-
-class RetrievalResponse(BaseModel):
-    """Documents a retriever found."""
-
-    retrieved_docs: list[RetrievalResponseData]
-
-
-class RerankingRequest(BaseModel):
-    """Rerank documents against a query (OPEA `/v1/reranking`)."""
-
-    input: str
-    retrieved_docs: list[RetrievalResponseData] | list[dict[str, Any]] | list[str]
-    top_n: PositiveInt = 1
-    request_type: Literal["reranking"] = "reranking"
-
-
-class RerankingResponseData(BaseModel):
-    """One reranked document and its score."""
-
-    text: str
-    score: float | None = 0.0
-
-
-class RerankingResponse(BaseModel):
-    """Documents in reranked order."""
-
-    reranked_docs: list[RerankingResponseData]
 
 
 class ChatCompletionRequest(BaseModel):
@@ -348,42 +204,6 @@ class DocSumChatCompletionRequest(ChatCompletionRequest):
 
 class ArbPostHearingAssistantChatCompletionRequest(DocSumChatCompletionRequest):
     """Chat request for the post-hearing summary service (the summariser's fields)."""
-
-
-class AudioChatCompletionRequest(BaseModel):
-    """Spoken-question chat request."""
-
-    audio: str
-    voice: str = "default"
-    messages: Messages | None = None
-    model: str | None = "Intel/neural-chat-7b-v3-3"
-    temperature: NonNegativeFloat | None = 0.01
-    top_p: NonNegativeFloat | None = 0.95
-    top_k: PositiveInt | None = 10
-    n: PositiveInt | None = 1
-    max_tokens: Tokens = 1024
-    stop: str | list[str] | None = None
-    stream: bool | None = False
-    presence_penalty: NonNegativeFloat | None = 0.0
-    frequency_penalty: NonNegativeFloat | None = 0.0
-    repetition_penalty: NonNegativeFloat | None = 1.03
-    user: str | None = None
-
-
-class AudioTranscriptionResponse(BaseModel):
-    """Text of a transcription."""
-
-    text: str
-
-
-class AudioSpeechRequest(BaseModel):
-    """Text-to-speech request."""
-
-    input: str
-    model: str | None = "microsoft/speecht5_tts"
-    voice: str | None = "default"
-    response_format: str | None = "mp3"
-    speed: NonNegativeFloat | None = 1.0
 
 
 class ChatMessage(BaseModel):
