@@ -40,41 +40,79 @@ _PACKAGES = (
 )
 
 
-def _modules() -> dict[str, dict[str, object]]:
-    import megaservice
-    from megaservice import constants, dag, microservice, orchestrator, protocol, statistics
-    from megaservice.compat import opea, utils
-    from megaservice.protocol import assistants, audio, finetuning, forms, openai, rag
+def _public(*modules: types.ModuleType) -> dict[str, object]:
+    """The names in the `__all__` of `modules`."""
+    return {name: getattr(module, name) for module in modules for name in module.__all__}
 
+
+def _modules() -> dict[str, dict[str, object]]:
+    """What each of OPEA's modules holds, from megaservice's (tests/compat/test_opea_names.py lists OPEA's names)."""
+    import megaservice
+    from megaservice import constants, dag, microservice, protocol, statistics
+    from megaservice.compat import opea, utils
+    from megaservice.metrics import OrchestratorMetrics
+    from megaservice.protocol import assistants, audio, finetuning, forms, guardrails, openai, rag
+
+    logger = opea.CustomLogger()
+    logging_names = {"CustomLogger": opea.CustomLogger, "logger": logger}
+    off = {"LOGFLAG": False, "logflag": False, "ENABLE_OPEA_TELEMETRY": False}  # OPEA's import-time env flags
     top = {name: getattr(megaservice, name) for name in megaservice.__all__}
-    top.update({name: getattr(opea, name) for name in opea.__all__})
+    top.update(_public(opea))
     top["collect_all_statistics"] = statistics.collect_all_statistics
+    core_types = {"ServiceRoleType": constants.ServiceRoleType, "ServiceType": constants.ServiceType}
     return {
         "comps": top,
         "comps.version": {"__version__": megaservice.__version__},
-        "comps.cores.mega.constants": vars(constants),
+        "comps.cores.mega.constants": _public(constants),
         "comps.cores.mega.dag": {"DAG": dag.DAG},
-        "comps.cores.mega.micro_service": vars(microservice),
-        "comps.cores.mega.http_service": vars(microservice),
-        "comps.cores.mega.base_service": {"BaseService": microservice.BaseService},
-        "comps.cores.mega.orchestrator": {**vars(orchestrator), "opea_telemetry": opea.opea_telemetry},
-        "comps.cores.mega.base_statistics": vars(statistics),
-        "comps.cores.mega.logger": {"CustomLogger": opea.CustomLogger, "logger": opea.CustomLogger()},
-        "comps.cores.mega.utils": vars(utils),
-        "comps.cores.mega.orchestrator_with_yaml": {"ServiceOrchestratorWithYaml": opea.ServiceOrchestratorWithYaml},
-        "comps.cores.proto.docarray": vars(protocol),
-        "comps.cores.proto.api_protocol": {
-            **vars(openai),
-            **vars(rag),
-            **vars(audio),
-            **vars(assistants),
-            **vars(finetuning),
-            **vars(forms),
+        "comps.cores.mega.micro_service": {
+            **_public(microservice),
+            **core_types,
+            **logging_names,
+            "MCPFuncType": constants.MCPFuncType,
+            "TextDoc": megaservice.TextDoc,
+            "check_ports_availability": utils.check_ports_availability,
+            "logflag": off["logflag"],
         },
-        "comps.cores.telemetry.opea_telemetry": {"opea_telemetry": opea.opea_telemetry, "tracer": opea.tracer},
-        "comps.cores.common.component": {
-            name: getattr(opea, name) for name in ("OpeaComponent", "OpeaComponentLoader", "OpeaComponentRegistry")
+        "comps.cores.mega.http_service": {
+            "BaseService": microservice.BaseService,
+            "HTTPService": microservice.HTTPService,
+            "collect_all_statistics": statistics.collect_all_statistics,
         },
+        "comps.cores.mega.base_service": {"BaseService": microservice.BaseService, **logging_names},
+        "comps.cores.mega.orchestrator": {
+            "ServiceOrchestrator": megaservice.ServiceOrchestrator,
+            "DAG": dag.DAG,
+            "LLMParams": megaservice.LLMParams,
+            "OrchestratorMetrics": OrchestratorMetrics,
+            "ServiceType": constants.ServiceType,
+            "opea_telemetry": opea.opea_telemetry,
+            "LOGFLAG": off["LOGFLAG"],
+            "ENABLE_OPEA_TELEMETRY": off["ENABLE_OPEA_TELEMETRY"],
+            **logging_names,
+        },
+        "comps.cores.mega.base_statistics": _public(statistics),
+        "comps.cores.mega.logger": logging_names,
+        "comps.cores.mega.utils": {**_public(utils), "CustomLogger": opea.CustomLogger},
+        "comps.cores.mega.orchestrator_with_yaml": {
+            "ServiceOrchestratorWithYaml": opea.ServiceOrchestratorWithYaml,
+            "DAG": dag.DAG,
+        },
+        "comps.cores.proto.docarray": {
+            **{name: getattr(protocol, name) for name in protocol.__all__},
+            **_public(guardrails),
+        },
+        "comps.cores.proto.api_protocol": _public(openai, rag, audio, assistants, finetuning, forms),
+        "comps.cores.telemetry.opea_telemetry": {
+            "opea_telemetry": opea.opea_telemetry,
+            "tracer": opea.tracer,
+            "detach_ignore_err": opea.detach_ignore_err,
+            "SERVICE_NAME": "opea",
+            "telemetry_endpoint": None,
+            "ENABLE_OPEA_TELEMETRY": off["ENABLE_OPEA_TELEMETRY"],
+            **logging_names,
+        },
+        "comps.cores.common.component": {**_public(opea), **logging_names},
     }
 
 

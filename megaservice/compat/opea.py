@@ -15,6 +15,7 @@ __all__ = [
     "OpeaComponentLoader",
     "OpeaComponentRegistry",
     "ServiceOrchestratorWithYaml",
+    "detach_ignore_err",
     "opea_telemetry",
     "tracer",
 ]
@@ -148,3 +149,7 @@ class OpeaComponentLoader:
     async def invoke(self, *args: Any, **kwargs: Any) -> Any:
         """Call the component."""
         return await self.component.invoke(*args, **kwargs)
+
+
+def detach_ignore_err(self: Any, token: object) -> None:
+    """OPEA's patch of OpenTelemetry's context `detach` (it swallowed errors); megaservice patches nothing."""
