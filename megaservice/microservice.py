@@ -22,18 +22,17 @@ from enum import Enum
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import orjson
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
-from megaservice._app import ServiceApp
 from megaservice._server import HealthCheckFilter, bind_socket
+from megaservice._serving.app import ServiceApp
 from megaservice._version import __version__
 from megaservice.client import close_client
 from megaservice.constants import MCPFuncType, MegaServiceEndpoint, ServiceRoleType, ServiceType
-from megaservice.exceptions import ConfigurationError, UpstreamError
+from megaservice.exceptions import ConfigurationError
 from megaservice.limits import Limits
 from megaservice.protocol.docs import TextDoc
 from megaservice.protocol.limits import set_input_limits
@@ -141,7 +140,6 @@ class HTTPService(BaseService):
 
             # Unlike OPEA, no credentials with a wildcard origin: browsers would send cookies to anyone.
             app.add_middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["*"], allow_headers=["*"])
-        app.add_exception_handler(UpstreamError, _upstream_error_response)  # type: ignore[arg-type]
         app.seal_middleware()
         # The probes' answers are documented as JSON schemas, not response models: a response model
         # makes FastAPI import `pydantic.v1` (0.9 MiB in every service) to check it is not one.
@@ -580,11 +578,6 @@ def register_microservice(
         return func
 
     return decorator
-
-
-async def _upstream_error_response(request: Request, exc: UpstreamError) -> Response:
-    logger.warning("%s %s failed at node %s: %s", request.method, request.url.path, exc.node, exc)
-    return Response(orjson.dumps(exc.to_dict()), status_code=exc.status_code, media_type="application/json")
 
 
 async def _empty_ok() -> Response:
