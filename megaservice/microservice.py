@@ -54,7 +54,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 # constructed, as OPEA does (its tests construct services, fork, and expect the port to be taken).
 _bind_on_construction = False
 
-_LOCAL_ONLY = frozenset(("app", "settings", "limits", "uvicorn_kwargs", "cors", "buffer_lock", "request_buffer"))
+_LOCAL_ONLY = frozenset(
+    ("app", "settings", "limits", "uvicorn_kwargs", "cors", "bound_port", "buffer_lock", "request_buffer")
+)
 """What a local service has and a remote node has not: what `HTTPService` and batching add to serve."""
 _LOCAL_STATE = frozenset(("_app", "_lifecycle", "_sockets"))
 """The state `HTTPService`'s methods read: calling one on a remote node says why it cannot."""

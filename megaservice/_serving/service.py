@@ -167,17 +167,19 @@ class HTTPService(BaseService):
 
     def start(self) -> None:
         """Bind the port and serve until stopped (SIGINT/SIGTERM or `stop()`); blocks, as in OPEA."""
-        self.server = self._server()
+        sockets = self._listen()
         try:
-            self.server.run(sockets=self._listen())
+            self.server = self._server()
+            self.server.run(sockets=sockets)
         finally:
             self._close_sockets()
 
     async def serve(self) -> None:
         """Serve inside the running event loop until `stop()` (or cancellation)."""
-        self.server = self._server()
+        sockets = self._listen()
         try:
-            await self.server.serve(sockets=self._listen())
+            self.server = self._server()
+            await self.server.serve(sockets=sockets)
         finally:
             self._close_sockets()
 
