@@ -30,8 +30,6 @@ from collections.abc import Callable, Sequence
 from enum import Enum
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from pydantic import BaseModel
-
 from megaservice._serving.batching import RequestBuffer, process_batches
 from megaservice._serving.openapi import chat_body_model
 from megaservice._serving.service import DEFAULT_DESCRIPTION, BaseService, HTTPService
@@ -193,23 +191,14 @@ class MicroService(HTTPService):
             return f"{self.host}{self.endpoint}"
         return f"{self.protocol}://{self.host}:{self.port}{self.endpoint}"
 
-    def add_route(
-        self,
-        endpoint: str,
-        handler: Callable[..., Any],
-        methods: Sequence[str] | None = None,
-        *,
-        body_model: type[BaseModel] | str | None = None,
-    ) -> None:
-        """Add a FastAPI route (the handler may take a `Request` or pydantic bodies and return a response).
+    def _implied_body_model(self, endpoint: str, handler: Callable[..., Any]) -> str | None:
+        """On a megaservice, OPEA's `ChatCompletionRequest` for a chat endpoint whose handler reads the `Request`.
 
-        On a megaservice, a chat-style endpoint (`/v1/chatqna`, `/v1/codegen`, …) whose handler reads
-        the `Request` itself is documented in the OpenAPI schema as taking a `ChatCompletionRequest`,
-        which is what OPEA's gateways parse there.
+        Chat endpoints: `/v1/chatqna`, `/v1/codegen`, ...; `ChatCompletionRequest` is what OPEA's gateways parse there.
         """
-        if body_model is None and self.service_role == ServiceRoleType.MEGASERVICE:
-            body_model = chat_body_model(endpoint, handler)
-        super().add_route(endpoint, handler, methods, body_model=body_model)
+        if self.service_role == ServiceRoleType.MEGASERVICE:
+            return chat_body_model(endpoint, handler)
+        return None
 
     async def dynamic_batching_infer(self, service_type: Any, batch: list[dict[str, Any]]) -> list[Any]:
         """Process one batch of buffered requests; assign your own function to this attribute."""

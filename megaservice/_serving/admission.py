@@ -14,7 +14,6 @@ written straight to the server: no handler, no FastAPI.
 import orjson
 from starlette.types import Message, Receive, Scope, Send
 
-from megaservice._serving.direct import JSON_HEADER
 from megaservice._serving.disconnect import Exchange
 from megaservice.exceptions import InputError
 from megaservice.limits import Limits
@@ -22,6 +21,7 @@ from megaservice.limits import Limits
 __all__ = ["admit", "limited", "refuse", "refuse_busy"]
 
 _ORIGIN = b"origin"
+_JSON_HEADER = (b"content-type", b"application/json")
 
 
 async def admit(
@@ -84,6 +84,6 @@ async def refuse_busy(send: Send, limits: Limits, inflight: int) -> None:
 async def refuse(send: Send, status: int, detail: str, headers: list[tuple[bytes, bytes]] | None = None) -> None:
     """Answer `status` with `{"detail": detail}` and `headers`, straight to the server."""
     body = orjson.dumps({"detail": detail})
-    raw = [(b"content-length", str(len(body)).encode()), JSON_HEADER, *(headers or [])]
+    raw = [(b"content-length", str(len(body)).encode()), _JSON_HEADER, *(headers or [])]
     await send({"type": "http.response.start", "status": status, "headers": raw})
     await send({"type": "http.response.body", "body": body})

@@ -27,9 +27,9 @@ from starlette.websockets import WebSocket
 
 from megaservice._serving.errors import InvalidJSONBodyError, error_response
 
-__all__ = ["JSON_HEADER", "DirectRoute", "direct_form"]
+__all__ = ["DirectRoute", "direct_form"]
 
-JSON_HEADER = (b"content-type", b"application/json")
+_JSON_HEADER = (b"content-type", b"application/json")
 
 
 class _Request(Request):
@@ -87,7 +87,7 @@ class DirectRoute:
                     {
                         "type": "http.response.start",
                         "status": 200,
-                        "headers": [(b"content-length", str(len(body)).encode()), JSON_HEADER],
+                        "headers": [(b"content-length", str(len(body)).encode()), _JSON_HEADER],
                     }
                 )
                 await send({"type": "http.response.body", "body": body})

@@ -147,9 +147,16 @@ class HTTPService(BaseService):
         """Add a FastAPI route (the handler may take a `Request` or pydantic bodies and return a response).
 
         `body_model` documents in the OpenAPI schema the JSON body of a handler that reads the
-        `Request` itself: a model, or `"module:Name"` (imported when the schema is built).
+        `Request` itself: a model, or `"module:Name"` (imported when the schema is built). Without
+        it, a `MicroService` megaservice documents its chat endpoints' bodies (`ChatCompletionRequest`).
         """
+        if body_model is None:
+            body_model = self._implied_body_model(endpoint, handler)
         self._app.add_route_fast(endpoint, handler, methods=list(methods or ["POST"]), body_model=body_model)
+
+    def _implied_body_model(self, endpoint: str, handler: Callable[..., Any]) -> type[BaseModel] | str | None:
+        """The body model documented for a route added without one: none."""
+        return None
 
     def add_startup_event(self, func: Callable[[], Awaitable[Any]] | Awaitable[Any]) -> None:
         """Run `func` (a coroutine, or an async function) as a background task while the service runs."""

@@ -6,7 +6,7 @@ import httpx
 import pytest
 from fastapi import Request
 
-from megaservice import Limits, MicroService
+from megaservice import MicroService
 from megaservice.testing import client_for, serve
 
 pytestmark = pytest.mark.anyio
@@ -42,14 +42,9 @@ async def test_a_key_is_required_and_checked():
     assert probe.status_code == metrics.status_code == 200  # probes stay public
 
 
-async def test_keys_and_limits_come_from_the_environment(monkeypatch):
+async def test_a_service_checks_the_keys_and_limits_of_the_environment(monkeypatch):
     monkeypatch.setenv("MEGASERVICE_API_KEYS", "k1, k2")
     monkeypatch.setenv("MEGASERVICE_MAX_BODY_BYTES", "10")
-    monkeypatch.setenv("MEGASERVICE_MAX_INFLIGHT", "0")
-    limits = Limits.from_env()
-    assert limits.api_keys == ("k1", "k2")
-    assert limits.max_body_bytes == 10
-    assert limits.max_inflight is None
     async with client_for(service().app) as client:
         ok = await client.post("/v1/echo", content=b"{}", headers={"X-API-Key": "k2"})
         big = await client.post("/v1/echo", content=b"x" * 11, headers={"X-API-Key": "k2"})
