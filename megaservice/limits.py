@@ -15,7 +15,12 @@ from megaservice.settings import EnvSettings, variable
 __all__ = ["PROBE_PATHS", "InputLimits", "Limits"]
 
 PROBE_PATHS = frozenset({"/v1/health_check", "/v1/health", "/health", "/v1/ready", "/metrics"})
-"""The probes every service answers: public (no key) and never counted as in flight."""
+"""The probes every service answers; the one list of them.
+
+Every service serves these paths (`megaservice._serving.probes`), admits them without a key and
+without counting them in flight (the default of `Limits.public_paths`), and keeps them out of its
+access log (`megaservice._serving.server`).
+"""
 
 
 @dataclass(frozen=True, slots=True)

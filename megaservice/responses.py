@@ -9,7 +9,7 @@ from starlette.background import BackgroundTask
 from starlette.responses import StreamingResponse as _StarletteStreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from megaservice._app import SERVER_SEND, WATCHED
+from megaservice._serving.disconnect import SERVER_SEND, WATCHED
 
 __all__ = ["StreamingResponse", "aclose", "flatten", "join"]
 

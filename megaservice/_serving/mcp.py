@@ -10,8 +10,7 @@ from collections.abc import Callable
 from enum import Enum
 from typing import Any
 
-from starlette.routing import BaseRoute
-
+from megaservice._serving.app import ServiceApp
 from megaservice.constants import MCPFuncType
 from megaservice.exceptions import ConfigurationError, MissingDependencyError
 
@@ -40,11 +39,8 @@ class MCPBridge:
         else:
             raise ConfigurationError(f"unknown MCP function type {kind!r}: use MCPFuncType.TOOL, RESOURCE or PROMPT")
 
-    def routes(self) -> list[BaseRoute]:
-        """The SSE transport's routes, to add to the service's app."""
-        return list(self.server.sse_app().routes)
-
-    def paths(self) -> tuple[str, ...]:
-        """Where those routes are (the MCP transport handles client disconnects itself)."""
+    def attach(self, app: ServiceApp) -> None:
+        """Serve the SSE transport's routes on `app`, without its disconnect watcher (MCP handles disconnects)."""
+        app.router.routes.extend(self.server.sse_app().routes)
         settings = self.server.settings
-        return (settings.sse_path, settings.message_path)
+        app.unwatched += (settings.sse_path, settings.message_path)
