@@ -191,6 +191,11 @@ class MicroService(HTTPService):
             return f"{self.host}{self.endpoint}"
         return f"{self.protocol}://{self.host}:{self.port}{self.endpoint}"
 
+    def _validate_env(self, *args: Any) -> None:
+        # OPEA compat: OPEA's tests/cores/mega/test_hybrid_service_orchestrator.py calls this on a remote
+        # node and expects an error; nothing else does (a node has no environment of its own to check).
+        raise ConfigurationError(f"{self.name}: there is no environment to validate on a node")
+
     def _implied_body_model(self, endpoint: str, handler: Callable[..., Any]) -> str | None:
         """On a megaservice, OPEA's `ChatCompletionRequest` for a chat endpoint whose handler reads the `Request`.
 
