@@ -15,6 +15,7 @@ from fastapi import FastAPI
 from pydantic import BaseModel
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from megaservice._serving.access import log_access
 from megaservice._serving.admission import admit, refuse_busy
 from megaservice._serving.direct import DirectRoute, direct_form
 from megaservice._serving.disconnect import SERVER_SEND, WATCHED, Exchange
@@ -34,8 +35,12 @@ _DOCUMENTED_ONLY = frozenset({"tags", "include_in_schema", "responses", "respons
 class ServiceApp(FastAPI):
     """FastAPI, plus admission, the disconnect watcher and the direct path for routes added with `add_route_fast`."""
 
-    def __init__(self, limits: Limits | None = None, *, http_metrics: bool = True, **kwargs: Any) -> None:
+    def __init__(
+        self, limits: Limits | None = None, *, http_metrics: bool = True, access_log: bool = True, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
+        self.access_log = access_log
+        """Log one line per request once its answer is complete (the probes left out): `log_access`."""
         self.router.route_class = Route
         self.limits = limits if limits is not None else Limits()
         self.inflight = 0
@@ -140,6 +145,8 @@ class ServiceApp(FastAPI):
             exchange.close()
             scope.pop(SERVER_SEND, None)  # the scope must not keep the server's connection (a reference cycle)
             self._count(scope, exchange, target, started)
+            if self.access_log and exchange.status:
+                log_access(scope, exchange.status)
 
     def _target(self, scope: Scope, origin: bool) -> ASGIApp:
         """The direct route of the request, if it can take it (`megaservice._serving.direct`); FastAPI otherwise."""

@@ -1,16 +1,15 @@
-"""uvicorn and the process: the sockets we bind, the server's options, a quiet access log, GC tuning."""
+"""uvicorn and the process: the sockets we bind, the server's options, GC tuning."""
 
 import gc
-import logging
 import socket
 from typing import Any
 
 import uvicorn
 from starlette.types import ASGIApp
 
-from megaservice.limits import PROBE_PATHS
+from megaservice._serving.access import take_over_uvicorn_access_log
 
-__all__ = ["ProbeLogFilter", "bind_socket", "quiet_probe_logs", "tune_garbage_collector", "uvicorn_config"]
+__all__ = ["bind_socket", "tune_garbage_collector", "uvicorn_config"]
 
 _GC_YOUNG_THRESHOLD = 10_000
 
@@ -32,29 +31,16 @@ def bind_socket(host: str, port: int) -> socket.socket:
 
 
 def uvicorn_config(app: ASGIApp, host: str, port: int, options: dict[str, Any]) -> uvicorn.Config:
-    """The server's configuration: OPEA's defaults (`info` logs, 5 s graceful shutdown), then `options`."""
+    """The server's configuration: OPEA's defaults (`info` logs, 5 s graceful shutdown), then `options`.
+
+    The service writes the access line itself, off the response's critical path: the handlers of
+    uvicorn's access logger go to the service's (`megaservice._serving.access`).
+    """
     # No websockets route in a service: `ws="none"` spares importing a websockets implementation.
     defaults: dict[str, Any] = {"log_level": "info", "timeout_graceful_shutdown": 5, "ws": "none"}
-    return uvicorn.Config(app, host=host, port=port, **{**defaults, **options})
-
-
-class ProbeLogFilter(logging.Filter):
-    """Drop access-log lines of the probes (`megaservice.limits.PROBE_PATHS`; OPEA drops `/v1/health_check`)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        """Whether `record` is not the access-log line of a probe."""
-        args = record.args
-        if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str):  # uvicorn's: path?query third
-            return args[2].partition("?")[0] not in PROBE_PATHS
-        return True
-
-
-_PROBE_LOG_FILTER = ProbeLogFilter()
-
-
-def quiet_probe_logs() -> None:
-    """Keep the probes out of uvicorn's access log (once per process, however many services start)."""
-    logging.getLogger("uvicorn.access").addFilter(_PROBE_LOG_FILTER)
+    config = uvicorn.Config(app, host=host, port=port, **{**defaults, **options})  # configures logging
+    take_over_uvicorn_access_log()
+    return config
 
 
 def tune_garbage_collector() -> None:

@@ -17,7 +17,7 @@ from pydantic import BaseModel
 from megaservice._serving.app import ServiceApp
 from megaservice._serving.lifespan import Lifecycle, ReadinessCheck
 from megaservice._serving.probes import add_probes
-from megaservice._serving.server import bind_socket, quiet_probe_logs, uvicorn_config
+from megaservice._serving.server import bind_socket, uvicorn_config
 from megaservice.limits import Limits
 from megaservice.settings import Settings
 
@@ -123,6 +123,7 @@ class HTTPService(BaseService):
         app = ServiceApp(
             self.limits,
             http_metrics=self.settings.http_metrics,
+            access_log=self.settings.access_log and bool(self.uvicorn_kwargs.get("access_log", True)),
             title=self.title,
             description=self.description,
             lifespan=self._lifecycle.lifespan,
@@ -208,7 +209,6 @@ class HTTPService(BaseService):
             self._close_sockets()
 
     def _server(self) -> uvicorn.Server:
-        quiet_probe_logs()
         return uvicorn.Server(uvicorn_config(self._app, self.host_address, self.primary_port, self.uvicorn_kwargs))
 
     def _listen(self) -> list[socket.socket]:

@@ -8,7 +8,7 @@ import httpx
 import pytest
 from fastapi import Request
 
-from megaservice import MicroService, __version__
+from megaservice import HTTPService, MicroService, Settings, __version__
 from megaservice.limits import PROBE_PATHS
 from megaservice.testing import client_for
 
@@ -109,9 +109,9 @@ class Lines(logging.Handler):
         self.lines.append(record.getMessage())
 
 
-async def test_the_probes_stay_out_of_the_access_log() -> None:
-    service = MicroService("logged", host="127.0.0.1", port=0)
-    access = logging.getLogger("uvicorn.access")
+async def access_lines(service: HTTPService, paths: list[str]) -> list[str]:
+    """The paths of the access-log lines `service` writes while it answers GETs of `paths`."""
+    access = logging.getLogger("megaservice.access")
     lines = Lines()
     serving = asyncio.ensure_future(service.serve())
     try:
@@ -120,14 +120,28 @@ async def test_the_probes_stay_out_of_the_access_log() -> None:
                 await asyncio.sleep(0.01)
             access.addHandler(lines)  # after uvicorn configured its loggers
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{service.bound_port}") as client:
-                for path in sorted(PROBE_PATHS):
+                for path in paths:
                     await client.get(path)
-                    await client.get(f"{path}?verbose=1")
-                await client.get("/v1/statistics")
-                await client.get("/healthz")
     finally:
         access.removeHandler(lines)
         service.stop()
         await serving
-    paths = [line.split('"')[1].split()[1] for line in lines.lines]
-    assert paths == ["/v1/statistics", "/healthz"]
+    return [line.split('"')[1].split()[1] for line in lines.lines]
+
+
+async def test_the_probes_stay_out_of_the_access_log() -> None:
+    service = MicroService("logged", host="127.0.0.1", port=0)
+    probes = [p for path in sorted(PROBE_PATHS) for p in (path, f"{path}?verbose=1")]
+    paths = await access_lines(service, [*probes, "/v1/statistics", "/healthz?x=1"])
+    assert paths == ["/v1/statistics", "/healthz?x=1"]
+
+
+async def test_the_access_log_can_be_turned_off() -> None:
+    by_env = MicroService(
+        "quiet", host="127.0.0.1", port=0, settings=Settings.from_env({"MEGASERVICE_ACCESS_LOG": "0"})
+    )
+    by_uvicorn = MicroService("quiet2", host="127.0.0.1", port=0)
+    by_uvicorn_kwargs = HTTPService(uvicorn_kwargs={"access_log": False}, runtime_args={"host": "127.0.0.1", "port": 0})
+    assert await access_lines(by_env, ["/v1/statistics"]) == []
+    assert await access_lines(by_uvicorn_kwargs, ["/v1/statistics"]) == []
+    assert await access_lines(by_uvicorn, ["/v1/statistics"]) == ["/v1/statistics"]
