@@ -41,8 +41,9 @@ class ConfigurationError(MegaserviceError):
 class MissingDependencyError(MegaserviceError, ImportError):
     """An optional dependency is missing; the message names the pip extra to install."""
 
-    def __init__(self, package: str, extra: str | None = None) -> None:
-        hint = f"pip install 'megaservice[{extra}]'" if extra else f"pip install {package}"
+    def __init__(self, package: str, extra: str | None = None, *, hint: str | None = None) -> None:
+        if hint is None:
+            hint = f"pip install 'megaservice[{extra}]'" if extra else f"pip install {package}"
         super().__init__(f"{package} is not installed: {hint}")
         self.package = package
         self.extra = extra

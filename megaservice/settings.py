@@ -48,6 +48,7 @@ __all__ = [
     "EnvSettings",
     "NodeSettings",
     "Settings",
+    "StorageSettings",
     "Variable",
     "describe",
     "environment",
@@ -56,6 +57,7 @@ __all__ = [
     "parse_bool",
     "settings_classes",
     "variable",
+    "work_offline",
 ]
 
 TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
@@ -244,6 +246,35 @@ def _unwrap(hint: Any) -> tuple[Any, bool]:
 def environment() -> dict[str, str]:
     """A copy of the process's environment, for starting child processes with it."""
     return dict(os.environ)
+
+
+def work_offline() -> None:
+    """Make Hugging Face libraries fail fast on a missing local file instead of downloading it.
+
+    Sets `HF_HUB_OFFLINE=1` and `TRANSFORMERS_OFFLINE=1` unless the environment sets them already
+    (`HF_HUB_OFFLINE=0` lets a component download a user-named model from the hub). Called by the
+    component entry points, before a model library is imported.
+    """
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", os.environ["HF_HUB_OFFLINE"])
+
+
+def _default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "megaservice"
+
+
+@dataclass(frozen=True, slots=True)
+class StorageSettings(EnvSettings):
+    """Where megaservice keeps what it stores (the embedded database, uploaded files)."""
+
+    data_dir: Path = variable(
+        "MEGASERVICE_DATA_DIR",
+        default_factory=_default_data_dir,
+        shown_default="`$XDG_DATA_HOME/megaservice` (`~/.local/share/megaservice`)",
+        help="The folder of everything megaservice stores: the embedded PostgreSQL, ingested files.",
+    )
+    """The folder of everything megaservice stores."""
 
 
 # -- the process-level settings ------------------------------------------------------------------

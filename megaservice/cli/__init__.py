@@ -1,0 +1,8 @@
+"""The `megaservice` command.
+
+megaservice serve NAME [--backend B] [--host H] [--port P]    one component, in this process
+"""
+
+from megaservice.cli.app import app, main
+
+__all__ = ["app", "main"]

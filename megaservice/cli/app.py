@@ -1,0 +1,43 @@
+"""The `megaservice` command's commands (typer): each is a thin layer over a function of the package."""
+
+from typing import Annotated
+
+import typer
+
+from megaservice.components import COMPONENTS
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="megaservice",
+    help="Run GenAI pipelines as HTTP microservices (OPEA-compatible).",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+
+@app.callback()
+def _root() -> None:
+    """Run GenAI pipelines as HTTP microservices (OPEA-compatible)."""
+
+
+@app.command()
+def serve(
+    name: Annotated[str, typer.Argument(help=f"The component: {', '.join(COMPONENTS)}.")],
+    backend: Annotated[str | None, typer.Option(help="Its backend (default: from the environment).")] = None,
+    host: Annotated[str | None, typer.Option(help="The address to listen on.")] = None,
+    port: Annotated[int | None, typer.Option(help="The port to listen on (default: the component's).")] = None,
+) -> None:
+    """Serve one component (the same as `python -m megaservice.components.NAME`)."""
+    if name not in COMPONENTS:
+        raise typer.BadParameter(
+            f"no component {name!r}; the components are: {', '.join(COMPONENTS)}", param_hint="NAME"
+        )
+    from megaservice.components._shared.runner import serve as serve_component
+
+    serve_component(name, backend=backend, host=host, port=port)
+
+
+def main() -> None:
+    """The console script's entry point."""
+    app()

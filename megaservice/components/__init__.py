@@ -1,0 +1,41 @@
+"""The component services a pipeline is made of, each OPEA-compatible (routes, shapes, env names, ports).
+
+Every component is a folder with the same parts:
+
+    __init__.py    exports <Name>Settings, <Name>Backend, load_backend, create_service
+    backend.py     the backend Protocol, the settings (`megaservice.settings.variable` fields), load_backend()
+    service.py     create_service(settings, backend=None) -> MicroService: the HTTP routes over a backend
+    <backend>.py   one file per backend (its optional dependencies imported there, and only there)
+    __main__.py    python -m megaservice.components.<name>  (the same as `megaservice serve <name>`)
+
+A component's settings have at least `host`, `port` and `backend` (the CLI's `--host`, `--port`,
+`--backend` replace them). Model inference and blocking libraries run in worker threads
+(`_shared.blocking`), never on the event loop; `/v1/ready` answers 503 until the backend is ready.
+"""
+
+import importlib
+from types import ModuleType
+
+__all__ = ["COMPONENTS", "component_module"]
+
+COMPONENTS: dict[str, str] = {
+    "embedding": "megaservice.components.embedding",
+    "clip": "megaservice.components.clip",
+    "retriever": "megaservice.components.retriever",
+    "dataprep": "megaservice.components.dataprep",
+    "reranker": "megaservice.components.reranker",
+    "llm": "megaservice.components.llm",
+    "llm-server": "megaservice.components.llm_server",
+    "bias": "megaservice.components.bias",
+    "guardrails": "megaservice.components.guardrails",
+}
+"""`megaservice serve NAME`: the component package of each NAME."""
+
+
+def component_module(name: str) -> ModuleType:
+    """The package of component `name` (`KeyError` naming the known ones if there is none)."""
+    try:
+        path = COMPONENTS[name]
+    except KeyError:
+        raise KeyError(f"no component {name!r}; the components are: {', '.join(COMPONENTS)}") from None
+    return importlib.import_module(path)
