@@ -22,7 +22,7 @@ pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("upstream_client")]
 
 @pytest.fixture
 async def nodes():
-    """The fakes of a test, served in process (the DAG logic needs no socket; see test_transports for those)."""
+    """The fakes of a test, served in process (the DAG logic needs no socket; see test_client for those)."""
     async with InProcess() as served:
         yield served
 

@@ -1,6 +1,6 @@
 """Which client carries a node call: httptools for plain http, aiohttp for https, each on real sockets.
 
-The failure cases of both are in test_faults.py (every fault, over each scheme); here: a whole
+The failure cases of both are in tests/_pipeline/test_faults.py (every fault, over each scheme); here: a whole
 pipeline over https and what https verifies. That a plain-http pipeline never loads aiohttp is in
 test_footprint.py.
 """
