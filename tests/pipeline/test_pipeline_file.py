@@ -1,0 +1,92 @@
+"""The pipeline file: the shipped ones load; a broken one is refused naming the file, the line and the problem."""
+
+import pytest
+
+from megaservice import ServiceType
+from megaservice.pipeline import PipelineFileError, build_orchestrator, load_pipeline, parse_pipeline, shipped_pipelines
+
+GOOD = """\
+name: small
+services:
+  embedding: {component: embedding}
+  retriever:
+    component: retriever
+    needs: [postgres]
+  postgres: {component: postgres}
+  llm:
+    component: llm
+    env: {LLM_ENDPOINT: "http://127.0.0.1:8008", STREAM: true}
+megaservice:
+  flow: [embedding, retriever, llm]
+"""
+
+
+def test_the_shipped_pipelines_load_with_their_default_ports():
+    assert set(shipped_pipelines()) >= {"chatqna", "seeds"}
+    chatqna = load_pipeline("chatqna", environ={})
+    ports = {name: spec.port for name, spec in chatqna.services.items() if spec.port is not None}
+    assert ports == {
+        "dataprep": 5000,
+        "embedding": 6000,
+        "retriever": 7000,
+        "reranker": 8000,
+        "llm-server": 8008,
+        "llm": 9000,
+        "guardrail": 9092,
+    }
+    assert chatqna.megaservice.port == 8888
+    assert chatqna.start_order().index("postgres") < chatqna.start_order().index("retriever")
+    seeds = load_pipeline("seeds", environ={"LLM_ENDPOINT": "http://gpu-box:11434"})
+    assert seeds.services["ollama"].base_url() == "http://gpu-box:11434"
+    assert seeds.services["clip"].port == 6990
+    assert load_pipeline("seeds", environ={}).services["ollama"].base_url() == "http://localhost:8008"
+
+
+def test_a_pipeline_builds_its_orchestrator():
+    pipeline = parse_pipeline(GOOD)
+    orchestrator = build_orchestrator(pipeline)
+    nodes = orchestrator.services
+    assert list(nodes) == ["embedding/MicroService", "retriever/MicroService", "llm/MicroService"]
+    assert nodes["embedding/MicroService"].endpoint_path() == "http://127.0.0.1:6000/v1/embeddings"
+    assert nodes["llm/MicroService"].endpoint_path() == "http://127.0.0.1:9000/v1/chat/completions"
+    assert nodes["llm/MicroService"].service_type == ServiceType.LLM
+    assert orchestrator.downstream("embedding/MicroService") == ["retriever/MicroService"]
+    assert pipeline.services["llm"].env == {"LLM_ENDPOINT": "http://127.0.0.1:8008", "STREAM": "true"}
+
+
+def test_a_url_server_is_a_node_at_its_address():
+    pipeline = parse_pipeline(
+        "name: x\nservices:\n  ollama: {url: 'http://h:11434', role: llm}\nmegaservice:\n  flow: [ollama]\n"
+    )
+    node = build_orchestrator(pipeline).services["ollama/MicroService"]
+    assert node.endpoint_path() == "http://h:11434/v1/chat/completions"
+    assert pipeline.start_order() == []
+
+
+@pytest.mark.parametrize(
+    ("change", "line", "message"),
+    [
+        (("component: retriever", "component: retriver"), 5, "unknown component 'retriver'"),
+        (("needs: [postgres]", "needs: [postgress]"), 6, "needs names unknown services: postgress"),
+        (("flow: [embedding, retriever, llm]", "flow: [embedding, retriever, llm, ghost]"), 12, "'ghost'"),
+        (("flow: [embedding, retriever, llm]", 'flow: ["embedding -> llm", "llm -> embedding"]'), 12, "not a DAG"),
+        (("flow: [embedding, retriever, llm]", "flow: [embedding, postgres]"), 12, "cannot be a node of the flow"),
+        (("  postgres: {component: postgres}", "  postgres: {component: postgres, port: 6000}"), None, "port 6000"),
+        (("  embedding: {component: embedding}", "  embedding: {component: embedding, port: 0}"), 3, "greater than"),
+        (("  embedding: {component: embedding}", "  embedding: {component: embedding, colour: red}"), 3, "colour"),
+        (("  embedding: {component: embedding}", "  embedding: {component: embedding"), None, "not valid YAML"),
+    ],
+)
+def test_a_broken_pipeline_is_refused_naming_the_line_and_the_problem(change, line, message):
+    with pytest.raises(PipelineFileError) as refused:
+        parse_pipeline(GOOD.replace(*change), "small.yaml")
+    text = str(refused.value)
+    assert message in text
+    assert text.startswith("small.yaml:")
+    if line is not None:
+        assert text.startswith(f"small.yaml:{line}:"), text
+
+
+def test_an_unknown_pipeline_names_the_shipped_ones():
+    with pytest.raises(Exception, match="chatqna"):
+        load_pipeline("no-such-pipeline")
