@@ -5,8 +5,10 @@ no socket); the faults below the HTTP layer (a refused connection, a server that
 real sockets.
 """
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import socket
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any, NamedTuple
 
 import pytest
@@ -266,11 +268,43 @@ async def test_the_model_server_refusing_this_services_key_or_failing_is_a_502_n
 
 async def test_a_model_server_that_is_down_is_a_502_naming_it():
     url = unused_url()
+    started = time.monotonic()
     status, answer = await ask(url, {"messages": USER, "stream": True})
+    assert time.monotonic() - started < 1.0  # refused: at once, well within the connect timeout
     assert status == 502
     assert answer["node"] == "model-server"
     assert answer["type"] == "upstream_unreachable"
     assert url in answer["message"]
+
+
+@contextmanager
+def unaccepting_url() -> Iterator[str]:
+    """A loopback URL whose listener never accepts: its backlog is full, so a connection attempt hangs."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    fillers = []
+    for _ in range(4):
+        filler = socket.socket()
+        filler.setblocking(False)
+        filler.connect_ex(("127.0.0.1", port))
+        fillers.append(filler)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        for sock in [*fillers, listener]:
+            sock.close()
+
+
+async def test_a_model_server_that_takes_no_connection_is_a_504_naming_it_after_the_connect_timeout():
+    with unaccepting_url() as url:
+        started = time.monotonic()
+        status, answer = await ask(url, {"messages": USER}, LLM_CONNECT_TIMEOUT="0.3")
+        took = time.monotonic() - started
+    assert status == 504  # a timeout, as for every node (`UpstreamTimeout`); a refused connection is a 502
+    assert answer["node"] == "model-server"
+    assert 0.3 <= took < 2.0  # bounded by the connect timeout, not the 600 s read timeout
 
 
 async def test_a_model_server_that_never_answers_is_a_504_after_the_read_timeout():

@@ -2,6 +2,7 @@
 
 import asyncio
 
+import anyio
 import orjson
 import pytest
 
@@ -41,6 +42,20 @@ async def test_ready_is_503_naming_the_model_server_until_it_answers_its_model_l
         up = await client.get("/v1/ready")
     assert up.status_code == 200
     assert llm.model_lists == 1
+
+
+async def test_ready_turns_200_once_the_model_server_recovers_without_being_hammered_meanwhile():
+    llm = FakeLLM(status=503)
+    async with serve(llm) as url, client_for(create_service(LLMSettings(endpoint=url)).app) as client:
+        assert (await client.get("/v1/ready")).status_code == 503
+        llm.status = 200
+        with anyio.fail_after(5):
+            probes = 1
+            while (await client.get("/v1/ready")).status_code == 503:
+                probes += 1
+                await asyncio.sleep(0.01)
+    assert probes > 20  # probed every 10 ms while the failure was kept (1 s) ...
+    assert llm.model_lists == 2  # ... and the model server was asked twice: once failing, once answering
 
 
 async def test_many_probes_ask_the_model_server_once():
