@@ -214,6 +214,7 @@ BAD = {
     "a template with another field": ({"messages": "q", "chat_template": "{user}"}, "it has {user}"),
     "a malformed template": ({"messages": "q", "chat_template": "{context"}, "not a valid template"),
     "documents of the wrong type": ({"messages": USER, "documents": "d1"}, "documents"),
+    "too many messages": ({"messages": USER * 1001}, "1001 messages; at most 1000"),
     "an LLMParamsDoc asking for 0 tokens": ({"query": "q", "max_tokens": 0}, "max_tokens must be at least 1"),
     "an empty query": ({"query": ""}, "query must not be empty"),
     "a SearchedDoc without documents": ({"initial_query": "q"}, "retrieved_docs"),

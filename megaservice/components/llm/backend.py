@@ -94,6 +94,8 @@ class LLMBackend(Protocol):
 
     node: str
     """The name failures carry (`UpstreamError.node`)."""
+    url: str
+    """Where chat completions are asked for (failures carry it too)."""
 
     def complete(self, body: bytes) -> Awaitable[tuple[str, bytes]]:
         """A whole chat completion: the content type and body of the server's answer."""

@@ -118,7 +118,7 @@ class ModelList:
         """The model list (JSON bytes): cached, or fetched now; raises the fetch's `UpstreamError`."""
         if self._clock() < self._until:
             if self._error is not None:
-                raise self._error
+                raise self._error.with_traceback(None)  # a fresh traceback each time: they would pile up
             assert self._body is not None
             return self._body
         pending = self._pending

@@ -54,7 +54,7 @@ class OpenAIBackend:
     ) -> None:
         base = api_base(settings.endpoint)
         self.node = NODE
-        self.chat_url = base + "/chat/completions"
+        self.url = base + "/chat/completions"
         """Where chat completions are asked for."""
         self.models_url = base + "/models"
         """Where the model list is read."""
@@ -77,11 +77,11 @@ class OpenAIBackend:
 
     def complete(self, body: bytes) -> Awaitable[tuple[str, bytes]]:
         """A whole chat completion: the content type and body of the server's 2xx answer."""
-        return self.client.post(self.node, self.chat_url, body, headers=self._headers, timeout=self._timeout)
+        return self.client.post(self.node, self.url, body, headers=self._headers, timeout=self._timeout)
 
     def stream(self, body: bytes) -> Awaitable[StreamedAnswer]:
         """A streamed chat completion, once its headers are in."""
-        return self.client.open_stream(self.node, self.chat_url, body, headers=self._headers, timeout=self._timeout)
+        return self.client.open_stream(self.node, self.url, body, headers=self._headers, timeout=self._timeout)
 
     async def models(self) -> bytes:
         """The server's model list (JSON bytes), at most `ModelList.fresh_for` seconds old."""

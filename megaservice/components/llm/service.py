@@ -58,7 +58,6 @@ def create_service(settings: LLMSettings | None = None, backend: LLMBackend | No
     )
     statistics = statistics_dict.setdefault(STATISTICS, BaseStatistics())  # one per process, as OPEA's
     model = settings.model_id
-    url = getattr(backend, "chat_url", settings.endpoint)
 
     async def chat_completions(request: Request) -> Response:
         started = time.monotonic()
@@ -67,7 +66,9 @@ def create_service(settings: LLMSettings | None = None, backend: LLMBackend | No
         try:
             if upstream.stream:
                 answer = await backend.stream(body)
-                return UpstreamStream(answer, backend.node, url, started=started, on_end=statistics.append_latency)
+                return UpstreamStream(
+                    answer, backend.node, backend.url, started=started, on_end=statistics.append_latency
+                )
             content_type, answer_body = await backend.complete(body)
         except UpstreamStatusError as exc:
             if 400 <= exc.upstream_status < 500 and exc.upstream_status not in _NOT_RELAYED:
