@@ -8,10 +8,14 @@ streams the same chat request to both, alternately, round after round:
     python benchmarks/llm_service.py --token-ms 0 --tokens 512 -c 8   # one profile, 8 streams at once
 
 For each profile and target it reports the time to the first token (p50, p99), the tokens per
-second of the whole run (`c` streams at once, every token counted), and the requests per second;
-then the service's added TTFT (p50 service - p50 direct) and its tok/s ratio, medians of the
-per-round values. On a machine with two or more cores the service gets CPU 0 and everything else
-the other cores, so that its own cost is what is measured.
+second of each stream after its first token (p50: the relay's rate), the tokens per second of the
+whole run (`c` streams at once, every token counted: the per-request cost included), the requests
+per second, and the CPU time per stream of the service and of the fake server; then the service's
+added TTFT (p50 service - p50 direct) and its tok/s ratios, medians of the per-round values.
+
+On a machine with two or more cores the service gets CPU 0 and everything else the other cores
+(`--no-pin`: any CPU), so that its own cost is what is measured. Timings depend on what else the
+machine runs: write `uptime` next to them.
 """
 
 import argparse
@@ -44,6 +48,8 @@ class Run:
     seconds: float = 0.0
     service_cpu: float = 0.0
     """CPU seconds the LLM service process used during the run."""
+    fake_cpu: float = 0.0
+    """CPU seconds the fake model server used during the run (for scale: a uvicorn app streaming)."""
 
     @property
     def tok_s(self) -> float:
@@ -75,7 +81,7 @@ async def one_stream(session: aiohttp.ClientSession, url: str, run: Run) -> None
     run.requests += 1
 
 
-async def measure(url: str, requests: int, concurrency: int, service_pid: int) -> Run:
+async def measure(url: str, requests: int, concurrency: int, service_pid: int, fake_pid: int) -> Run:
     run = Run()
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector) as session:
@@ -87,10 +93,11 @@ async def measure(url: str, requests: int, concurrency: int, service_pid: int) -
             for _ in queue:
                 await one_stream(session, url, run)
 
-        started, cpu = time.perf_counter(), cpu_seconds(service_pid)
+        started, cpu, fake_cpu = time.perf_counter(), cpu_seconds(service_pid), cpu_seconds(fake_pid)
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         run.seconds = time.perf_counter() - started
         run.service_cpu = cpu_seconds(service_pid) - cpu
+        run.fake_cpu = cpu_seconds(fake_pid) - fake_cpu
     return run
 
 
@@ -109,7 +116,8 @@ def profile(args: argparse.Namespace, token_ms: float, logs: Path, procs: list[s
     fake_port, service_port = free_port(), free_port()
     fake = [sys.executable, str(HERE / "backends.py"), "--role", "llm", "--port", str(fake_port)]
     fake += ["--tokens", str(args.tokens), "--token-ms", str(token_ms), "--prefill-ms", str(args.prefill_ms)]
-    wait_port(fake_port, start(fake, "fake-llm", other_cpus, {}))
+    fake_llm = start(fake, "fake-llm", other_cpus, {})
+    wait_port(fake_port, fake_llm)
     service = [sys.executable, "-m", "megaservice.components.llm", "--host", "127.0.0.1", "--port", str(service_port)]
     llm_service = start(service, "llm-service", service_cpus, {"LLM_ENDPOINT": f"http://127.0.0.1:{fake_port}"})
     wait_port(service_port, llm_service)
@@ -122,12 +130,13 @@ def profile(args: argparse.Namespace, token_ms: float, logs: Path, procs: list[s
     for round_ in range(args.rounds):
         order = list(targets) if round_ % 2 == 0 else list(reversed(targets))
         for name in order:
-            run = asyncio.run(measure(targets[name], requests, args.concurrency, llm_service.pid))
+            run = asyncio.run(measure(targets[name], requests, args.concurrency, llm_service.pid, fake_llm.pid))
             runs[name].append(run)
             print(
                 f"{token_ms:g} ms/token r{round_} {name:8} TTFT p50 {run.p(50) * 1000:7.2f} ms  "
                 f"{run.tok_s:9.0f} tok/s  {run.requests / run.seconds:7.1f} req/s  "
-                f"service CPU {run.service_cpu * 1000 / run.requests:.2f} ms/stream",
+                f"CPU ms/stream: service {run.service_cpu * 1000 / run.requests:.2f}, "
+                f"fake {run.fake_cpu * 1000 / run.requests:.2f}",
                 file=sys.stderr,
                 flush=True,
             )
@@ -145,8 +154,8 @@ def table(args: argparse.Namespace, token_ms: float, requests: int, runs: dict[s
         head,
         "",
         "| target | TTFT p50 ms | TTFT p99 ms | tok/s (all streams) | decode tok/s per stream, p50 | req/s "
-        "| service CPU ms/stream |",
-        "|---|---|---|---|---|---|---|",
+        "| service CPU ms/stream | fake server CPU ms/stream |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name, mine in runs.items():
         p50 = statistics.median(r.p(50) for r in mine) * 1000
@@ -160,10 +169,20 @@ def table(args: argparse.Namespace, token_ms: float, requests: int, runs: dict[s
         req_s = statistics.median(r.requests / r.seconds for r in mine)
         cpu = statistics.median(r.service_cpu * 1000 / r.requests for r in mine) if name == "service" else 0.0
         cpu_cell = f"{cpu:.2f}" if name == "service" else "-"
-        lines.append(f"| {name} | {p50:.2f} | {p99:.2f} | {tok_s:.0f} | {decode:.0f} | {req_s:.1f} | {cpu_cell} |")
-    added = statistics.median(s.p(50) - d.p(50) for s, d in zip(runs["service"], runs["direct"], strict=True))
-    ratio = statistics.median(s.tok_s / d.tok_s for s, d in zip(runs["service"], runs["direct"], strict=True))
-    lines += ["", f"added TTFT p50: **{added * 1000:.2f} ms**; tok/s service/direct: **{ratio:.3f}**"]
+        fake = statistics.median(r.fake_cpu * 1000 / r.requests for r in mine)
+        lines.append(
+            f"| {name} | {p50:.2f} | {p99:.2f} | {tok_s:.0f} | {decode:.0f} | {req_s:.1f} | {cpu_cell} | {fake:.2f} |"
+        )
+    pairs = list(zip(runs["service"], runs["direct"], strict=True))
+    added = statistics.median(s.p(50) - d.p(50) for s, d in pairs)
+    ratio = statistics.median(s.tok_s / d.tok_s for s, d in pairs)
+    decoded = [(s, d) for s, d in pairs if s.decode and d.decode]
+    decode = statistics.median(statistics.median(s.decode) / statistics.median(d.decode) for s, d in decoded)
+    lines += [
+        "",
+        f"added TTFT p50: **{added * 1000:.2f} ms**; tok/s service/direct: **{decode:.3f}** per stream after "
+        f"the first token (p50), {ratio:.3f} all streams over the run's time",
+    ]
     return "\n".join(lines)
 
 

@@ -1,9 +1,9 @@
 """The model server's stream, relayed to the client event by event as it arrives.
 
-One loop, no buffering and no thread: each read of the upstream socket is cut into complete SSE
-events (`EventReader`, as the orchestrator's relay does) and the events it completed go out in one
-write, untouched; an event cut in half by the network waits for its other half. When the upstream
-answer is complete after a read, its last events go out with the end of the body, in one write.
+One loop, no buffering and no thread: each read of the upstream socket is cut where its last
+complete SSE event ends (`EventCutter`), and those events go out in one write, untouched; an event
+cut in half by the network waits for its other half. When the upstream answer is complete after a
+read, its last events go out with the end of the body, in one write.
 
     upstream fails after the first byte   its error as one `event: error` event (the orchestrator's frame,
                                           plus OpenAI's `error` object), then the end of the stream
@@ -15,15 +15,14 @@ answer is complete after a read, its last events go out with the end of the body
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
 
 from starlette.types import Send
 
 from megaservice._compat import error_frame
-from megaservice._pipeline.relay import EventReader
 from megaservice.client import StreamedAnswer
+from megaservice.components.llm.cutter import EventCutter
 from megaservice.exceptions import UpstreamError
-from megaservice.responses import StreamingResponse, join
+from megaservice.responses import StreamingResponse
 
 __all__ = ["UpstreamStream"]
 
@@ -72,12 +71,12 @@ class UpstreamStream(StreamingResponse):
     async def _stream(self, send: Send, chunks: Send) -> None:
         await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
         answer = self._answer
-        reader = EventReader(self._node, self._url)
+        cutter = EventCutter(self._node, self._url)
         finished = getattr(answer, "finished", None)  # the pooled client's answer can tell
-        last: list[Any] = []
+        last = b""
         try:
             async for data in answer.content.iter_any():
-                events = reader.feed(data)
+                events = cutter.feed(data)
                 if not events:
                     continue
                 if self._first is None:
@@ -85,13 +84,13 @@ class UpstreamStream(StreamingResponse):
                 if finished is not None and finished():
                     last = events  # the upstream is done: these go out with the end of the body
                 else:
-                    await chunks({"type": "http.response.body", "body": join(events), "more_body": True})
-            last += reader.flush()
+                    await chunks({"type": "http.response.body", "body": events, "more_body": True})
+            last += cutter.flush()
             self._finish(release=True)
         except Exception as exc:  # noqa: BLE001  # the response has started: a failure is told in-band
             self._finish(release=False)
-            last.append(_failure(exc))
-        await send({"type": "http.response.body", "body": join(last) if last else b"", "more_body": False})
+            last += _failure(exc)
+        await send({"type": "http.response.body", "body": last, "more_body": False})
 
     def _finish(self, *, release: bool) -> None:
         """The upstream answer is over: its connection pooled again (`release`) or dropped; `on_end` told."""
