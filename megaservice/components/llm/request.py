@@ -130,8 +130,10 @@ def _chat_messages(data: dict[str, Any]) -> list[dict[str, Any]]:
     messages = data["messages"]
     if not isinstance(messages, str):
         _check_messages(messages)  # before the model: its errors say less about a message
-    ChatCompletionRequest.model_validate({k: v for k, v in data.items() if k not in _WIDER})
-    _OpenAIExtras.model_validate({k: data[k] for k in _WIDER if k in data})
+    wider = {k: data[k] for k in _WIDER if k in data}
+    ChatCompletionRequest.model_validate({k: v for k, v in data.items() if k not in wider} if wider else data)
+    if wider:
+        _OpenAIExtras.model_validate(wider)
     documents = document_texts(data.get("documents"))
     template = data.get("chat_template")
     if isinstance(messages, str):
