@@ -183,8 +183,9 @@ class FakeLLM(FakeService):
     * **tokens** - the answer, token by token (default: a sentence built from the prompt's last words).
     * **token_delay** - seconds between two streamed tokens.
     * **prefill_delay** - seconds before the response headers (queueing + prefill of a real server).
-    * **models** - the models it serves: listed by `GET /v1/models`, and a request naming another one is
-      refused with OpenAI's 404 `model_not_found` (default: any model is answered, `fake-llm` is listed).
+    * **models** - the models it serves: listed by `GET /v1/models`, the first one answering a request
+      that names none, and a request naming another one refused with OpenAI's 404 `model_not_found`
+      (default: any model is answered, `fake-llm` is listed).
 
     `cancelled` counts streams the client dropped before the end; `active` counts streams in progress;
     `model_lists` counts `GET …/models` requests (answered with `status` when that is an error).
@@ -240,7 +241,7 @@ class FakeLLM(FakeService):
     async def handle(self, request: Any, scope: Scope, receive: Receive, send: Send) -> None:  # noqa: D102
         if self.prefill_delay:
             await asyncio.sleep(self.prefill_delay)
-        model = request.get("model") or "fake-llm"
+        model = request.get("model") or (self.models[0] if self.models else "fake-llm")
         if self.models is not None and model not in self.models:
             error = _error(f"The model `{model}` does not exist.", "invalid_request_error", code="model_not_found")
             await self.send_json(send, error, status=404)

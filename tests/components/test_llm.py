@@ -75,6 +75,13 @@ async def test_the_requests_model_wins_over_llm_model_id_and_without_either_none
     assert "model" not in llm.requests[2]
 
 
+async def test_without_a_model_the_model_server_answers_with_the_one_it_serves():
+    async with in_process(FakeLLM(models=["qwen"])) as upstream:
+        status, answer = await ask(upstream, {"messages": USER})
+    assert status == 200
+    assert answer["model"] == "qwen"
+
+
 async def test_absent_fields_are_the_model_servers_defaults_not_opeas(fake):
     llm = fake.llm
     await ask(fake, {"messages": USER})
