@@ -183,8 +183,12 @@ class FakeLLM(FakeService):
     * **tokens** - the answer, token by token (default: a sentence built from the prompt's last words).
     * **token_delay** - seconds between two streamed tokens.
     * **prefill_delay** - seconds before the response headers (queueing + prefill of a real server).
+    * **models** - the models it serves: listed by `GET /v1/models`, the first one answering a request
+      that names none, and a request naming another one refused with OpenAI's 404 `model_not_found`
+      (default: any model is answered, `fake-llm` is listed).
 
-    `cancelled` counts streams the client dropped before the end; `active` counts streams in progress.
+    `cancelled` counts streams the client dropped before the end; `active` counts streams in progress;
+    `model_lists` counts `GET …/models` requests (answered with `status` when that is an error).
     """
 
     def __init__(
@@ -193,15 +197,33 @@ class FakeLLM(FakeService):
         *,
         token_delay: float = 0.0,
         prefill_delay: float = 0.0,
+        models: Sequence[str] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.tokens = list(tokens) if tokens is not None else None
         self.token_delay = token_delay
         self.prefill_delay = prefill_delay
+        self.models = list(models) if models is not None else None
         self.cancelled = 0
         self.completed = 0
         self.active = 0
+        self.model_lists = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Answer `GET …/models` with the model list; everything else as every fake does."""
+        if scope["type"] == "http" and scope["method"] == "GET" and scope["path"].endswith("/models"):
+            self.model_lists += 1
+            if self.status >= 300:
+                await self.send_json(send, _error(f"fake failure {self.status}", "server_error"), self.status)
+                return
+            listed = [
+                {"id": m, "object": "model", "created": 0, "owned_by": "megaservice"}
+                for m in self.models or ["fake-llm"]
+            ]
+            await self.send_json(send, {"object": "list", "data": listed})
+            return
+        await super().__call__(scope, receive, send)
 
     def answer_tokens(self, request: Any) -> list[str]:
         """The tokens of the answer to `request`: the given tokens, or the first document of a RAG prompt."""
@@ -219,8 +241,12 @@ class FakeLLM(FakeService):
     async def handle(self, request: Any, scope: Scope, receive: Receive, send: Send) -> None:  # noqa: D102
         if self.prefill_delay:
             await asyncio.sleep(self.prefill_delay)
+        model = request.get("model") or (self.models[0] if self.models else "fake-llm")
+        if self.models is not None and model not in self.models:
+            error = _error(f"The model `{model}` does not exist.", "invalid_request_error", code="model_not_found")
+            await self.send_json(send, error, status=404)
+            return
         tokens = self.answer_tokens(request)
-        model = request.get("model") or "fake-llm"
         if not request.get("stream"):
             await self.send_json(send, _completion(model, "".join(tokens)))
             self.completed += 1
@@ -264,6 +290,11 @@ def _chunk(model: str, token: str) -> bytes:
         "choices": [{"index": 0, "delta": {"content": token}, "finish_reason": None}],
     }
     return b"data: " + orjson.dumps(payload) + b"\n\n"
+
+
+def _error(message: str, kind: str, *, code: str | None = None) -> dict[str, Any]:
+    """An OpenAI error body."""
+    return {"error": {"message": message, "type": kind, "param": None, "code": code}}
 
 
 def _completion(model: str, text: str) -> dict[str, Any]:
