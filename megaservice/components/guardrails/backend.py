@@ -14,8 +14,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from megaservice.components.bias.backend import BiasBackend, BiasSettings
+from megaservice.components.bias.backend import BiasSettings
 from megaservice.components.bias.local import LocalBias
+from megaservice.components.embedding.minilm import MiniLM
 from megaservice.components.guardrails.banned import Banned
 from megaservice.components.guardrails.checks import Check, Outcome
 from megaservice.components.guardrails.judge import JudgeConfig
@@ -227,10 +228,11 @@ class GuardrailsSettings(EnvSettings):
         )
 
 
-def load_backend(settings: GuardrailsSettings, *, bias: BiasBackend | None = None) -> Guardrails:
+def load_backend(settings: GuardrailsSettings, *, minilm: MiniLM | None = None) -> Guardrails:
     """The backend `settings.backend` names, built but not loaded.
 
-    `bias` is the detector of the `bias` check (default: the bias service's `local` one, built here).
+    The `bias` check is the bias service's `local` detector; `minilm` shares an embedding model
+    already in the process with it (default: it loads its own).
 
     Raises:
         ConfigurationError: the backend is not one of `BACKENDS`.
@@ -247,9 +249,8 @@ def load_backend(settings: GuardrailsSettings, *, bias: BiasBackend | None = Non
         style = "conversation"
     models: dict[str, Check] = {"toxicity": Toxicity(settings.toxicity_threshold, max_words=settings.max_words)}
     if "bias" in checks:
-        if bias is None:
-            bias = LocalBias(BiasSettings(threshold=settings.bias_threshold, max_words=settings.max_words))
-        models["bias"] = BiasCheck(bias)
+        bias = BiasSettings(threshold=settings.bias_threshold, max_words=settings.max_words)
+        models["bias"] = BiasCheck(LocalBias(bias, model=minilm))
     if "llm-judge" in checks:
         models["llm-judge"] = JudgeCheck(settings.judge(style), settings.judge_question or SAFETY_QUESTION)
     return Guardrails(
