@@ -21,7 +21,7 @@ from megaservice.components.guardrails.banned import Banned
 from megaservice.components.guardrails.checks import Check, Outcome
 from megaservice.components.guardrails.judge import JudgeConfig
 from megaservice.components.guardrails.model_checks import SAFETY_QUESTION, BiasCheck, JudgeCheck
-from megaservice.components.guardrails.pii import KINDS, PIIMatch, ReplaceMethod
+from megaservice.components.guardrails.pii import KINDS, PIIMatch
 from megaservice.components.guardrails.pipeline import Guardrails
 from megaservice.components.guardrails.toxicity import Toxicity
 from megaservice.exceptions import ConfigurationError
@@ -85,10 +85,6 @@ class GuardrailsBackend(Protocol):
     """The backend's name."""
     checks: tuple[str, ...]
     """The checks `/v1/guardrails` runs, in order."""
-    pii_action: str
-    """`mask` or `refuse`."""
-    pii_replacement: ReplaceMethod
-    """How masked PII is written."""
 
     @property
     def ready(self) -> bool:
