@@ -4,6 +4,7 @@ from typing import TYPE_CHECKING, Any
 
 from megaservice.testing.fakes import FakeEmbedding, FakeGuardrail, FakeLLM, FakeReranker, FakeRetriever, FakeService
 from megaservice.testing.faults import Fault, FaultyServer, unused_url
+from megaservice.testing.judge import FakeJudge
 from megaservice.testing.server import serve
 
 if TYPE_CHECKING:
@@ -13,6 +14,7 @@ __all__ = [
     "ASGITransport",
     "FakeEmbedding",
     "FakeGuardrail",
+    "FakeJudge",
     "FakeLLM",
     "FakeReranker",
     "FakeRetriever",
