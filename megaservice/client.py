@@ -150,6 +150,12 @@ class UpstreamClient:
         # Not a coroutine itself: the transport's coroutine is awaited directly (one layer less per call).
         return self.transport_for(url).post(node, url, body, headers, timeout, self.max_response_bytes)
 
+    def get(
+        self, node: str, url: str, *, headers: Mapping[str, str] | None = None, timeout: Timeout
+    ) -> Awaitable[tuple[str, bytes]]:
+        """GET `url` and return `(content_type, body)` of a 2xx answer; raise `UpstreamError` otherwise."""
+        return self.transport_for(url).get(node, url, headers or {}, timeout, self.max_response_bytes)
+
     def open_stream(
         self, node: str, url: str, body: bytes, *, headers: Mapping[str, str], timeout: Timeout
     ) -> Awaitable[StreamedAnswer]:

@@ -17,7 +17,7 @@ from megaservice import (
     UpstreamStatusError,
 )
 from megaservice.client import UpstreamClient
-from megaservice.testing import FakeEmbedding, FakeLLM, FakeService, FaultyServer, serve
+from megaservice.testing import FakeEmbedding, FakeLLM, FakeService, FaultyServer, serve, unused_url
 from tests.conftest import TLS
 from tests.helpers import gateway, node
 
@@ -110,3 +110,28 @@ async def test_a_node_answering_no_content_is_refused_by_every_transport(scheme,
                 await client.post("blank", url + "/v1", b"{}", headers={}, timeout=Timeout())
     finally:
         await client.aclose()
+
+
+async def test_a_get_reaches_the_node_over_every_transport(scheme):
+    # a model list, TEI's /info, a health check: what components read from the servers they call
+    seen = []
+
+    async def info(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        seen.append((scope["method"], scope["path"]))
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": b'{"model_id": "m"}'})
+
+    client = scheme.client() or UpstreamClient()
+    try:
+        async with serve(info, ssl_certfile=scheme.certfile) as url:
+            assert await client.get("tei", url + "/info", timeout=Timeout()) == (
+                "application/json",
+                b'{"model_id": "m"}',
+            )
+            with pytest.raises(UpstreamConnectError, match="gone"):
+                await client.get("gone", unused_url(scheme.name) + "/info", timeout=Timeout())
+    finally:
+        await client.aclose()
+    assert seen == [("GET", "/info")]

@@ -192,7 +192,9 @@ class ASGITransport:
         self.app = app
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def _call(self, node: str, url: str, body: bytes, headers: Mapping[str, str], read: float | None) -> ASGIAnswer:
+    def _call(
+        self, node: str, url: str, body: bytes, headers: Mapping[str, str], read: float | None, method: str = "POST"
+    ) -> ASGIAnswer:
         parts = urlsplit(url)
         port = parts.port or (443 if parts.scheme == "https" else 80)
         raw = [(b"host", parts.netloc.encode()), (b"content-length", str(len(body)).encode())]
@@ -201,7 +203,7 @@ class ASGITransport:
             "type": "http",
             "asgi": {"version": "3.0", "spec_version": "2.3"},
             "http_version": "1.1",
-            "method": "POST",
+            "method": method,
             "scheme": parts.scheme,
             "path": parts.path or "/",
             "raw_path": (parts.path or "/").encode(),
@@ -223,7 +225,16 @@ class ASGITransport:
         self, node: str, url: str, body: bytes, headers: Mapping[str, str], timeout: Timeout, limit: int
     ) -> tuple[str, bytes]:
         """POST `body` to the app; return `(content_type, body)` of a 2xx answer."""
-        answer = self._call(node, url, body, headers, timeout.read)
+        return await self._whole(self._call(node, url, body, headers, timeout.read), node, url, timeout, limit)
+
+    async def get(
+        self, node: str, url: str, headers: Mapping[str, str], timeout: Timeout, limit: int
+    ) -> tuple[str, bytes]:
+        """GET `url` from the app; return `(content_type, body)` of a 2xx answer."""
+        answer = self._call(node, url, b"", headers, timeout.read, method="GET")
+        return await self._whole(answer, node, url, timeout, limit)
+
+    async def _whole(self, answer: ASGIAnswer, node: str, url: str, timeout: Timeout, limit: int) -> tuple[str, bytes]:
         try:
             async with asyncio.timeout(timeout.total):
                 await answer.started(timeout.first_byte if timeout.first_byte is not None else timeout.read)

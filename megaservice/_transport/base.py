@@ -1,6 +1,7 @@
 """The seam between a megaservice's client and the wire: what a transport does for one node call.
 
     Transport.post(node, url, body, headers, timeout, limit)   -> (content type, body) of a 2xx answer
+    Transport.get(node, url, headers, timeout, limit)          -> the same for a GET (model lists, /info, health)
     Transport.open_stream(node, url, body, headers, timeout)   -> StreamedAnswer, once its headers are in
     Transport.aclose()
 
@@ -52,6 +53,11 @@ class Transport(Protocol):
         self, node: str, url: str, body: bytes, headers: Mapping[str, str], timeout: Timeout, limit: int
     ) -> tuple[str, bytes]:
         """POST `body`; return `(content_type, body)` of a 2xx answer of at most `limit` bytes."""
+
+    async def get(
+        self, node: str, url: str, headers: Mapping[str, str], timeout: Timeout, limit: int
+    ) -> tuple[str, bytes]:
+        """GET `url`; return `(content_type, body)` of a 2xx answer of at most `limit` bytes."""
 
     async def open_stream(
         self, node: str, url: str, body: bytes, headers: Mapping[str, str], timeout: Timeout

@@ -15,8 +15,8 @@ unparsable or oversized answer `UpstreamProtocolError`.
 """
 
 import asyncio
-from collections.abc import Mapping
-from typing import NamedTuple
+from collections.abc import Coroutine, Mapping
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 from megaservice._transport.base import NO_CONTENT, no_content
@@ -348,12 +348,26 @@ class PoolTransport:
             pool = self._pool = Pool(keepalive_timeout=self._keepalive_timeout, limit=self._limit)
         return pool
 
-    async def post(
+    def post(
         self, node: str, url: str, body: bytes, headers: Mapping[str, str], timeout: Timeout, limit: int
-    ) -> tuple[str, bytes]:
+    ) -> Coroutine[Any, Any, tuple[str, bytes]]:
         """POST `body`; return `(content_type, body)` of a 2xx answer of at most `limit` bytes."""
+        # Not a coroutine itself: the caller awaits `_call` directly (no coroutine layer per node call).
         to = target(url)
         assert to is not None, url
+        return self._call(node, url, to, body, headers, timeout, limit)
+
+    def get(
+        self, node: str, url: str, headers: Mapping[str, str], timeout: Timeout, limit: int
+    ) -> Coroutine[Any, Any, tuple[str, bytes]]:
+        """GET `url`; return `(content_type, body)` of a 2xx answer of at most `limit` bytes."""
+        to = target(url)
+        assert to is not None, url
+        return self._call(node, url, Target(to.host, to.port, b"GET" + to.head[4:]), b"", headers, timeout, limit)
+
+    async def _call(
+        self, node: str, url: str, to: Target, body: bytes, headers: Mapping[str, str], timeout: Timeout, limit: int
+    ) -> tuple[str, bytes]:
         answer = await self.pool.post(
             node,
             url,

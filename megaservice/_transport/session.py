@@ -124,10 +124,10 @@ class SessionTransport:
         return session
 
     def _send(
-        self, url: str, body: bytes, headers: Mapping[str, str], timeout: Timeout, *, stream: bool
+        self, url: str, body: bytes, headers: Mapping[str, str], timeout: Timeout, *, stream: bool, method: str = "POST"
     ) -> Awaitable[aiohttp.ClientResponse]:
-        pending = self._session.post(
-            url, data=body, headers=headers, timeout=_client_timeout(timeout, stream), allow_redirects=False
+        pending = self._session.request(
+            method, url, data=body, headers=headers, timeout=_client_timeout(timeout, stream), allow_redirects=False
         )
         return pending if timeout.first_byte is None else _within(timeout.first_byte, pending)
 
@@ -135,8 +135,19 @@ class SessionTransport:
         self, node: str, url: str, body: bytes, headers: Mapping[str, str], timeout: Timeout, limit: int
     ) -> tuple[str, bytes]:
         """POST `body`; return `(content_type, body)` of a 2xx answer of at most `limit` bytes."""
+        return await self._call("POST", node, url, body, headers, timeout, limit)
+
+    async def get(
+        self, node: str, url: str, headers: Mapping[str, str], timeout: Timeout, limit: int
+    ) -> tuple[str, bytes]:
+        """GET `url`; return `(content_type, body)` of a 2xx answer of at most `limit` bytes."""
+        return await self._call("GET", node, url, b"", headers, timeout, limit)
+
+    async def _call(
+        self, method: str, node: str, url: str, body: bytes, headers: Mapping[str, str], timeout: Timeout, limit: int
+    ) -> tuple[str, bytes]:
         with upstream_errors(node, url):
-            response = await self._send(url, body, headers, timeout, stream=False)
+            response = await self._send(url, body, headers, timeout, stream=False, method=method)
             try:
                 data = await _read_limited(node, url, response, limit)
             except BaseException:

@@ -114,3 +114,19 @@ async def test_a_node_answering_no_content_is_a_protocol_error_not_an_empty_answ
         pipeline = ServiceOrchestrator(client=nodes.client).add(node("blank", url, ServiceType.EMBEDDING))
         with pytest.raises(UpstreamProtocolError, match="blank/MicroService answered 204 with no content"):
             await pipeline.schedule({"text": "hi"}, llm_parameters=LLMParams(stream=False))
+
+
+async def test_a_get_is_a_get():
+    seen = []
+
+    async def app(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        seen.append(scope["method"])
+        await send({"type": "http.response.start", "status": 404, "headers": []})
+        await send({"type": "http.response.body", "body": b"no"})
+
+    async with InProcess() as nodes, nodes.serve(app) as url:
+        with pytest.raises(UpstreamStatusError) as caught:
+            await nodes.client.get("n", f"{url}/v1/models", timeout=TIMEOUT)
+    assert (seen, caught.value.upstream_status) == (["GET"], 404)

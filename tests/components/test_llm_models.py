@@ -128,7 +128,7 @@ async def test_an_https_model_server_streams_and_lists_its_models(tls):
     async with serve(llm, ssl_certfile=tls.pem) as url:
         client = UpstreamClient(ssl_context=tls.client)
         settings = LLMSettings(endpoint=url, model_id="m")
-        backend = OpenAIBackend(settings, client=client, ssl_context=tls.client)
+        backend = OpenAIBackend(settings, client=client)
         async with client_for(create_service(settings, backend).app) as service:
             ready = await service.get("/v1/ready")
             listed = await service.get("/v1/models")

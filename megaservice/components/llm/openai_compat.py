@@ -5,7 +5,6 @@ vLLM, TGI (messages API), Ollama (`/v1`), llama.cpp's server and OpenAI itself a
 OPEA (`http://vllm:80`); a base ending in `/v1` is accepted too (`https://api.openai.com/v1`).
 """
 
-import ssl
 from collections.abc import Awaitable
 from urllib.parse import urlsplit
 
@@ -44,14 +43,11 @@ class OpenAIBackend:
     **Parameters:**
 
     * **settings** - the endpoint, key and timeouts.
-    * **client** - the pooled client to call it with (default: the running loop's, `get_client()`).
-    * **ssl_context** - how an https server is verified when its model list is fetched (default: the
-      system's CAs; chat calls are verified by `client`'s own).
+    * **client** - the pooled client to call it with (default: the running loop's, `get_client()`); an
+      https server is verified as `client` verifies (`UpstreamClient(ssl_context=...)`).
     """
 
-    def __init__(
-        self, settings: LLMSettings, *, client: UpstreamClient | None = None, ssl_context: ssl.SSLContext | None = None
-    ) -> None:
+    def __init__(self, settings: LLMSettings, *, client: UpstreamClient | None = None) -> None:
         base = api_base(settings.endpoint)
         self.node = NODE
         self.url = base + "/chat/completions"
@@ -59,7 +55,6 @@ class OpenAIBackend:
         self.models_url = base + "/models"
         """Where the model list is read."""
         self._client = client
-        self._ssl_context = ssl_context
         headers = {"content-type": "application/json"}
         if settings.api_key:
             headers["authorization"] = f"Bearer {settings.api_key}"
@@ -97,6 +92,4 @@ class OpenAIBackend:
         await self._models.aclose()
 
     def _fetch_models(self) -> Awaitable[bytes]:
-        return models.get(
-            self.client, self.node, self.models_url, self._get_headers, self._list_timeout, self._ssl_context
-        )
+        return models.get(self.client, self.node, self.models_url, self._get_headers, self._list_timeout)
