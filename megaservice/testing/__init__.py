@@ -2,6 +2,7 @@
 
 from typing import TYPE_CHECKING, Any
 
+from megaservice.testing.embeddings import FakeOpenAIEmbeddings, FakeTEI
 from megaservice.testing.fakes import FakeEmbedding, FakeGuardrail, FakeLLM, FakeReranker, FakeRetriever, FakeService
 from megaservice.testing.faults import Fault, FaultyServer, unused_url
 from megaservice.testing.server import serve
@@ -14,9 +15,11 @@ __all__ = [
     "FakeEmbedding",
     "FakeGuardrail",
     "FakeLLM",
+    "FakeOpenAIEmbeddings",
     "FakeReranker",
     "FakeRetriever",
     "FakeService",
+    "FakeTEI",
     "Fault",
     "FaultyServer",
     "InProcess",
