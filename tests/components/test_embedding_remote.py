@@ -55,8 +55,8 @@ async def test_tei_down_is_a_502_naming_it_and_ready_says_so():
 
 
 async def test_tei_too_slow_is_a_504_and_an_error_status_a_502_with_it():
-    async with serve(FakeTEI(delay=2.0)) as slow, serve(FakeTEI(status=500)) as failing:
-        async with client_for(tei_service(slow, EMBEDDING_REMOTE_TIMEOUT="0.2").app) as client:
+    async with serve(FakeTEI(delay=0.5)) as slow, serve(FakeTEI(status=500)) as failing:
+        async with client_for(tei_service(slow, EMBEDDING_REMOTE_TIMEOUT="0.1").app) as client:
             timed_out = await client.post("/v1/embeddings", json={"input": "tea"})
         async with client_for(tei_service(failing).app) as client:
             failed = await client.post("/v1/embeddings", json={"input": "tea"})
@@ -104,11 +104,11 @@ async def test_openai_backend_passes_the_requests_model_when_none_is_configured(
 
 
 async def test_openai_backend_failures_name_it():
-    async with serve(FakeOpenAIEmbeddings(api_key="right")) as guarded, serve(FakeOpenAIEmbeddings(delay=2)) as slow:
+    async with serve(FakeOpenAIEmbeddings(api_key="right")) as guarded, serve(FakeOpenAIEmbeddings(delay=0.5)) as slow:
         async with client_for(openai_service(guarded, OPENAI_API_KEY="wrong").app) as client:
             refused = await client.post("/v1/embeddings", json={"input": "tea"})
             ready = await client.get("/v1/ready")
-        async with client_for(openai_service(slow, EMBEDDING_REMOTE_TIMEOUT="0.2").app) as client:
+        async with client_for(openai_service(slow, EMBEDDING_REMOTE_TIMEOUT="0.1").app) as client:
             timed_out = await client.post("/v1/embeddings", json={"input": "tea"})
         async with client_for(openai_service(unused_url()).app) as client:
             down = await client.post("/v1/embeddings", json={"input": "tea"})

@@ -101,11 +101,13 @@ class EmbeddingSettings(EnvSettings):
     threads: int = variable(
         "EMBEDDING_THREADS", 2, minimum=1, help="Threads of the in-process model (onnxruntime or torch)."
     )
-    max_batch: int = variable(
+    max_batch: int | None = variable(
         "EMBEDDING_MAX_BATCH",
-        32,
+        None,
         minimum=1,
-        help="Most texts the in-process model embeds at once; the texts of concurrent requests share batches.",
+        shown_default="4 (`local`), 32 (`sentence-transformers`)",
+        help="Most texts the in-process model embeds at once; the texts of concurrent requests share batches "
+        "(the int8 MiniLM is fastest per text in batches of 2 to 4 here: docs/components/embedding.md).",
     )
     max_inputs: int = variable(
         "EMBEDDING_MAX_INPUTS",

@@ -109,6 +109,11 @@ class BatchedBackend:
         return self._encoder.model_id
 
     @property
+    def max_batch(self) -> int:
+        """Most texts per model call."""
+        return self._batcher.max_batch
+
+    @property
     def dimension(self) -> int | None:
         """The vectors' length (`None` until a user-named model is loaded)."""
         return self._encoder.dimension

@@ -13,12 +13,15 @@ from megaservice.components.embedding.minilm import MiniLM
 if TYPE_CHECKING:
     from megaservice.components.embedding.backend import EmbeddingSettings
 
-__all__ = ["local_backend"]
+__all__ = ["MAX_BATCH", "local_backend"]
+
+MAX_BATCH = 4
+"""Texts per model call by default: the int8 model costs more per text in larger batches on the CPUs measured
+(docs/components/embedding.md: 8.5 CPU ms per short text in batches of 2-4, 14.6 in batches of 32)."""
 
 
 def local_backend(settings: "EmbeddingSettings", *, model: MiniLM | None = None) -> BatchedBackend:
     """The packaged MiniLM behind dynamic batching (`model`: one already made, e.g. shared by several services)."""
     encoder = model if model is not None else MiniLM(threads=settings.threads)
-    return BatchedBackend(
-        "local", encoder, max_batch=settings.max_batch, max_pending=max(4096, 2 * settings.max_inputs)
-    )
+    max_batch = settings.max_batch or MAX_BATCH
+    return BatchedBackend("local", encoder, max_batch=max_batch, max_pending=max(4096, 2 * settings.max_inputs))

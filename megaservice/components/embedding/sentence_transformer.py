@@ -90,6 +90,7 @@ def sentence_transformer_backend(
 ) -> BatchedBackend:
     """`settings.model` behind dynamic batching (`model`: an encoder already made)."""
     encoder = model if model is not None else SentenceTransformerEncoder(settings.model, threads=settings.threads)
+    max_batch = settings.max_batch or 32  # torch's fp32 kernels gain from larger batches
     return BatchedBackend(
-        "sentence-transformers", encoder, max_batch=settings.max_batch, max_pending=max(4096, 2 * settings.max_inputs)
+        "sentence-transformers", encoder, max_batch=max_batch, max_pending=max(4096, 2 * settings.max_inputs)
     )

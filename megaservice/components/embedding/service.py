@@ -74,7 +74,8 @@ class _Routes:
     def __init__(self, backend: EmbeddingBackend, settings: EmbeddingSettings) -> None:
         self.backend = backend
         self.max_inputs = settings.max_inputs
-        self.max_batch = settings.max_batch
+        batch: int = getattr(backend, "max_batch", 32)  # a batching backend's; a remote one batches itself
+        self.max_batch = settings.max_batch or batch
         self.statistics = statistics_dict.setdefault(STATISTICS_NAME, BaseStatistics())
 
     async def _embed(self, texts: list[str], model: str | None, dimensions: int | None) -> Embedded:
