@@ -2,6 +2,7 @@
 
 from typing import TYPE_CHECKING, Any
 
+from megaservice.testing.embeddings import FakeOpenAIEmbeddings, FakeTEI
 from megaservice.testing.fakes import FakeEmbedding, FakeGuardrail, FakeLLM, FakeReranker, FakeRetriever, FakeService
 from megaservice.testing.faults import Fault, FaultyServer, unused_url
 from megaservice.testing.judge import FakeJudge
@@ -16,9 +17,11 @@ __all__ = [
     "FakeGuardrail",
     "FakeJudge",
     "FakeLLM",
+    "FakeOpenAIEmbeddings",
     "FakeReranker",
     "FakeRetriever",
     "FakeService",
+    "FakeTEI",
     "Fault",
     "FaultyServer",
     "InProcess",

@@ -6,7 +6,9 @@ The vectors are sentence-transformers' (mean pooling over the attention mask, L2
 cut at 256 tokens, the model's `max_seq_length`): cosine 0.9995 with the fp32 model's.
 
 `MiniLM` is synchronous and not thread-safe: call it from one worker thread
-(`megaservice.components._shared.blocking.Worker`). Every component that embeds in process (the
+(`megaservice.components._shared.blocking.Worker`). onnxruntime's idle threads sleep instead of
+spinning (`allow_spinning=0`): on a small shared machine a spinning thread takes the CPU the event
+loop and the tokenizer need (docs/components/embedding.md has the numbers). Every component that embeds in process (the
 embedding service's `local` backend, the bias detector, the reranker's default, dataprep) uses it.
 """
 
@@ -33,6 +35,7 @@ class MiniLM:
 
     model_id = MODEL_ID
     dimension = DIMENSION
+    max_input_length = MAX_TOKENS
 
     def __init__(self, *, threads: int = 2, onnx_file: Path | None = None, tokenizer_file: Path | None = None) -> None:
         self._threads = threads
@@ -64,15 +67,20 @@ class MiniLM:
             options = ort.SessionOptions()
             options.intra_op_num_threads = self._threads
             options.inter_op_num_threads = 1
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             self._session = ort.InferenceSession(str(onnx_file), options, providers=["CPUExecutionProvider"])
             self._tokenizer = tokenizer
 
     def embed(self, texts: list[str]) -> "npt.NDArray[np.float32]":
         """One normalised 384-d vector per text (a `len(texts) x 384` float32 array)."""
+        return self.encode(texts)[0]
+
+    def encode(self, texts: list[str], *, normalize: bool = True) -> "tuple[npt.NDArray[np.float32], list[int]]":
+        """The vectors of `texts` (mean-pooled; L2-normalised unless `normalize=False`) and the tokens each one read."""
         import numpy as np
 
         if not texts:
-            return np.zeros((0, DIMENSION), dtype=np.float32)
+            return np.zeros((0, DIMENSION), dtype=np.float32), []
         if self._session is None:
             self.load()
         encodings = self._tokenizer.encode_batch(texts)
@@ -81,16 +89,19 @@ class MiniLM:
         inputs = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
         hidden = self._session.run(None, inputs)[0]  # batch x tokens x 384
         weights = mask[..., None].astype(np.float32)
-        pooled = (hidden * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9)
-        norms = np.linalg.norm(pooled, axis=1, keepdims=True)
-        vectors: npt.NDArray[np.float32] = (pooled / np.maximum(norms, 1e-12)).astype(np.float32)
-        return vectors
+        counts = weights.sum(axis=1)
+        pooled = (hidden * weights).sum(axis=1) / np.maximum(counts, 1e-9)
+        if normalize:
+            pooled /= np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
+        vectors: npt.NDArray[np.float32] = pooled.astype(np.float32, copy=False)
+        return vectors, [int(n) for n in counts[:, 0]]
 
     def count_tokens(self, texts: list[str]) -> list[int]:
         """How many tokens of each text the model reads (special tokens included, at most `MAX_TOKENS`)."""
         if self._session is None:
             self.load()
-        return [len(e.ids) for e in self._tokenizer.encode_batch(texts, add_special_tokens=True)]
+        # padding adds tokens the model does not read: count the attention mask, not the ids
+        return [sum(e.attention_mask) for e in self._tokenizer.encode_batch(texts, add_special_tokens=True)]
 
 
 def _packaged_onnx() -> Path:
