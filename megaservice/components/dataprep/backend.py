@@ -8,7 +8,7 @@ embeds the chunks is set apart (`embedder`): the embedding service when `TEI_EMB
 `EMBEDDING_ENDPOINT` is set, else the packaged model in process.
 """
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Protocol, Self
 
@@ -152,8 +152,11 @@ class DataprepBackend(Protocol):
     async def ready(self) -> bool:
         """Whether the database answers."""
 
-    async def replace_file(self, source: str, chunks: "Sequence[Chunk]", vectors: Sequence[Sequence[float]]) -> int:
-        """`source`'s chunks, all old ones out and these in, in one transaction; the number stored."""
+    async def replace_file(
+        self, source: str, chunks: "Sequence[Chunk]", vectors: Any, metadata: Mapping[str, Any] | None = None
+    ) -> int:
+        """`source`'s chunks (one vector each: a sequence of floats, or an array's row), all old ones out and these
+        in, in one transaction; `metadata`: the file's own. The number stored."""
 
     async def files(self) -> "list[FileInfo]":
         """The files stored, with their chunk counts."""

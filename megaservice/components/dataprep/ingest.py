@@ -42,6 +42,8 @@ class Prepared:
     characters: int
     seconds: float
     """Time it took to read and cut it."""
+    metadata: dict[str, Any]
+    """What is stored with the file itself: its format, pages, characters, title or URL if any."""
 
 
 def _prepare(
@@ -54,8 +56,11 @@ def _prepare(
     pieces = split(document, params, source=source, metadata=metadata)
     if len(pieces) > most:
         raise _too_many(source, len(pieces), most)
+    about = {"format": document.format, "characters": document.characters, **document.metadata, **(metadata or {})}
+    if document.pages is not None:
+        about["pages"] = document.pages
     return Prepared(
-        source, pieces, document.format, document.pages, document.characters, time.perf_counter() - started
+        source, pieces, document.format, document.pages, document.characters, time.perf_counter() - started, about
     )
 
 
@@ -136,6 +141,6 @@ class Ingestor:
         vectors = await self.embedder.embed(texts, _Progress(prepared.source, len(texts)))
         chunks = [Chunk(piece.text, index, piece.metadata) for index, piece in enumerate(prepared.pieces)]
         logger.info("ingest %s: storing %d chunks", prepared.source, len(chunks))
-        stored = await self.backend.replace_file(prepared.source, chunks, vectors.tolist())
+        stored = await self.backend.replace_file(prepared.source, chunks, vectors, prepared.metadata)
         logger.info("ingest %s: stored %d chunks in %.1f s", prepared.source, stored, time.monotonic() - started)
         return stored

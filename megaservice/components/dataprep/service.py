@@ -215,7 +215,8 @@ class _Routes:
                 "type": "File",
                 "parent": "",
                 "chunks": info.chunks,
-                "ingested_at": info.ingested_at.isoformat() if info.ingested_at is not None else None,
+                "ingested_at": info.ingested_at.isoformat(),
+                "metadata": info.metadata,
             }
             for info in files
         ]
