@@ -14,7 +14,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from megaservice.settings import EnvSettings, StorageSettings, variable
 
-__all__ = ["DEFAULT_COLLECTION", "EF_SEARCH", "StoreSettings", "normalize_dsn", "shown_dsn"]
+__all__ = ["DEFAULT_COLLECTION", "EF_SEARCH", "StoreSettings", "collection_name", "normalize_dsn", "shown_dsn"]
 
 DEFAULT_COLLECTION = "rag_pgvector"
 """The collection retriever and dataprep use unless told otherwise (OPEA's retriever's default index name)."""
@@ -52,7 +52,8 @@ def shown_dsn(dsn: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
-def _collection(text: str) -> str:
+def collection_name(text: str) -> str:
+    """`text` if it can name a collection, else `ValueError` saying what can."""
     if not _COLLECTION.match(text):
         raise ValueError("letters, digits, _ . : - (at most 100)")
     return text
@@ -75,7 +76,7 @@ class StoreSettings(EnvSettings):
         "COLLECTION_NAME",
         DEFAULT_COLLECTION,
         aliases=("PG_INDEX_NAME", "INDEX_NAME"),
-        parse=_collection,
+        parse=collection_name,
         expected="a name of letters, digits, _ . : - (at most 100)",
         help="The collection retriever and dataprep share (one default for both, unlike OPEA's two); OPEA's "
         "`PG_INDEX_NAME` (retriever) and `INDEX_NAME` (dataprep) are read when it is unset.",

@@ -224,12 +224,16 @@ class Store:
         return self._collection
 
     async def ready(self) -> bool:
-        """Whether the database answers (for `/v1/ready`); never raises."""
+        """Whether the database answers (for `/v1/ready`).
+
+        Raises:
+            ModelMismatch: the collection was built with another model: this store will never be ready.
+        """
         try:
             async with self._connection(timeout=1.0) as conn:
                 await conn.execute("SELECT 1")
                 await self._known_collection(conn)
-        except (StoreUnavailable, UpstreamTimeout, ModelMismatch):
+        except (StoreUnavailable, UpstreamTimeout):
             return False
         return True
 
