@@ -6,6 +6,7 @@ import zipfile
 import orjson
 import pytest
 
+from megaservice.components.dataprep import documents
 from megaservice.components.dataprep.chunking import ChunkParams, split
 from megaservice.components.dataprep.documents import (
     MAX_UNPACKED_BYTES,
@@ -112,10 +113,13 @@ def test_a_docx_that_is_not_a_zip_is_refused():
         read_document("x.docx", b"plain text, not a zip")
 
 
-def test_a_docx_that_unpacks_too_large_is_refused_before_it_is_read():
+def test_a_docx_that_unpacks_too_large_is_refused_before_it_is_read(monkeypatch):
+    assert MAX_UNPACKED_BYTES == 512 * 1024 * 1024
+    monkeypatch.setattr(documents, "MAX_UNPACKED_BYTES", 100_000)
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        archive.writestr("word/document.xml", b"\x00" * (MAX_UNPACKED_BYTES + 1))
+        archive.writestr("word/document.xml", b"\x00" * 100_001)
+    assert len(buffer.getvalue()) < 1000
     with pytest.raises(InputError, match=r"bomb\.docx: unpacks to") as caught:
         read_document("bomb.docx", buffer.getvalue())
     assert caught.value.status_code == 413

@@ -21,12 +21,13 @@ import pytest
 
 from megaservice.components._store import Store, StoreSettings
 from megaservice.settings import environment
+from megaservice.testing import unused_url
 from tests.components.test_dataprep_service import stored_chunks, wait_ready
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
-_LISTENING = re.compile(r"Uvicorn running on (http://127\.0\.0\.1:\d+)")
+_STARTED = re.compile(r"dataprep ready")
 
 
 class Logged:
@@ -70,11 +71,12 @@ async def dataprep_process(settings: StoreSettings) -> AsyncIterator[tuple[anyio
         env["PG_CONNECTION_STRING"] = settings.connection
     if settings.data_dir is not None:
         env["MEGASERVICE_DATA_DIR"] = str(settings.data_dir)
-    command = [sys.executable, "-m", "megaservice.components.dataprep", "--port", "0"]
+    url = unused_url()  # nothing listens there now; the service binds it
+    command = [sys.executable, "-m", "megaservice.components.dataprep", "--port", url.rsplit(":", 1)[1]]
     process = await anyio.open_process(command, env=env, stdout=None, stderr=-1)
     try:
         logged = Logged(process)
-        url = (await logged.wait_for(_LISTENING, timeout=60)).group(1)
+        await logged.wait_for(_STARTED, timeout=60)
         yield process, logged, url
     finally:
         if process.returncode is None:

@@ -246,12 +246,10 @@ def _docx_lines(document: Any) -> Iterator[str]:
 
 def _csv(name: str, data: bytes) -> Document:
     text = decode_text(name, data)
+    header_line = text.lstrip().split("\n", 1)[0]
+    delimiter = max(",;\t|", key=header_line.count)  # the header's most frequent one (`,` if none)
     try:
-        dialect: Any = csv.Sniffer().sniff(text[:16384], delimiters=",;\t|")
-    except csv.Error:
-        dialect = csv.excel
-    try:
-        rows = [row for row in csv.reader(io.StringIO(text), dialect) if any(cell.strip() for cell in row)]
+        rows = [row for row in csv.reader(io.StringIO(text), delimiter=delimiter) if any(cell.strip() for cell in row)]
     except csv.Error as exc:
         raise InputError(f"{name}: not a CSV file Python's csv module can read ({exc})") from None
     if not rows:
