@@ -213,7 +213,7 @@ async def part_service(pages: int, rounds: int) -> None:
                 embedder = load_embedder(settings, minilm=None if changes else model)
                 url = await stack.enter_async_context(serve(create_service(settings, embedder=embedder).app))
                 client = await stack.enter_async_context(httpx.AsyncClient(base_url=url, timeout=3600))
-                while (await client.get("/v1/ready")).status_code != 200:
+                while (await client.get("/v1/ready")).status_code != 200:  # noqa: ASYNC110
                     await asyncio.sleep(0.1)
                 times = []
                 for _ in range(rounds):

@@ -63,7 +63,7 @@ def _supported(name: str) -> bool:
 
 
 def collect(paths: list[Path], outcome: Outcome) -> list[Upload]:
-    """The files `paths` name (folders walked, sorted); unsupported ones go to `outcome.skipped`, missing to `failed`."""
+    """The files `paths` name (folders walked, sorted); unsupported ones to `outcome.skipped`, missing to `failed`."""
     uploads = []
     for path in paths:
         if path.is_file():

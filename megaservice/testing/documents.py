@@ -1,8 +1,8 @@
 """Documents made on the spot, for tests and benchmarks of dataprep: PDF pages of text, .docx files, prose.
 
-    make_pdf(["page one text", "page two text"])      a PDF whose pages hold those lines (Helvetica, no deps)
-    make_docx(["a paragraph", ("cell", "cell")])      a .docx (python-docx): paragraphs, and tuples as table rows
-    prose(2000, seed=1)                               ~2000 characters of sentences in paragraphs
+make_pdf(["page one text", "page two text"])      a PDF whose pages hold those lines (Helvetica, no deps)
+make_docx(["a paragraph", ("cell", "cell")])      a .docx (python-docx): paragraphs, and tuples as table rows
+prose(2000, seed=1)                               ~2000 characters of sentences in paragraphs
 """
 
 import io
@@ -13,11 +13,62 @@ from megaservice.components._shared.deps import require
 
 __all__ = ["make_docx", "make_pdf", "prose"]
 
-_WORDS = (
-    "the of and to in is for on with as by at from that this it be are was an or which model data index query "
-    "vector database chunk document service retrieval embedding page answer question system search result text "
-    "pipeline cluster latency memory request network storage table column value report section figure method"
-).split()
+_WORDS = [
+    "the",
+    "of",
+    "and",
+    "to",
+    "in",
+    "is",
+    "for",
+    "on",
+    "with",
+    "as",
+    "by",
+    "at",
+    "from",
+    "that",
+    "this",
+    "it",
+    "be",
+    "are",
+    "was",
+    "an",
+    "or",
+    "which",
+    "model",
+    "data",
+    "index",
+    "query",
+    "vector",
+    "database",
+    "chunk",
+    "document",
+    "service",
+    "retrieval",
+    "embedding",
+    "page",
+    "answer",
+    "question",
+    "system",
+    "search",
+    "result",
+    "text",
+    "pipeline",
+    "cluster",
+    "latency",
+    "memory",
+    "request",
+    "network",
+    "storage",
+    "table",
+    "column",
+    "value",
+    "report",
+    "section",
+    "figure",
+    "method",
+]
 
 
 def _escape(text: str) -> str:

@@ -13,7 +13,7 @@ def minilm() -> MiniLM:
 
 # TEMPORARY (comp-dataprep): until comp-store's session fixture lands here; then this one goes.
 @pytest.fixture(scope="session")
-def pg_store_settings(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+def pg_store_settings(tmp_path_factory: pytest.TempPathFactory):
     """The session's embedded PostgreSQL (started once, held by a lease), as `StoreSettings` of its data directory."""
     from megaservice.components._store import StoreSettings
     from megaservice.components.postgres.embedded import join_or_start

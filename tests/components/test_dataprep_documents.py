@@ -1,6 +1,7 @@
 """dataprep's readers and chunker: each format's text, pages kept, bad files refused with the file named."""
 
 import io
+import itertools
 import zipfile
 
 import orjson
@@ -100,7 +101,9 @@ def test_a_broken_pdf_is_refused():
 
 
 def test_docx_paragraphs_and_tables_in_order():
-    data = make_docx(["# Heading", "First paragraph.", ("name", "value"), ("alpha", "1"), "After the table."], title="T")
+    data = make_docx(
+        ["# Heading", "First paragraph.", ("name", "value"), ("alpha", "1"), "After the table."], title="T"
+    )
     document = read_document("doc.docx", data)
     text = document.sections[0].text
     assert text.index("Heading") < text.index("First paragraph.") < text.index("alpha | 1") < text.index("After")
@@ -178,10 +181,10 @@ def test_chunks_respect_size_and_overlap_and_cover_the_text():
 def test_overlap_repeats_the_end_of_the_previous_chunk():
     text = " ".join(f"w{i}" for i in range(400))
     pieces = split(Document("text", [Section(text)]), ChunkParams(100, 30), source="w.txt")
-    overlaps = [set(a.text.split()) & set(b.text.split()) for a, b in zip(pieces, pieces[1:], strict=False)]
+    overlaps = [set(a.text.split()) & set(b.text.split()) for a, b in itertools.pairwise(pieces)]
     assert all(overlaps)
     no_overlap = split(Document("text", [Section(text)]), ChunkParams(100, 0), source="w.txt")
-    assert not any(set(a.text.split()) & set(b.text.split()) for a, b in zip(no_overlap, no_overlap[1:], strict=False))
+    assert not any(set(a.text.split()) & set(b.text.split()) for a, b in itertools.pairwise(no_overlap))
 
 
 def test_chunks_know_their_pages():

@@ -98,12 +98,12 @@ async def test_sigkill_mid_file_leaves_no_partial_file(store_settings, moment):
             first = await client.post("/v1/dataprep/ingest", files=[("files", ("big.txt", old))], data=form)
             assert first.status_code == 200 and first.json()["chunks"] == 20
 
-            async def send() -> None:
+            async def send(form: dict[str, str]) -> None:
                 with contextlib.suppress(httpx.TransportError):  # the server dies before it answers
                     await client.post("/v1/dataprep/ingest", files=[("files", ("big.txt", new))], data=form)
 
             async with anyio.create_task_group() as group:
-                group.start_soon(send)
+                group.start_soon(send, form)
                 await logged.wait_for(re.compile(rf"ingest big\.txt: {moment}"))
                 process.send_signal(signal.SIGKILL)
                 await process.wait()

@@ -6,7 +6,7 @@ Every test writes to a collection of its own; what is stored is read back with t
 import dataclasses
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any, NamedTuple
+from typing import Any
 
 import anyio
 import httpx
@@ -89,7 +89,8 @@ async def dataprep(store_settings: StoreSettings, minilm: MiniLM) -> AsyncIterat
         yield running
 
 
-class Row(NamedTuple):
+@dataclasses.dataclass(frozen=True)
+class Row:
     source: str
     index: int
     text: str
@@ -225,7 +226,7 @@ async def test_a_failure_halfway_leaves_the_previous_version(store_settings, sto
             return await good.backend.embed(texts, model)
 
     backend = FailsAfter()
-    embedder = Embedder(backend, window=8)  # type: ignore[arg-type]
+    embedder = Embedder(backend, window=8)
     async for dataprep in start(settings, embedder):
         old = "\n\n".join(f"Old paragraph {i}." for i in range(10))
         assert (await dataprep.ingest(("doc.txt", old.encode()), chunk_size="30", chunk_overlap="0")).status_code == 200
@@ -365,8 +366,11 @@ def pages_app() -> Starlette:
     pdf = make_pdf(["A linked PDF about volcanoes.", "Its second page talks about lava."])
 
     async def html(request: Request) -> Response:
-        return Response(b"<html><title>Tides</title><p>The moon pulls the tides twice a day.</p></html>", 200,
-                        media_type="text/html; charset=utf-8")
+        return Response(
+            b"<html><title>Tides</title><p>The moon pulls the tides twice a day.</p></html>",
+            200,
+            media_type="text/html; charset=utf-8",
+        )
 
     async def pdf_file(request: Request) -> Response:
         return Response(pdf, media_type="application/pdf")
@@ -427,9 +431,11 @@ async def test_private_links_are_refused_by_default_even_when_they_answer(datapr
 async def test_embedding_through_the_embedding_service_matches_in_process(
     store_settings, store, minilm, upstream_client, variable
 ):
-    from megaservice.components.embedding import EmbeddingSettings
-    from megaservice.components.embedding import create_service as embedding_service
-    from megaservice.components.embedding import load_backend as embedding_backend
+    from megaservice.components.embedding import (
+        EmbeddingSettings,
+        create_service as embedding_service,
+        load_backend as embedding_backend,
+    )
 
     embedding_settings = EmbeddingSettings()
     embedding = embedding_service(embedding_settings, embedding_backend(embedding_settings, model=minilm))

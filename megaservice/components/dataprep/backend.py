@@ -57,16 +57,17 @@ class DataprepSettings(EnvSettings):
         "DATAPREP_EMBEDDING_MODEL",
         None,
         aliases=("EMBED_MODEL",),
-        help="The embedding model: with `EMBEDDING_ENDPOINT` the name sent; with `TEI_EMBEDDING_ENDPOINT` the name "
-        "recorded when `/info` gives none; in process a sentence-transformers model (path or Hugging Face cache "
-        "name; unset: the packaged all-MiniLM-L6-v2). The collection records it; the retriever must use the same.",
+        help="dataprep's embedding model: with `EMBEDDING_ENDPOINT` the name sent; with `TEI_EMBEDDING_ENDPOINT` the "
+        "name recorded when `/info` gives none; in process a sentence-transformers model (path or Hugging Face cache "
+        "name; unset: the packaged all-MiniLM-L6-v2). The collection records it; the retriever must use the same. "
+        "OPEA's `EMBED_MODEL` sets it (and the embedding service's `EMBEDDING_MODEL`).",
     )
     hf_token: str | None = variable(
         "HF_TOKEN",
         None,
         aliases=("HUGGINGFACEHUB_API_TOKEN",),
         secret=True,
-        help="Bearer token sent to the TEI server at `TEI_EMBEDDING_ENDPOINT`.",
+        help="Bearer token sent to the TEI server (a TEI behind Hugging Face's inference endpoints).",
     )
     embedding_timeout: float = variable(
         "DATAPREP_EMBEDDING_TIMEOUT",
@@ -78,8 +79,7 @@ class DataprepSettings(EnvSettings):
         "DATAPREP_EMBEDDING_BATCH",
         32,
         minimum=1,
-        help="Chunks per call to the embedding server (TEI's default `max_client_batch_size`); four calls run at "
-        "once.",
+        help="Chunks per call to the embedding server (TEI's default `max_client_batch_size`); four calls run at once.",
     )
     threads: int = variable(
         "DATAPREP_THREADS", 2, minimum=1, help="Threads of the in-process embedding model (onnxruntime or torch)."
@@ -155,8 +155,10 @@ class DataprepBackend(Protocol):
     async def replace_file(
         self, source: str, chunks: "Sequence[Chunk]", vectors: Any, metadata: Mapping[str, Any] | None = None
     ) -> int:
-        """`source`'s chunks (one vector each: a sequence of floats, or an array's row), all old ones out and these
-        in, in one transaction; `metadata`: the file's own. The number stored."""
+        """Replace `source`'s chunks by these, in one transaction; the number stored.
+
+        `vectors`: one per chunk (sequences of floats, or an array's rows); `metadata`: the file's own.
+        """
 
     async def files(self) -> "list[FileInfo]":
         """The files stored, with their chunk counts."""

@@ -62,7 +62,9 @@ def _splitter(kind: str, params: ChunkParams) -> Any:
     return splitters.RecursiveCharacterTextSplitter(**options)
 
 
-def split(document: Document, params: ChunkParams, *, source: str, metadata: dict[str, Any] | None = None) -> list[Piece]:
+def split(
+    document: Document, params: ChunkParams, *, source: str, metadata: dict[str, Any] | None = None
+) -> list[Piece]:
     """The chunks of `document`, in order, with `source`, `chunk_index`, `page` (if any) and `metadata` each."""
     text = _SEPARATOR.join(section.text for section in document.sections)
     starts = []  # where each section begins in `text`

@@ -172,10 +172,45 @@ def _markdown(name: str, data: bytes) -> Document:
     return Document("markdown", [Section(decode_text(name, data))])
 
 
-_BLOCKS = (
-    "address article aside blockquote br dd details dialog div dl dt fieldset figcaption figure footer form "
-    "h1 h2 h3 h4 h5 h6 header hr li main nav ol p pre section summary table tr td th ul"
-).split()
+_BLOCKS = [
+    "address",
+    "article",
+    "aside",
+    "blockquote",
+    "br",
+    "dd",
+    "details",
+    "dialog",
+    "div",
+    "dl",
+    "dt",
+    "fieldset",
+    "figcaption",
+    "figure",
+    "footer",
+    "form",
+    "h1",
+    "h2",
+    "h3",
+    "h4",
+    "h5",
+    "h6",
+    "header",
+    "hr",
+    "li",
+    "main",
+    "nav",
+    "ol",
+    "p",
+    "pre",
+    "section",
+    "summary",
+    "table",
+    "tr",
+    "td",
+    "th",
+    "ul",
+]
 _INVISIBLE = ("script", "style", "noscript", "template", "svg", "head", "iframe", "object")
 
 
@@ -196,8 +231,7 @@ def _pdf(name: str, data: bytes) -> Document:
     pypdf = require("pypdf", "dataprep")
     try:
         reader = pypdf.PdfReader(io.BytesIO(data))
-        if reader.is_encrypted and not reader.decrypt(""):
-            raise InputError(f"{name}: the PDF is encrypted with a password")
+        _check_not_locked(name, reader)
         sections = [
             Section(_SPACES.sub(" ", page.extract_text() or ""), number) for number, page in enumerate(reader.pages, 1)
         ]
@@ -208,6 +242,12 @@ def _pdf(name: str, data: bytes) -> Document:
         raise InputError(f"{name}: not a PDF pypdf can read ({type(exc).__name__}: {exc})") from None
     metadata = {"title": str(title)} if isinstance(title, str) and title.strip() else {}
     return Document("pdf", sections, metadata)
+
+
+def _check_not_locked(name: str, reader: Any) -> None:
+    """`InputError` if the PDF needs a password (one encrypted with an empty password is read)."""
+    if reader.is_encrypted and not reader.decrypt(""):
+        raise InputError(f"{name}: the PDF is encrypted with a password")
 
 
 def _check_zip(name: str, data: bytes) -> None:
@@ -259,7 +299,11 @@ def _csv(name: str, data: bytes) -> Document:
         return Document("csv", [Section(" | ".join(header))])
     lines = []
     for record in records:
-        cells = [f"{key.strip() or f'column {i + 1}'}: {value.strip()}" for i, (key, value) in enumerate(zip(header, record, strict=False)) if value.strip()]
+        cells = [
+            f"{key.strip() or f'column {i + 1}'}: {value.strip()}"
+            for i, (key, value) in enumerate(zip(header, record, strict=False))
+            if value.strip()
+        ]
         cells.extend(value.strip() for value in record[len(header) :] if value.strip())
         lines.append(" | ".join(cells))
     return Document("csv", [Section("\n".join(lines))])

@@ -1,5 +1,6 @@
-"""What dataprep embeds chunks with: the embedding service (or TEI, or any OpenAI-compatible server), or the
-packaged model in process. The same backends as the embedding service's (`megaservice.components.embedding`).
+"""What dataprep embeds chunks with: the embedding service (TEI, any OpenAI-compatible server) or the model in process.
+
+The backends are the embedding service's own (`megaservice.components.embedding`):
 
     TEI_EMBEDDING_ENDPOINT=http://embedding:6000   TEI's `POST /embed` (a TEI, or `megaservice serve embedding`);
                                                    the model's name from its `GET /info`
@@ -46,7 +47,7 @@ class Embedder:
 
     * **backend** - the embedding component's backend (`local`, `tei`, `openai`, `sentence-transformers`).
     * **model** - the model's name when configured (`EMBED_MODEL`); else the backend or the remote says.
-    * **info_url** - TEI's `/info`, asked for the model's name when nothing else names it.
+    * **info_url** - TEI's `/info`, asked for the model's name first (`model` when it does not answer).
     * **window** - texts per call to the backend (progress is reported after each).
     """
 
@@ -83,18 +84,21 @@ class Embedder:
         dimension = self.backend.dimension
         if dimension is None:
             dimension = int((await self.backend.embed([_PROBE])).vectors.shape[1])
-        model = self._model
-        if model is None and self._info_url is not None:
-            model = await self._model_from_info(self._info_url)
-        self._model_id = model or self.backend.model_id
+        model = None
+        if self._info_url is not None:  # what the server says it serves, before what it was said to serve
+            model = await self._model_from_info(self._info_url, required=self._model is None)
+        self._model_id = model or self._model or self.backend.model_id
         self._dimension = dimension
 
-    async def _model_from_info(self, url: str) -> str | None:
+    async def _model_from_info(self, url: str, *, required: bool) -> str | None:
         timeout = Timeout(connect=5.0, read=10.0, total=10.0)
         try:
             _, body = await get_client().get(self.backend.name, url, timeout=timeout)
             model = orjson.loads(body).get("model_id")
         except (UpstreamError, orjson.JSONDecodeError, AttributeError) as exc:
+            if not required:
+                logger.warning("%s did not say which model it serves (%s); recording %r", url, exc, self._model)
+                return None
             raise ConfigurationError(
                 f"{url} did not say which model it serves ({exc}); set DATAPREP_EMBEDDING_MODEL to its name"
             ) from exc

@@ -1,4 +1,4 @@
-"""The fields of dataprep's requests, read and checked: each refusal an `InputError` saying what is wrong.
+r"""The fields of dataprep's requests, read and checked: each refusal an `InputError` saying what is wrong.
 
     source_name("guides/intro.md")          "guides/intro.md"; "../x", "/etc/passwd", "C:\\x" refused
     read_link_list('["https://a.org/x"]')   ["https://a.org/x"]; anything but a JSON list of http(s) URLs refused
@@ -71,8 +71,7 @@ def read_link_list(value: Any) -> list[str]:
         parts = urlsplit(link.strip())
         if parts.scheme not in {"http", "https"} or not parts.hostname:
             raise InputError(f"`link_list[{index}]` is not an http(s) URL: {link[:200]!r}")
-    unique = list(dict.fromkeys(link.strip() for link in links))
-    return unique
+    return list(dict.fromkeys(link.strip() for link in links))
 
 
 def _integer(form: Mapping[str, Any], name: str, default: int) -> int:

@@ -52,7 +52,9 @@ def _format(url: str, content_type: str, body: bytes) -> str:
         return found
     if body.startswith(b"%PDF"):
         return "pdf"
-    raise InputError(f"{url}: answered {content_type or 'no Content-Type'}, which dataprep does not read", status_code=415)
+    raise InputError(
+        f"{url}: answered {content_type or 'no Content-Type'}, which dataprep does not read", status_code=415
+    )
 
 
 async def fetch_link(url: str, limits: LinkLimits, client: UpstreamClient | None = None) -> Page:
