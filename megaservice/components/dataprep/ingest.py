@@ -29,6 +29,8 @@ logger = logging.getLogger("megaservice.dataprep")
 
 _LOG_EVERY = 5.0
 """Seconds between two progress lines of one file (besides one line per tenth of its chunks)."""
+LONG = 256
+"""A file of more chunks than this logs its progress (embedded so far; storing)."""
 
 
 @dataclass(slots=True)
@@ -138,9 +140,12 @@ class Ingestor:
         """Embed every chunk of `prepared`, then replace the file's chunks with them (one transaction)."""
         started = time.monotonic()
         texts = [piece.text for piece in prepared.pieces]
-        vectors = await self.embedder.embed(texts, _Progress(prepared.source, len(texts)))
+        long = len(texts) > LONG
+        vectors = await self.embedder.embed(texts, _Progress(prepared.source, len(texts)) if long else None)
         chunks = [Chunk(piece.text, index, piece.metadata) for index, piece in enumerate(prepared.pieces)]
-        logger.info("ingest %s: storing %d chunks", prepared.source, len(chunks))
+        logger.log(
+            logging.INFO if long else logging.DEBUG, "ingest %s: storing %d chunks", prepared.source, len(chunks)
+        )
         stored = await self.backend.replace_file(prepared.source, chunks, vectors, prepared.metadata)
         logger.info("ingest %s: stored %d chunks in %.1f s", prepared.source, stored, time.monotonic() - started)
         return stored

@@ -28,6 +28,7 @@ from megaservice.components._shared.blocking import Worker
 from megaservice.components._store import ModelMismatch
 from megaservice.components.dataprep.backend import DataprepBackend, DataprepSettings, load_backend
 from megaservice.components.dataprep.chunking import ChunkParams
+from megaservice.components.dataprep.documents import check_dependencies
 from megaservice.components.dataprep.embedder import Embedder, load_embedder
 from megaservice.components.dataprep.ingest import Ingestor, Prepared
 from megaservice.components.dataprep.inputs import read_chunk_params, read_link_list, source_name
@@ -48,6 +49,8 @@ logger = logging.getLogger("megaservice.dataprep")
 _SUCCEEDED = "Data preparation succeeded"
 _MULTIPART_MARGIN = 64 * 1024
 """Bytes of multipart framing and form fields allowed in an ingest request besides its files."""
+CHARACTERS_PER_TOKEN = 4.5
+"""Characters of English per MiniLM token (benchmarks/dataprep.py: 1500-character chunks hold 331 on average)."""
 _PERMANENT = (ModelMismatch, ConfigurationError, MissingDependencyError)
 """Startup failures that waiting does not cure: reported by `/v1/ready`, not retried."""
 
@@ -81,6 +84,7 @@ class _Routes:
         delay = 0.5
         while True:
             try:
+                check_dependencies()
                 await self.embedder.start()
                 await self.backend.start(self.embedder.model_id, self.embedder.dimension)
             except _PERMANENT as exc:
@@ -95,6 +99,7 @@ class _Routes:
                 continue
             self.started = True
             self.failure = None
+            self._warn_of_long_chunks()
             logger.info(
                 "dataprep ready: %s embeddings (%s, %d dimensions) into collection %r (%s)",
                 self.embedder.name,
@@ -104,6 +109,21 @@ class _Routes:
                 self.backend.name,
             )
             return
+
+    def _warn_of_long_chunks(self) -> None:
+        """Say so when the default chunk is longer than the model reads (its end would not be embedded)."""
+        tokens = round(self.defaults.chunk_size / CHARACTERS_PER_TOKEN)
+        most = self.embedder.max_input_length
+        if tokens > most:
+            logger.warning(
+                "CHUNK_SIZE %d characters is about %d tokens, and %s reads %d: the end of most chunks will be stored "
+                "but not embedded; CHUNK_SIZE=%d fits (docs/components/dataprep.md)",
+                self.defaults.chunk_size,
+                tokens,
+                self.embedder.model_id,
+                most,
+                int(most * CHARACTERS_PER_TOKEN * 0.8) // 100 * 100,
+            )
 
     async def ready(self) -> bool:
         """Whether requests can be served (raises why not, for `/v1/ready`)."""
