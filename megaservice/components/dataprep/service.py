@@ -122,7 +122,7 @@ class _Routes:
                 tokens,
                 self.embedder.model_id,
                 most,
-                int(most * CHARACTERS_PER_TOKEN * 0.8) // 100 * 100,
+                int(most * CHARACTERS_PER_TOKEN * 0.7) // 100 * 100,
             )
 
     async def ready(self) -> bool:
