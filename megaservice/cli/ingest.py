@@ -237,7 +237,8 @@ def report(outcome: Outcome, console: "Console") -> None:
 
 def ingest(
     paths: Annotated[
-        list[Path] | None, typer.Argument(help="Files and folders to ingest (folders are walked).", show_default=False)
+        list[Path] | None,
+        typer.Argument(help="Files and folders to ingest (folders are walked).", show_default=False, metavar="PATH..."),
     ] = None,
     url: Annotated[
         list[str] | None, typer.Option("--url", help="A web page or document to ingest (repeat for more).")

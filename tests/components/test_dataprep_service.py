@@ -24,7 +24,7 @@ from megaservice.components.dataprep.embedder import Embedder, load_embedder
 from megaservice.components.embedding.backend import Embedded
 from megaservice.components.embedding.minilm import MODEL_ID, MiniLM
 from megaservice.exceptions import UpstreamConnectError
-from megaservice.testing import client_for, serve
+from megaservice.testing import client_for, serve, unused_url
 from megaservice.testing.documents import make_docx, make_pdf, prose
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
@@ -255,6 +255,20 @@ async def test_a_model_the_collection_was_not_built_with_is_refused_naming_both(
         refused = await client.post("/v1/dataprep/ingest", files=[("files", ("b.txt", b"more text"))])
         assert refused.status_code == 503
         assert "BAAI/bge-base-en-v1.5" in refused.json()["detail"] and MODEL_ID in refused.json()["detail"]
+
+
+async def test_a_database_that_is_not_there_keeps_it_unready_naming_it(minilm):
+    nowhere = unused_url().rsplit(":", 1)[1]
+    store_settings = StoreSettings(connection=f"postgresql://user@127.0.0.1:{nowhere}/db", pool_timeout=0.5)
+    settings = settings_for(store_settings)
+    async with client_for(create_service(settings, embedder=load_embedder(settings, minilm=minilm)).app) as client:
+        with anyio.fail_after(30):
+            while "StoreUnavailable" not in (answer := await client.get("/v1/ready")).text:
+                await anyio.sleep(0.02)
+        assert answer.status_code == 503 and f"127.0.0.1:{nowhere}" in answer.json()["reason"]
+        refused = await client.post("/v1/dataprep/ingest", files=[("files", ("a.txt", b"text"))])
+        assert refused.status_code == 503 and "is unavailable" in refused.json()["detail"]
+        assert (await client.post("/v1/dataprep/get")).status_code == 503
 
 
 # -- get and delete -------------------------------------------------------------------------------
