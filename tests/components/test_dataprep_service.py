@@ -271,6 +271,28 @@ async def test_a_database_that_is_not_there_keeps_it_unready_naming_it(minilm):
         assert (await client.post("/v1/dataprep/get")).status_code == 503
 
 
+async def test_index_name_writes_lists_and_deletes_another_collection(dataprep, store, store_settings):
+    other = f"{store_settings.collection}_other"
+    answer = await dataprep.ingest(("elsewhere.txt", b"text in the other collection"), index_name=other)
+    assert answer.status_code == 200, answer.text
+    assert await dataprep.get() == [] and await store.count() == 0
+    listed = await dataprep.client.post("/v1/dataprep/get", json={"index_name": other})
+    assert [f["name"] for f in listed.json()] == ["elsewhere.txt"]
+    elsewhere = await Store.open(dataclasses.replace(store_settings, collection=other))
+    try:
+        assert [(row.source, row.text) for row in await stored_chunks(elsewhere)] == [
+            ("elsewhere.txt", "text in the other collection")
+        ]
+        assert elsewhere.collection is not None and elsewhere.collection.model == MODEL_ID
+        missing = await dataprep.delete({"file_path": "elsewhere.txt"})  # not in the default collection
+        assert missing.status_code == 404
+        deleted = await dataprep.delete({"file_path": "elsewhere.txt", "index_name": other})
+        assert deleted.status_code == 200 and deleted.json()["chunks"] == 1
+        assert await elsewhere.count() == 0
+    finally:
+        await elsewhere.aclose()
+
+
 # -- get and delete -------------------------------------------------------------------------------
 
 
@@ -339,7 +361,8 @@ BAD_INPUTS = [
     ),
     pytest.param({"fields": {"files": "not a file"}}, 400, "must be file uploads", id="files-as-text"),
     pytest.param({}, 400, "send `files`", id="nothing"),
-    pytest.param({"fields": {"index_name": "elsewhere"}, "files": [("a.txt", b"x")]}, 400, "index_name", id="index"),
+    pytest.param({"fields": {"index_name": "no spaces!"}, "files": [("a.txt", b"x")]}, 400, "index_name", id="index"),
+    pytest.param({"fields": {"index_name": "all"}, "files": [("a.txt", b"x")]}, 400, "index_name", id="index-all"),
 ]
 
 

@@ -111,6 +111,12 @@ class DataprepSettings(EnvSettings):
         minimum=1,
         help="Most chunks one ingest request may make (a small `chunk_size` on a large file); more is 413.",
     )
+    max_collections: int = variable(
+        "DATAPREP_MAX_COLLECTIONS",
+        16,
+        minimum=1,
+        help="Most collections one dataprep writes to (a request's OPEA `index_name` names one; each has a pool).",
+    )
     link_timeout: float = variable(
         "DATAPREP_LINK_TIMEOUT", 30.0, minimum=0.001, help="Seconds to fetch one `link_list` URL."
     )
@@ -137,14 +143,17 @@ class DataprepSettings(EnvSettings):
 
 
 class DataprepBackend(Protocol):
-    """Where the service puts chunks: each file's chunks replaced whole, in one transaction."""
+    """Where the service puts chunks: each file's chunks replaced whole, in one transaction.
+
+    `collection`: another collection than the default (a request's OPEA `index_name`); `None`: the default.
+    """
 
     name: str
     """The backend's name (`pgvector`)."""
 
     @property
     def collection(self) -> str:
-        """The collection written to."""
+        """The default collection."""
 
     async def start(self, model: str, dimension: int) -> None:
         """Connect, and check (or record) that the collection holds vectors of `model` and `dimension`."""
@@ -153,17 +162,23 @@ class DataprepBackend(Protocol):
         """Whether the database answers."""
 
     async def replace_file(
-        self, source: str, chunks: "Sequence[Chunk]", vectors: Any, metadata: Mapping[str, Any] | None = None
+        self,
+        source: str,
+        chunks: "Sequence[Chunk]",
+        vectors: Any,
+        metadata: Mapping[str, Any] | None = None,
+        *,
+        collection: str | None = None,
     ) -> int:
         """Replace `source`'s chunks by these, in one transaction; the number stored.
 
         `vectors`: one per chunk (sequences of floats, or an array's rows); `metadata`: the file's own.
         """
 
-    async def files(self) -> "list[FileInfo]":
+    async def files(self, *, collection: str | None = None) -> "list[FileInfo]":
         """The files stored, with their chunk counts."""
 
-    async def delete(self, source: str | None) -> int:
+    async def delete(self, source: str | None, *, collection: str | None = None) -> int:
         """Remove the chunks of `source` (`None`: of every file); the number removed."""
 
     async def aclose(self) -> None:
@@ -186,4 +201,4 @@ def load_backend(settings: DataprepSettings) -> DataprepBackend:
     backend_name(settings.backend)
     from megaservice.components.dataprep.pgvector import PgvectorBackend
 
-    return PgvectorBackend(settings.store_settings())
+    return PgvectorBackend(settings.store_settings(), max_collections=settings.max_collections)

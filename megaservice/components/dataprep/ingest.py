@@ -136,8 +136,11 @@ class Ingestor:
         )
         return prepared
 
-    async def store(self, prepared: Prepared) -> int:
-        """Embed every chunk of `prepared`, then replace the file's chunks with them (one transaction)."""
+    async def store(self, prepared: Prepared, collection: str | None = None) -> int:
+        """Embed every chunk of `prepared`, then replace the file's chunks with them (one transaction).
+
+        `collection`: another than the backend's default (a request's `index_name`).
+        """
         started = time.monotonic()
         texts = [piece.text for piece in prepared.pieces]
         long = len(texts) > LONG
@@ -146,6 +149,8 @@ class Ingestor:
         logger.log(
             logging.INFO if long else logging.DEBUG, "ingest %s: storing %d chunks", prepared.source, len(chunks)
         )
-        stored = await self.backend.replace_file(prepared.source, chunks, vectors, prepared.metadata)
+        stored = await self.backend.replace_file(
+            prepared.source, chunks, vectors, prepared.metadata, collection=collection
+        )
         logger.info("ingest %s: stored %d chunks in %.1f s", prepared.source, stored, time.monotonic() - started)
         return stored

@@ -18,10 +18,11 @@ from urllib.parse import urlsplit
 
 import orjson
 
+from megaservice.components._store.settings import collection_name
 from megaservice.components.dataprep.chunking import ChunkParams
 from megaservice.exceptions import InputError
 
-__all__ = ["MAX_LINKS", "read_chunk_params", "read_link_list", "source_name"]
+__all__ = ["MAX_LINKS", "read_chunk_params", "read_index_name", "read_link_list", "source_name"]
 
 MAX_LINKS = 100
 """Most URLs in one `link_list`."""
@@ -72,6 +73,25 @@ def read_link_list(value: Any) -> list[str]:
         if parts.scheme not in {"http", "https"} or not parts.hostname:
             raise InputError(f"`link_list[{index}]` is not an http(s) URL: {link[:200]!r}")
     return list(dict.fromkeys(link.strip() for link in links))
+
+
+def read_index_name(value: Any, *, writing: bool) -> str | None:
+    """OPEA's `index_name`: a collection other than the service's, or `None` (absent, blank; `"all"` when reading)."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InputError(f"`index_name` must be a collection name, not {type(value).__name__}")
+    name = value.strip()
+    if name == "all":
+        if writing:
+            raise InputError("`index_name` 'all' names no collection to write to; leave it out, or name one")
+        return None
+    if not name:
+        return None
+    try:
+        return collection_name(name)
+    except ValueError as exc:
+        raise InputError(f"`index_name` {name[:120]!r} is not a collection name: {exc}") from None
 
 
 def _integer(form: Mapping[str, Any], name: str, default: int) -> int:

@@ -2,10 +2,10 @@
 
     POST /v1/dataprep/ingest   multipart form: `files` (any number), `link_list` (a JSON list of URLs),
                                `chunk_size`, `chunk_overlap`; OPEA's other fields (`process_table`,
-                               `table_strategy`, `index_name`, ...) accepted
+                               `table_strategy`, ...) accepted; `index_name`: another collection
                                → {"status": 200, "message": "Data preparation succeeded", "files": [...]}
-    POST /v1/dataprep/get      → [{"name", "id", "type": "File", "parent": "", "chunks", "ingested_at"}, ...]
-    POST /v1/dataprep/delete   {"file_path": "<name>" | "all"} → {"status": true}; 404 for an unknown name
+    POST /v1/dataprep/get      {"index_name"?} → [{"name", "id", "type": "File", "parent": "", "chunks", ...}, ...]
+    POST /v1/dataprep/delete   {"file_path": "<name>" | "all", "index_name"?} → {"status": true}; 404: no such file
 
 An ingest request is checked whole before anything is stored: every file read and cut, every link
 fetched. One bad file or link is a 4xx naming it, and nothing of the request is stored. Then each
@@ -31,7 +31,7 @@ from megaservice.components.dataprep.chunking import ChunkParams
 from megaservice.components.dataprep.documents import check_dependencies
 from megaservice.components.dataprep.embedder import Embedder, load_embedder
 from megaservice.components.dataprep.ingest import Ingestor, Prepared
-from megaservice.components.dataprep.inputs import read_chunk_params, read_link_list, source_name
+from megaservice.components.dataprep.inputs import read_chunk_params, read_index_name, read_link_list, source_name
 from megaservice.components.dataprep.links import LinkLimits, fetch_link
 from megaservice.constants import ServiceType
 from megaservice.exceptions import ConfigurationError, InputError, MissingDependencyError
@@ -151,28 +151,20 @@ class _Routes:
         self._check_started()
         form = await request.form(max_files=self.settings.max_files, max_fields=1000)
         try:
+            collection = read_index_name(form.get("index_name"), writing=True)
             prepared = await self._prepare(form)
         finally:
             await form.close()
         files = []
         for item in prepared:
-            stored = await self.ingestor.store(item)
+            stored = await self.ingestor.store(item, collection)
             files.append({"name": item.source, "chunks": stored, "pages": item.pages})
         self.statistics.append_latency(time.perf_counter() - started)
         return _json({"status": 200, "message": _SUCCEEDED, "files": files, "chunks": sum(f["chunks"] for f in files)})
 
-    def _check_index(self, form: FormData) -> None:
-        asked = form.get("index_name")
-        if isinstance(asked, str) and asked.strip() and asked.strip() != self.backend.collection:
-            raise InputError(
-                f"`index_name` {asked.strip()!r} is not this service's collection {self.backend.collection!r}: "
-                "dataprep and the retriever share one collection (COLLECTION_NAME); leave `index_name` out"
-            )
-
     async def _prepare(self, form: FormData) -> list[Prepared]:
         params = read_chunk_params(form, self.defaults)
         links = read_link_list(form.get("link_list"))
-        self._check_index(form)
         uploads = form.getlist("files")
         if not uploads and not links:
             raise InputError("send `files` (multipart uploads) or `link_list` (a JSON list of URLs), or both")
@@ -225,9 +217,10 @@ class _Routes:
 
     async def get(self, request: Request) -> Response:
         """`POST /v1/dataprep/get`: the files stored, as OPEA lists them (plus their chunk counts)."""
-        await self._body(request)  # OPEA's `index_name` is accepted: there is one collection
+        body = await self._body(request)
+        collection = read_index_name(body.get("index_name"), writing=False)
         self._check_started()
-        files = await self.backend.files()
+        files = await self.backend.files(collection=collection)
         answer = [
             {
                 "name": info.source,
@@ -248,14 +241,16 @@ class _Routes:
         path = body.get("file_path")
         if not isinstance(path, str) or not path.strip():
             raise InputError('send {"file_path": "<a file name from /v1/dataprep/get>"} or {"file_path": "all"}')
+        collection = read_index_name(body.get("index_name"), writing=False)
         self._check_started()
         if path.strip() == "all":
-            removed = await self.backend.delete(None)
+            removed = await self.backend.delete(None, collection=collection)
             logger.info("delete: every file (%d chunks)", removed)
             return _json({"status": True, "chunks": removed})
-        removed = await self.backend.delete(path)
+        removed = await self.backend.delete(path, collection=collection)
         if removed == 0:
-            raise InputError(f"no file {path!r} in collection {self.backend.collection!r}", status_code=404)
+            shown = collection or self.backend.collection
+            raise InputError(f"no file {path!r} in collection {shown!r}", status_code=404)
         logger.info("delete %s: %d chunks", path, removed)
         return _json({"status": True, "chunks": removed})
 
