@@ -6,8 +6,8 @@ The backends are the embedding service's own (`megaservice.components.embedding`
                                                    the model's name from its `GET /info`
     EMBEDDING_ENDPOINT=http://embedding:6000       OpenAI's `POST /v1/embeddings` (`megaservice serve embedding`,
                                                    TEI, Ollama, vLLM); the model's name from its answers
-    neither                                        in process: the packaged all-MiniLM-L6-v2 (int8 ONNX), or
-                                                   the sentence-transformers model `EMBED_MODEL` names
+    neither                                        in process: the packaged all-MiniLM-L6-v2 (int8 ONNX, one chunk
+                                                   per call), or the sentence-transformers model `EMBED_MODEL` names
 
 Vectors are L2-normalised here, whatever the backend answered. The model's name and the vectors'
 length are known once `start()` returned: the collection records them, and refuses another model.
@@ -162,7 +162,7 @@ def load_embedder(settings: "DataprepSettings", *, minilm: MiniLM | None = None)
     elif settings.embedding_model and settings.embedding_model not in _MINILM_NAMES:
         embedding = EmbeddingSettings(backend="sentence-transformers", **common)
     else:
-        embedding = EmbeddingSettings(backend="local", **{**common, "model": None})
+        embedding = EmbeddingSettings(backend="local", max_batch=settings.local_batch, **{**common, "model": None})
         if minilm is not None:
             kwargs["model"] = minilm
     window = 4 * settings.embedding_batch if embedding.backend in ("tei", "openai") else 64
