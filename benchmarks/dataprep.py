@@ -246,9 +246,10 @@ async def part_service(pages: int, rounds: int, chunk_size: int) -> None:
     model.load()
     print(f"\n## through the service: a {page_count}-page PDF, {len(texts)} chunks of at most {params.chunk_size}")
     print(f"load average before: {' '.join(f'{x:.1f}' for x in os.getloadavg())} ({os.cpu_count()} CPUs)")
-    seconds, cpu, _ = timed(rounds, lambda: [model.embed(texts[i : i + 4]) for i in range(0, len(texts), 4)])
+    batch = DataprepSettings().local_batch
+    seconds, cpu, _ = timed(rounds, lambda: [model.embed(texts[i : i + batch]) for i in range(0, len(texts), batch)])
     print(
-        f"the model alone on its chunks (batches of 4): {seconds:.2f} s, {len(texts) / seconds:.1f} chunks/s, "
+        f"the model alone on its chunks (batches of {batch}): {seconds:.2f} s, {len(texts) / seconds:.1f} chunks/s, "
         f"{cpu:.2f} CPU s"
     )
     assert read_document("doc.pdf", data).pages == page_count

@@ -66,6 +66,7 @@ async def dataprep_process(settings: StoreSettings) -> AsyncIterator[tuple[anyio
         "DATAPREP_HOST": "127.0.0.1",
         "COLLECTION_NAME": settings.collection,
         "DATAPREP_MAX_CHUNKS": "1000000",
+        "DATAPREP_LOCAL_BATCH": "4",  # short chunks: cheaper in batches
     }
     if settings.connection:
         env["PG_CONNECTION_STRING"] = settings.connection
@@ -88,9 +89,10 @@ def version(label: str, paragraphs: int) -> bytes:
     return "\n\n".join(f"{label} paragraph {i}: " + "words about the subject " * 6 for i in range(paragraphs)).encode()
 
 
+@pytest.mark.timeout(300)
 @pytest.mark.parametrize("moment", ["embedded", "storing"])
 async def test_sigkill_mid_file_leaves_no_partial_file(store_settings, moment):
-    old, new = version("Old", 20), version("New", 3000)
+    old, new = version("Old", 20), version("New", 2000)
     async for process, logged, url in dataprep_process(store_settings):
         async with httpx.AsyncClient(base_url=url, timeout=300) as client:
             assert (await wait_ready(client, timeout=60)).status_code == 200
@@ -116,7 +118,7 @@ async def test_sigkill_mid_file_leaves_no_partial_file(store_settings, moment):
     labels = {hit.text.split(" ", 1)[0] for hit in chunks}
     assert len(labels) == 1, labels  # one version, never a mix
     label = labels.pop()
-    expected = 20 if label == "Old" else 3000
+    expected = 20 if label == "Old" else 2000
     assert len(chunks) == expected
     assert [hit.index for hit in chunks] == list(range(expected))
     assert [(f.source, f.chunks) for f in files] == [("big.txt", expected)]
