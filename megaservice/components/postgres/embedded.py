@@ -7,7 +7,7 @@
 The rule: a service takes a lease (a shared lock on `clients.lock`) and looks for a server that
 answers on the data directory's socket. If there is one it joins it, whoever runs it (`megaservice
 serve postgres`, `megaservice up`, or an earlier service). If none answers and no process owns
-the data directory, it starts an owner in the background (`owner.py --idle-stop S --detach`); two
+the data directory, it starts an owner in the background (`daemon.py --idle-stop S --detach`); two
 services starting at once start two, and the owner lock keeps one. That owner stops the server S
 seconds after the last lease was released (every service stopped or died), so nothing runs on for
 ever, and the data stays in the data directory for the next start.
@@ -110,7 +110,7 @@ def _owned(cluster: Cluster) -> bool:
 
 
 def _start_owner(cluster: Cluster, data_dir: Path, idle_stop: float) -> None:
-    command = [sys.executable, "-m", "megaservice.components.postgres.owner", "--data-dir", str(data_dir)]
+    command = [sys.executable, "-m", "megaservice.components.postgres.daemon", "--data-dir", str(data_dir)]
     with (cluster.root / "owner.log").open("ab") as log:
         subprocess.run(
             [*command, "--idle-stop", str(idle_stop), "--detach"],
