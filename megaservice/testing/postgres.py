@@ -63,12 +63,22 @@ class EmbeddedPostgres:
                 stderr=subprocess.STDOUT,
             )
         deadline = time.monotonic() + self.start_timeout
-        while not self.cluster.answering():
+        while not (self._serving() and self.cluster.answering()):
             if self._owner.poll() is not None or time.monotonic() > deadline:
                 self.stop()
                 logs = (self.cluster.root / "test-owner.log").read_text(errors="replace")[-2000:]
                 raise RuntimeError(f"the embedded PostgreSQL did not start:\n{logs}")
             time.sleep(0.05)
+
+    def _serving(self) -> bool:
+        """Whether the server on the socket is our owner's child (not one it has still to replace)."""
+        try:
+            pid = int((self.cluster.pgdata / "postmaster.pid").read_text().split("\n", 1)[0])
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except (OSError, ValueError):
+            return False
+        parent = int(stat.rsplit(")", 1)[1].split()[1])
+        return self._owner is not None and parent == self._owner.pid
 
     def stop(self) -> None:
         """Stop it as `megaservice serve postgres` stops (SIGTERM to the owner: a fast shutdown)."""

@@ -25,7 +25,7 @@ from pathlib import Path
 from megaservice.components.postgres.cluster import Cluster
 from megaservice.components.postgres.owner import open_lock, try_lock
 
-__all__ = ["EmbeddedUnavailable", "Lease", "is_ready", "join_or_start", "wait_ready"]
+__all__ = ["EmbeddedUnavailable", "Lease", "accepting_connections", "is_ready", "join_or_start", "wait_ready"]
 
 IDLE_STOP = 30.0
 """Seconds an auto-started server runs on after the last service using it went away."""
@@ -91,6 +91,10 @@ def join_or_start(data_dir: Path, timeout: float = 60.0, idle_stop: float = IDLE
 def is_ready(data_dir: Path) -> bool:
     """Whether the data directory's server answers a query (what `megaservice up` can poll)."""
     return Cluster.of(data_dir).answering()
+
+
+accepting_connections = is_ready
+"""The name `megaservice up` calls `is_ready` by."""
 
 
 def wait_ready(data_dir: Path, timeout: float = 60.0) -> None:
