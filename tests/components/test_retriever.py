@@ -16,7 +16,7 @@ from megaservice.components.retriever.inputs import read_request
 from megaservice.exceptions import ConfigurationError, InputError
 from megaservice.protocol.docs import SearchedMultimodalDoc
 from megaservice.protocol.openai import ChatCompletionRequest
-from megaservice.protocol.rag import RetrievalResponse
+from megaservice.protocol.rag import RetrievalResponse, RetrievalResponseData
 from megaservice.testing import serve
 from tests.components.pgdata import FILES, QUERIES, embed, store_files
 
@@ -106,7 +106,7 @@ async def test_retrieval_request_in_retrieval_response_out(retriever, minilm):
         )
         assert answer.status_code == 200, answer.text
         docs = RetrievalResponse.model_validate(answer.json()).retrieved_docs
-        assert docs[0].metadata["source"] == "gardening.md"
+        assert docs[0].metadata is not None and docs[0].metadata["source"] == "gardening.md"
         assert "Prune rose bushes" in docs[0].text
 
 
@@ -124,9 +124,10 @@ async def test_chat_request_gets_retrieved_docs_and_documents(retriever, minilm)
     assert answer.status_code == 200, answer.text
     chat = ChatCompletionRequest.model_validate(answer.json())
     assert chat.temperature == 0.3 and chat.messages == body["messages"]
-    assert len(chat.documents) == len(chat.retrieved_docs) == 2
-    assert chat.retrieved_docs[0].metadata["source"] == "cycling.md"
-    assert chat.documents[0] == chat.retrieved_docs[0].text
+    top = RetrievalResponseData.model_validate(chat.retrieved_docs[0])
+    assert chat.documents is not None and len(chat.documents) == len(chat.retrieved_docs) == 2
+    assert top.metadata is not None and top.metadata["source"] == "cycling.md"
+    assert chat.documents[0] == top.text
 
 
 @pytest.mark.parametrize(

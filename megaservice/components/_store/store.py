@@ -135,7 +135,9 @@ class Store:
 
             data_dir = self.settings.storage_dir()
             try:
-                self._lease = await asyncio.to_thread(join_or_start, data_dir, self.settings.start_timeout)
+                self._lease = await asyncio.to_thread(
+                    join_or_start, data_dir, self.settings.start_timeout, self.settings.idle_stop
+                )
             except EmbeddedUnavailable as exc:
                 raise StoreUnavailable(str(exc), url=str(exc.location)) from exc
             self._location = self._lease.location
