@@ -1,6 +1,5 @@
 """`megaservice ingest` against a real dataprep service over a socket (PostgreSQL, MiniLM)."""
 
-import dataclasses
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -19,14 +18,16 @@ from megaservice.components.dataprep.embedder import load_embedder
 from megaservice.components.embedding.minilm import MiniLM
 from megaservice.testing import serve, unused_url
 from megaservice.testing.documents import make_docx, make_pdf
+from megaservice.testing.postgres import EmbeddedPostgres
 from tests.components.test_dataprep_service import pages_app, stored_chunks, wait_ready
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
 
 
 @pytest.fixture
-def store_settings(pg_store_settings: StoreSettings) -> StoreSettings:
-    return dataclasses.replace(pg_store_settings, collection=f"cli_{uuid.uuid4().hex[:12]}")
+def store_settings(postgres: EmbeddedPostgres) -> StoreSettings:
+    """The session's PostgreSQL, a collection of this test's own."""
+    return postgres.store_settings(collection=f"cli_{uuid.uuid4().hex[:12]}")
 
 
 @pytest.fixture

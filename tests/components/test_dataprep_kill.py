@@ -6,7 +6,6 @@ collection: the file is its previous version whole (or, killed while committing,
 """
 
 import contextlib
-import dataclasses
 import re
 import signal
 import sys
@@ -22,6 +21,7 @@ import pytest
 from megaservice.components._store import Store, StoreSettings
 from megaservice.settings import environment
 from megaservice.testing import unused_url
+from megaservice.testing.postgres import EmbeddedPostgres
 from tests.components.test_dataprep_service import stored_chunks, wait_ready
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration, pytest.mark.slow]
@@ -54,8 +54,9 @@ class Logged:
 
 
 @pytest.fixture
-def store_settings(pg_store_settings: StoreSettings) -> StoreSettings:
-    return dataclasses.replace(pg_store_settings, collection=f"killed_{uuid.uuid4().hex[:12]}")
+def store_settings(postgres: EmbeddedPostgres) -> StoreSettings:
+    """The session's PostgreSQL, a collection of this test's own."""
+    return postgres.store_settings(collection=f"killed_{uuid.uuid4().hex[:12]}")
 
 
 async def dataprep_process(settings: StoreSettings) -> AsyncIterator[tuple[anyio.abc.Process, Logged, str]]:

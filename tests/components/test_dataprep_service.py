@@ -26,6 +26,7 @@ from megaservice.components.embedding.minilm import MODEL_ID, MiniLM
 from megaservice.exceptions import UpstreamConnectError
 from megaservice.testing import client_for, serve, unused_url
 from megaservice.testing.documents import make_docx, make_pdf, prose
+from megaservice.testing.postgres import EmbeddedPostgres
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
 
@@ -38,9 +39,9 @@ async def wait_ready(client: httpx.AsyncClient, timeout: float = 30.0) -> httpx.
 
 
 @pytest.fixture
-def store_settings(pg_store_settings: StoreSettings) -> StoreSettings:
+def store_settings(postgres: EmbeddedPostgres) -> StoreSettings:
     """The session's PostgreSQL, a collection of this test's own."""
-    return dataclasses.replace(pg_store_settings, collection=f"dataprep_{uuid.uuid4().hex[:12]}")
+    return postgres.store_settings(collection=f"dataprep_{uuid.uuid4().hex[:12]}")
 
 
 @pytest.fixture

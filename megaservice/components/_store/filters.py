@@ -29,6 +29,10 @@ _COMPARE = {"$lt": "<", "$lte": "<=", "$gt": ">", "$gte": ">="}
 _MAX_DEPTH = 8
 
 
+def _bad(message: str) -> InputError:
+    return InputError(message, status_code=422)
+
+
 class _Builder:
     def __init__(self, column: sql.Composable) -> None:
         self.column = column
@@ -43,26 +47,26 @@ class _Builder:
     def _count(self) -> None:
         self.clauses += 1
         if self.clauses > MAX_CLAUSES:
-            raise InputError(f"filter: more than {MAX_CLAUSES} conditions")
+            raise _bad(f"filter: more than {MAX_CLAUSES} conditions")
 
     def build(self, spec: Any, depth: int = 0) -> sql.Composable:
         if depth > _MAX_DEPTH:
-            raise InputError(f"filter: nested deeper than {_MAX_DEPTH} levels")
+            raise _bad(f"filter: nested deeper than {_MAX_DEPTH} levels")
         if not isinstance(spec, Mapping) or not spec:
-            raise InputError(f"filter: expected an object of conditions, got {spec!r:.80}")
+            raise _bad(f"filter: expected an object of conditions, got {spec!r:.80}")
         parts = [self._item(key, value, depth) for key, value in spec.items()]
         return parts[0] if len(parts) == 1 else sql.SQL("({})").format(sql.SQL(" AND ").join(parts))
 
     def _item(self, key: Any, value: Any, depth: int) -> sql.Composable:
         if not isinstance(key, str) or not key:
-            raise InputError(f"filter: keys are non-empty strings, got {key!r}")
+            raise _bad(f"filter: keys are non-empty strings, got {key!r}")
         if key in ("$and", "$or"):
             if not isinstance(value, list) or not value:
-                raise InputError(f"filter: {key} takes a non-empty list of conditions")
+                raise _bad(f"filter: {key} takes a non-empty list of conditions")
             joiner = sql.SQL(" AND " if key == "$and" else " OR ")
             return sql.SQL("({})").format(joiner.join(self.build(item, depth + 1) for item in value))
         if key.startswith("$"):
-            raise InputError(f"filter: unknown operator {key!r} (known: $and, $or, and per key {_known()})")
+            raise _bad(f"filter: unknown operator {key!r} (known: $and, $or, and per key {_known()})")
         if isinstance(value, Mapping) and value and all(isinstance(op, str) and op.startswith("$") for op in value):
             parts = [self._operator(key, op, arg) for op, arg in value.items()]
             return parts[0] if len(parts) == 1 else sql.SQL("({})").format(sql.SQL(" AND ").join(parts))
@@ -79,26 +83,26 @@ class _Builder:
             return sql.SQL("NOT ({})").format(self._equal(key, arg))
         if op in ("$in", "$nin"):
             if not isinstance(arg, list) or not arg:
-                raise InputError(f"filter: {key}: {op} takes a non-empty list")
+                raise _bad(f"filter: {key}: {op} takes a non-empty list")
             any_of = sql.SQL("({})").format(sql.SQL(" OR ").join(self._equal(key, item) for item in arg))
             return any_of if op == "$in" else sql.SQL("NOT {}").format(any_of)
         self._count()
         field = sql.SQL("({} -> {}::text)").format(self.column, self._param(key))
         if op in _COMPARE:
             if not isinstance(arg, int | float | str) or isinstance(arg, bool):
-                raise InputError(f"filter: {key}: {op} compares with a number or a string, got {arg!r:.80}")
+                raise _bad(f"filter: {key}: {op} compares with a number or a string, got {arg!r:.80}")
             return sql.SQL("{} {} {}").format(field, sql.SQL(_COMPARE[op]), self._param(Jsonb(arg)))
         if op == "$exists":
             if not isinstance(arg, bool):
-                raise InputError(f"filter: {key}: $exists takes true or false")
+                raise _bad(f"filter: {key}: $exists takes true or false")
             test = sql.SQL("{} ? {}::text").format(self.column, self._param(key))
             return test if arg else sql.SQL("NOT ({})").format(test)
         if op in ("$like", "$ilike"):
             if not isinstance(arg, str):
-                raise InputError(f"filter: {key}: {op} takes a pattern string")
+                raise _bad(f"filter: {key}: {op} takes a pattern string")
             text = sql.SQL("({} ->> {}::text)").format(self.column, self._param(key))
             return sql.SQL("{} {} {}").format(text, sql.SQL(op[1:].upper()), self._param(arg))
-        raise InputError(f"filter: {key}: unknown operator {op!r} (known: {_known()})")
+        raise _bad(f"filter: {key}: unknown operator {op!r} (known: {_known()})")
 
 
 def _known() -> str:

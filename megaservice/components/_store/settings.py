@@ -109,6 +109,13 @@ class StoreSettings(EnvSettings):
         minimum=1,
         help="Seconds to wait for the embedded PostgreSQL to start (or for a started one to answer).",
     )
+    idle_stop: float = variable(
+        "PG_EMBEDDED_IDLE_STOP",
+        30.0,
+        minimum=0.1,
+        help="Seconds an embedded PostgreSQL that a service started (none was running) runs on after the last "
+        "service using it stopped; one run by `megaservice serve postgres` runs until that stops.",
+    )
     data_dir: Path | None = None
     """The data directory of the embedded PostgreSQL's folder (`$MEGASERVICE_DATA_DIR`, `StorageSettings`)."""
 

@@ -8,7 +8,14 @@ when it stops, cluster.py for its files.
 """
 
 from megaservice.components.postgres.backend import PostgresSettings
-from megaservice.components.postgres.embedded import EmbeddedUnavailable, Lease, is_ready, join_or_start, wait_ready
+from megaservice.components.postgres.embedded import (
+    EmbeddedUnavailable,
+    Lease,
+    accepting_connections,
+    is_ready,
+    join_or_start,
+    wait_ready,
+)
 from megaservice.components.postgres.service import create_service
 
 __all__ = [
@@ -16,6 +23,7 @@ __all__ = [
     "EmbeddedUnavailable",
     "Lease",
     "PostgresSettings",
+    "accepting_connections",
     "create_service",
     "is_ready",
     "join_or_start",

@@ -7,7 +7,7 @@
 The rule: a service takes a lease (a shared lock on `clients.lock`) and looks for a server that
 answers on the data directory's socket. If there is one it joins it, whoever runs it (`megaservice
 serve postgres`, `megaservice up`, or an earlier service). If none answers and no process owns
-the data directory, it starts an owner in the background (`owner.py --idle-stop S --detach`); two
+the data directory, it starts an owner in the background (`daemon.py --idle-stop S --detach`); two
 services starting at once start two, and the owner lock keeps one. That owner stops the server S
 seconds after the last lease was released (every service stopped or died), so nothing runs on for
 ever, and the data stays in the data directory for the next start.
@@ -25,7 +25,7 @@ from pathlib import Path
 from megaservice.components.postgres.cluster import Cluster
 from megaservice.components.postgres.owner import open_lock, try_lock
 
-__all__ = ["EmbeddedUnavailable", "Lease", "is_ready", "join_or_start", "wait_ready"]
+__all__ = ["EmbeddedUnavailable", "Lease", "accepting_connections", "is_ready", "join_or_start", "wait_ready"]
 
 IDLE_STOP = 30.0
 """Seconds an auto-started server runs on after the last service using it went away."""
@@ -93,6 +93,10 @@ def is_ready(data_dir: Path) -> bool:
     return Cluster.of(data_dir).answering()
 
 
+accepting_connections = is_ready
+"""The name `megaservice up` calls `is_ready` by."""
+
+
 def wait_ready(data_dir: Path, timeout: float = 60.0) -> None:
     """Wait until the data directory's server answers; `EmbeddedUnavailable` after `timeout` seconds."""
     cluster = Cluster.of(data_dir)
@@ -110,7 +114,7 @@ def _owned(cluster: Cluster) -> bool:
 
 
 def _start_owner(cluster: Cluster, data_dir: Path, idle_stop: float) -> None:
-    command = [sys.executable, "-m", "megaservice.components.postgres.owner", "--data-dir", str(data_dir)]
+    command = [sys.executable, "-m", "megaservice.components.postgres.daemon", "--data-dir", str(data_dir)]
     with (cluster.root / "owner.log").open("ab") as log:
         subprocess.run(
             [*command, "--idle-stop", str(idle_stop), "--detach"],

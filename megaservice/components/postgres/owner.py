@@ -12,7 +12,7 @@ Two kinds of owner run the same code:
     megaservice serve postgres         runs until stopped (what `megaservice up` starts). If another
                                        owner already runs the server, it follows: it holds a client
                                        lease (so that owner keeps the server) and takes over if it exits.
-    python -m megaservice.components.postgres.owner --idle-stop S --detach
+    python -m megaservice.components.postgres.daemon --idle-stop S --detach
                                        what a retriever or dataprep starts when no server runs: it stops
                                        the server S seconds after the last service using it went away.
 
@@ -21,7 +21,6 @@ kernel when they exit, however they exit); an auto-started owner stops once it c
 exclusively for S seconds, and holds it while it stops, so no service joins a stopping server.
 """
 
-import argparse
 import asyncio
 import contextlib
 import fcntl
@@ -29,15 +28,14 @@ import logging
 import os
 import signal
 import subprocess
-import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
 from megaservice.components.postgres.cluster import Cluster, as_user, server_user
 
-__all__ = ["Owner", "State", "main"]
+__all__ = ["Owner", "State", "open_lock", "try_lock"]
 
 logger = logging.getLogger("megaservice.postgres")
 
@@ -274,40 +272,3 @@ def _status(cluster: Cluster) -> str | None:
     except OSError:
         return None
     return lines[7].strip() if len(lines) > 7 else None
-
-
-def _detach() -> None:
-    """Go on in a grandchild of the caller's process, in a session of its own (the caller does not wait for it)."""
-    if os.fork() > 0:
-        os._exit(0)
-    os.setsid()
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """`python -m megaservice.components.postgres.owner`: run the server of a data directory until SIGTERM/SIGINT."""
-    parser = argparse.ArgumentParser(prog="python -m megaservice.components.postgres.owner", description=__doc__)
-    parser.add_argument("--data-dir", type=Path, required=True, help="the megaservice data directory")
-    parser.add_argument("--idle-stop", type=float, help="stop this many seconds after the last service left")
-    parser.add_argument("--detach", action="store_true", help="run in the background (fork, new session)")
-    args = parser.parse_args(argv)
-    if args.detach:
-        _detach()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s")
-    owner = Owner(Cluster.of(args.data_dir), idle_stop=args.idle_stop)
-
-    async def run() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            loop.add_signal_handler(signum, stop.set)
-        await owner.run(stop)
-
-    try:
-        asyncio.run(run())
-    except Exception:
-        logger.exception("the PostgreSQL owner failed")
-        sys.exit(1)
-
-
-if __name__ == "__main__":
-    main()

@@ -21,6 +21,7 @@ from megaservice.components._store.types import Hit
 from megaservice.components.retriever.backend import RetrieverBackend, RetrieverSettings, load_backend
 from megaservice.components.retriever.inputs import Asked, Shape, read_request
 from megaservice.constants import ServiceType
+from megaservice.exceptions import InputError
 from megaservice.microservice import MicroService
 from megaservice.protocol.docs import EmbedDoc, SearchedMultimodalDoc
 from megaservice.statistics import BaseStatistics, statistics_dict
@@ -74,7 +75,11 @@ class _Routes:
     async def retrieval(self, request: Request) -> Response:
         """`POST /v1/retrieval`."""
         started = time.perf_counter()
-        asked = read_request(orjson.loads(await request.body() or b"null"))
+        try:
+            body = orjson.loads(await request.body() or b"null")
+        except orjson.JSONDecodeError as exc:
+            raise InputError(f"the body is not JSON: {exc}", status_code=422) from None
+        asked = read_request(body)
         hits = await self.backend.search(asked.search)
         body = orjson.dumps(answer(asked, hits))
         self.statistics.append_latency(time.perf_counter() - started)
