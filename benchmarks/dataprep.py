@@ -3,6 +3,7 @@
     python benchmarks/dataprep.py                       # both parts, 3 rounds each
     python benchmarks/dataprep.py --part cut --rounds 5 # reading and cutting only, per format, and the splitters
     python benchmarks/dataprep.py --part service --pages 100
+    python benchmarks/dataprep.py --part batch          # the packaged model's CPU per chunk by batch size
 
 Part `cut` (no embedding, no database): each format's reader and the chunker (`ingest._prepare`,
 what a worker thread does for a request) on documents made here from the standard library's own
@@ -285,15 +286,42 @@ async def part_service(pages: int, rounds: int, chunk_size: int) -> None:
     print(f"load average after: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
 
 
+def part_batch(rounds: int) -> None:
+    """CPU per chunk of the packaged model by batch size, on chunks of 800 and 1500 characters (48 of each)."""
+    from megaservice.components.dataprep.chunking import split
+    from megaservice.components.dataprep.documents import Document, Section
+    from megaservice.components.embedding.minilm import MiniLM
+
+    model = MiniLM()
+    model.load()
+    text = "\n\n".join(english(120_000))
+    print("\n## the packaged model by batch size: CPU ms per chunk (chunks/s)")
+    batches = (1, 2, 4, 8, 16)
+    print(f"{'chunk_size':>10} " + " ".join(f"{f'batch {b}':>17}" for b in batches))
+    for size in (800, 1500):
+        pieces = split(Document("text", [Section(text)]), ChunkParams(size, size // 15), source="t")
+        texts = [piece.text for piece in pieces][:48]
+        model.embed(texts[:4])
+        cells = []
+        for batch in batches:
+            seconds, cpu, _ = timed(
+                rounds, lambda b=batch, t=texts: [model.embed(t[i : i + b]) for i in range(0, len(t), b)]
+            )
+            cells.append(f"{1000 * cpu / len(texts):>7.0f} ({len(texts) / seconds:>5.1f}/s)")
+        print(f"{size:>10} " + " ".join(f"{cell:>17}" for cell in cells))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--part", choices=("cut", "service", "all"), default="all")
+    parser.add_argument("--part", choices=("cut", "service", "batch", "all"), default="all")
     parser.add_argument("--pages", type=int, default=100, help="pages of the PDF (and as much text in the others)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--chunk-size", type=int, default=1500, help="chunk size of the service part")
     args = parser.parse_args()
     if args.part in ("cut", "all"):
         part_cut(args.pages, args.rounds)
+    if args.part in ("batch", "all"):
+        part_batch(args.rounds)
     if args.part in ("service", "all"):
         asyncio.run(part_service(args.pages, args.rounds, args.chunk_size))
 
