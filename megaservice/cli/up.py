@@ -38,6 +38,9 @@ def up(
     ] = None,
     demo: Annotated[bool, typer.Option(help="Ingest the pipeline's demo corpus on the first start.")] = True,
     ready_timeout: Annotated[float, typer.Option(help="Seconds each service may take to get ready.")] = 300.0,
+    restarts: Annotated[
+        int, typer.Option(help="Restarts allowed per service within 5 minutes before up stops everything (0: none).")
+    ] = 3,
     dry_run: Annotated[bool, typer.Option(help="Print the command of each service and exit.")] = False,
 ) -> None:
     """Run every service of a pipeline, each as its own process, until Ctrl-C."""
@@ -55,7 +58,13 @@ def up(
     folder = data_dir if data_dir is not None else StorageSettings.from_env().data_dir
     names = [*loaded.start_order(), "megaservice"]
     launcher = Launcher(
-        loaded, path, data_dir=folder, emit=_Prefixer(console, names), ready_timeout=ready_timeout, demo=demo
+        loaded,
+        path,
+        data_dir=folder,
+        emit=_Prefixer(console, names),
+        ready_timeout=ready_timeout,
+        demo=demo,
+        max_restarts=restarts,
     )
     if dry_run:
         console.print(describe(launcher.commands), soft_wrap=True)

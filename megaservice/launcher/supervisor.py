@@ -3,8 +3,11 @@
     launcher = Launcher(pipeline, path, data_dir=..., emit=print_line)
     code = await launcher.run()        # until Ctrl-C / SIGTERM (0) or a service dies (1)
 
-The policy is stated, not silent: nothing is restarted. A service that exits while `up` runs is
-reported by name with its exit code, every other one is stopped and `up` exits with 1.
+The restart policy is stated, not silent. A service that exits while `up` runs is reported by name
+with its exit code and restarted, at most `max_restarts` times (3) within `restart_window` seconds
+(300); meanwhile the megaservice answers 502/503 naming it. One exit more, and every other service
+is stopped and `up` exits with 1. `max_restarts=0`: the first exit stops everything. A service
+that dies before it was first ready is not restarted: `up` stops and says why.
 """
 
 import asyncio
@@ -85,6 +88,8 @@ class Launcher:
         ready_timeout: float = 300.0,
         demo: bool = True,
         stop_grace: float = 10.0,
+        max_restarts: int = 3,
+        restart_window: float = 300.0,
     ) -> None:
         self.pipeline = pipeline
         self.path = path
@@ -93,6 +98,8 @@ class Launcher:
         self.ready_timeout = ready_timeout
         self.demo = demo
         self.stop_grace = stop_grace
+        self.max_restarts = max_restarts
+        self.restart_window = restart_window
         self.commands = service_commands(pipeline, path, data_dir=data_dir)
         self.processes: list[ServiceProcess] = []
         self._stop = asyncio.Event()
@@ -210,19 +217,53 @@ class Launcher:
             self.emit("up", line)
 
     async def _watch(self) -> int:
-        waits = {asyncio.ensure_future(p.wait()): p for p in self.processes}
+        """Until a stop request (0), or a service that died more often than the restart policy allows (1)."""
+        supervisors = [
+            asyncio.ensure_future(self._supervise(index, command)) for index, command in enumerate(self.commands)
+        ]
         stop = asyncio.ensure_future(self._stop.wait())
         try:
-            done, _ = await asyncio.wait({*waits, stop}, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait({*supervisors, stop}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for task in (*waits, stop):
+            for task in (*supervisors, stop):
                 task.cancel()
+            await asyncio.gather(*supervisors, return_exceptions=True)
         if stop in done:
             return 0
         for task in done:
-            process = waits[task]
-            self.emit("up", f"{process.name} exited with code {process.returncode}; stopping everything")
+            if not task.cancelled() and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
         return 1
+
+    async def _supervise(self, index: int, command: Command) -> None:
+        """Watch one service; restart it under the policy; return when it may not be restarted again."""
+        restarts: list[float] = []
+        while True:
+            process = self.processes[index]
+            code = await process.wait()
+            now = time.monotonic()
+            restarts = [t for t in restarts if now - t < self.restart_window]
+            if len(restarts) >= self.max_restarts:
+                self.emit(
+                    "up",
+                    f"{command.name} exited with code {code}, its {len(restarts) + 1}th exit within "
+                    f"{self.restart_window:g} s (the policy allows {self.max_restarts} restarts); stopping everything",
+                )
+                return
+            restarts.append(now)
+            self.emit(
+                "up",
+                f"{command.name} exited with code {code}; restarting it "
+                f"({len(restarts)} of {self.max_restarts} restarts within {self.restart_window:g} s)",
+            )
+            replacement = ServiceProcess(command.name, command.argv, command.env, self.emit)
+            self.processes[index] = replacement
+            await replacement.start()
+            outcome = await self._wait_ready(replacement, self._check(command))
+            if outcome == "ready":
+                self.emit("up", f"{command.name} is ready again")
+            elif outcome == "failed" and replacement.returncode is None:
+                await replacement.stop(self.stop_grace)  # never got ready: counts as another exit
 
     async def stop_all(self) -> None:
         """Stop every started service, the last started first."""
