@@ -142,6 +142,7 @@ class Launcher:
             self.processes.append(process)
             self.emit("up", f"starting {command.name}: {' '.join(command.argv[1:])}")
             await process.start()
+            self.emit("up", f"{command.name} started (pid {process.pid})")
             outcome = await self._wait_ready(process, self._check(command))
             if outcome != "ready":
                 return 0 if outcome == "stopped" else 1
@@ -259,6 +260,7 @@ class Launcher:
             replacement = ServiceProcess(command.name, command.argv, command.env, self.emit)
             self.processes[index] = replacement
             await replacement.start()
+            self.emit("up", f"{command.name} started again (pid {replacement.pid})")
             outcome = await self._wait_ready(replacement, self._check(command))
             if outcome == "ready":
                 self.emit("up", f"{command.name} is ready again")
