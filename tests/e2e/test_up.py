@@ -165,7 +165,7 @@ def test_an_ingested_fact_is_answered_with_its_source(stack: Up, tmp_path: Path)
     assert ingest.returncode == 0, ingest.stdout + ingest.stderr
 
     # 1. OPEA's route, streamed in OPEA's framing
-    pieces = []
+    pieces: list[str] = []
     with httpx.stream(
         "POST",
         f"{stack.url(8888)}/v1/chatqna",
