@@ -54,9 +54,11 @@ def _export(kind: str, name: str, output: Path, image: str | None, external: lis
     try:
         pipeline = load_pipeline(name)
         source = name if not Path(name).is_file() else str(find_pipeline(name))
-        written = write(pipeline, output, options, source=source)
+        exported = write(pipeline, output, options, source=source)
     except ConfigurationError as exc:
         typer.echo(f"megaservice export {kind}: {exc}", err=True)
         raise typer.Exit(2) from None
-    for path in written:
+    for path in exported.files:
         typer.echo(str(path))
+    for note in exported.notes:
+        typer.echo(f"note: {note}", err=True)

@@ -8,12 +8,13 @@ files.py       stable YAML, the secrets file kept across exports
 
 from megaservice.export.compose import compose_document, write_compose
 from megaservice.export.kubernetes import kubernetes_documents, write_kubernetes
-from megaservice.export.model import ExportError, ExportOptions, Plan
+from megaservice.export.model import Exported, ExportError, ExportOptions, Plan
 from megaservice.export.plan import plan_deployment
 
 __all__ = [
     "ExportError",
     "ExportOptions",
+    "Exported",
     "Plan",
     "compose_document",
     "kubernetes_documents",

@@ -13,7 +13,7 @@ from typing import Any
 
 from megaservice._version import __version__
 from megaservice.export.files import dump_yaml, write_secrets_file, write_text
-from megaservice.export.model import Container, ExportOptions, Plan, Secret
+from megaservice.export.model import Container, Exported, ExportOptions, Plan, Secret
 from megaservice.export.plan import plan_deployment
 from megaservice.pipeline.model import Pipeline
 
@@ -28,8 +28,8 @@ _REQUIRED = {"POSTGRES_PASSWORD"}
 
 def write_compose(
     pipeline: Pipeline, directory: Path, options: ExportOptions | None = None, *, source: str = ""
-) -> list[Path]:
-    """Write the Compose project of `pipeline` into `directory`; return the files written.
+) -> Exported:
+    """Write the Compose project of `pipeline` into `directory`; return the files written and the notes.
 
     `.env` is created with a generated database password, or completed if it exists: a password
     already there is kept.
@@ -51,7 +51,7 @@ def write_compose(
     wanted = {"COMPOSE_PROJECT_NAME": plan.name, **plan.secrets}  # the project's name, without a top-level `name`
     write_secrets_file(directory / ".env", wanted, secrets_header)
     written.append(directory / ".env")
-    return written
+    return Exported(written, plan.notes)
 
 
 def compose_document(plan: Plan) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from typing import Any
 
 from megaservice._version import __version__
 from megaservice.export.files import dump_yaml, dump_yaml_all, write_secrets_file, write_text
-from megaservice.export.model import Container, ExportError, ExportOptions, Mount, Plan, Secret
+from megaservice.export.model import Container, Exported, ExportError, ExportOptions, Mount, Plan, Secret
 from megaservice.export.plan import plan_deployment
 from megaservice.pipeline.model import Pipeline
 
@@ -32,8 +32,8 @@ _MAX_REPLICAS = 4
 
 def write_kubernetes(
     pipeline: Pipeline, directory: Path, options: ExportOptions | None = None, *, source: str = ""
-) -> list[Path]:
-    """Write the manifests of `pipeline` into `directory`; return the files written.
+) -> Exported:
+    """Write the manifests of `pipeline` into `directory`; return the files written and the notes.
 
     `secrets.env` is created with a generated database password, or completed if it exists: a
     password already there is kept.
@@ -55,7 +55,7 @@ def write_kubernetes(
         written.append(directory / "secrets.env")
     kustomization = _kustomization(plan, list(files))
     written.append(write_text(directory / "kustomization.yaml", header + dump_yaml(kustomization)))
-    return written
+    return Exported(written, plan.notes)
 
 
 def kubernetes_documents(plan: Plan) -> dict[str, list[dict[str, Any]]]:

@@ -5,6 +5,7 @@ here knows a file format.
 """
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 from megaservice._version import __version__
@@ -15,6 +16,7 @@ __all__ = [
     "EnvValue",
     "ExportError",
     "ExportOptions",
+    "Exported",
     "Mount",
     "Plan",
     "Published",
@@ -120,6 +122,8 @@ class Plan:
     """The megaservice container's `pipeline.yaml`."""
     init_sql: str | None = None
     """Run once by PostgreSQL on an empty volume."""
+    notes: list[str] = field(default_factory=list)
+    """What the export could not check, for the user to look at (the CLI prints them)."""
     reaches_host: bool = False
     """Some service is called on the Docker host (`host.docker.internal`)."""
     source: str = ""
@@ -130,3 +134,11 @@ class Plan:
             if item.name == name:
                 return item
         raise KeyError(name)
+
+
+@dataclass(frozen=True, slots=True)
+class Exported:
+    """What an export wrote, and what it could not check."""
+
+    files: list[Path]
+    notes: list[str]

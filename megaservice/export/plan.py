@@ -102,6 +102,7 @@ class _Planner:
         self.postgres = [name for name, spec in pipeline.services.items() if spec.component == "postgres"]
         self.contained: set[str] = set()
         """`url:` services that become containers."""
+        self.notes: list[str] = []
 
     def plan(self) -> Plan:
         self._check_names()
@@ -122,6 +123,7 @@ class _Planner:
             secrets=dict(sorted(self.secrets.items())),
             pipeline_file=container_pipeline(self.pipeline, self._url_services(), PIPELINE_PATH, self.source),
             init_sql="CREATE EXTENSION IF NOT EXISTS vector;\n" if self.postgres else None,
+            notes=self.notes,
             reaches_host=any("host.docker.internal" in address for address in self.addresses.values()),
             source=self.source,
         )
@@ -246,7 +248,13 @@ class _Planner:
         if spec.backend is not None:
             args += ["--backend", spec.backend]
         env: dict[str, EnvValue] = {}
-        for variable, value in _default_urls(spec.component).items():
+        defaults = _default_urls(spec.component)
+        if defaults is None:
+            self.notes.append(
+                f"{name}: the {spec.component} component does not import here, so its default addresses were not "
+                "checked; set in its env any address it needs (another service of the pipeline is http://NAME:PORT)"
+            )
+        for variable, value in (defaults or {}).items():
             if variable not in spec.env and _port_of(value) in self.addresses:
                 env[variable] = self._address(name, variable, value)
         for variable, value in spec.env.items():
@@ -382,16 +390,16 @@ def _port_of(value: str) -> int | None:
     return port or (443 if parts.scheme == "https" else 80)
 
 
-def _default_urls(component: str) -> Mapping[str, str]:
-    """The variables of `component` whose default is a URL on this machine (none if it does not import)."""
+def _default_urls(component: str) -> Mapping[str, str] | None:
+    """The variables of `component` whose default is a URL on this machine (`None`: it does not import here)."""
     from megaservice.components import component_module
     from megaservice.settings import describe
 
     try:
         settings = getattr(component_module(component), "SETTINGS", None)
-    except (KeyError, ImportError):
-        return {}
+    except (KeyError, ImportError):  # not installed with its extra, or not written yet
+        return None
     if settings is None:
-        return {}
+        return None
     rows = [row for row in describe(settings) if not row.help.startswith("Same as `")]  # aliases: the name suffices
     return {row.name: row.default for row in rows if _is_local(row.default)}
