@@ -1,7 +1,8 @@
-"""`megaservice export compose`: files that docker-compose 1.29 and the Compose specification accept, as the seeds ran."""
+"""`megaservice export compose`: files docker-compose 1.29 and the Compose specification accept, as the seeds ran."""
 
 import json
 from pathlib import Path
+from typing import Any
 
 import jsonschema
 import pytest
@@ -28,7 +29,7 @@ SEEDS_DOCKER_PS = {
 }
 
 
-def export(name: str, directory: Path, options: ExportOptions | None = None) -> dict:
+def export(name: str, directory: Path, options: ExportOptions | None = None) -> dict[str, Any]:
     write_compose(pipelines()[name], directory, options, source=name)
     return yaml.safe_load((directory / "docker-compose.yaml").read_text())
 

@@ -140,7 +140,7 @@ def test_an_external_server_on_this_machine_is_reached_on_the_docker_host():
         (
             "  tei: {component: llm, env: {LLM_ENDPOINT: 'http://127.0.0.1:8111'}}\n",
             ExportOptions(),
-            r"services\.tei\.env\.LLM_ENDPOINT is http://127\.0\.0\.1:8111: .* no service of the pipeline has port 8111",
+            r"services\.tei\.env\.LLM_ENDPOINT is http://127\.0\.0\.1:8111: .* no service .* has port 8111",
         ),
         (
             "  tei: {component: retriever}\n",
