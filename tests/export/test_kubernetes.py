@@ -199,7 +199,9 @@ def test_a_server_on_this_machine_cannot_be_kept_external_in_a_cluster(tmp_path)
 
 
 def test_a_service_name_kubernetes_refuses_is_refused_before_anything_is_written(tmp_path):
-    pipeline = parse_pipeline("name: x\nservices:\n  llm-: {component: llm}\nmegaservice:\n  flow: [llm-]\n", environ={})
+    pipeline = parse_pipeline(
+        "name: x\nservices:\n  llm-: {component: llm}\nmegaservice:\n  flow: [llm-]\n", environ={}
+    )
     with pytest.raises(ExportError, match=r"services\.llm-: Kubernetes names are lowercase letters"):
         write_kubernetes(pipeline, tmp_path)
     assert list(tmp_path.iterdir()) == []
