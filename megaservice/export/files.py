@@ -33,8 +33,8 @@ _Dumper.add_representer(str, _str)
 
 
 def dump_yaml(data: Any) -> str:
-    """`data` as block-style YAML, mapping keys in insertion order."""
-    return yaml.dump(data, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=120, default_flow_style=False)
+    """`data` as block-style YAML, mapping keys in insertion order, long values kept on one line."""
+    return yaml.dump(data, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=4096, default_flow_style=False)
 
 
 def dump_yaml_all(documents: Iterable[Any]) -> str:

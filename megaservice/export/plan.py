@@ -117,6 +117,8 @@ class _Planner:
             elif name in self.contained:
                 containers.append(self._ollama(name, spec))
         containers.append(self._gateway())
+        if self.target == "compose":
+            _check_published(containers)
         return Plan(
             name=self.pipeline.name,
             containers=containers,
@@ -370,6 +372,19 @@ class _Planner:
             else:
                 urls[name] = self._address(name, "url", url) if _is_local(url) else url
         return urls
+
+
+def _check_published(containers: list[Container]) -> None:
+    """Two containers cannot publish the same port on the host."""
+    owners: dict[int, str] = {}
+    for container in containers:
+        for published in container.published:
+            other = owners.setdefault(published.host_port, container.name)
+            if other != container.name:
+                raise ExportError(
+                    f"services.{container.name}: port {published.host_port} on the host is also {other}'s; "
+                    "give one of them another port in the pipeline file"
+                )
 
 
 def _is_local(value: str, schemes: tuple[str, ...] = ("http", "https")) -> bool:

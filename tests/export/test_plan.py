@@ -153,6 +153,11 @@ def test_an_external_server_on_this_machine_is_reached_on_the_docker_host():
             r"services\.tei\.env\.PG_CONNECTION_STRING is on this machine",
         ),
         ("  jaeger: {component: llm}\n", ExportOptions(), r"services\.jaeger: .* its own containers 'jaeger'"),
+        (
+            "  otel: {component: llm, port: 4318}\n",
+            ExportOptions(),
+            r"services\.otel: port 4318 on the host is also jaeger's",
+        ),
         ("  tei: {component: llm}\n", ExportOptions(external=frozenset({"tei"})), r"--external tei: not a `url:`"),
     ],
 )
