@@ -5,6 +5,7 @@ from typing import Annotated
 import typer
 
 from megaservice.cli import up
+from megaservice.cli.export import export_app
 from megaservice.components import COMPONENTS
 
 __all__ = ["app", "main"]
@@ -15,6 +16,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
+
+
+app.add_typer(export_app)
 
 
 @app.callback()
