@@ -31,7 +31,7 @@ FACT = (
     "The codeword is changed every winter by the project's archivist, Halvard Munk.\n"
 )
 QUESTION = "What is the secret codeword of the Zephyr project?"
-_DEFAULT_PORTS = (5000, 6000, 7000, 8000, 8008, 8888, 9000, 9092)
+_DEFAULT_PORTS = (5430, 5000, 6000, 7000, 8000, 8008, 8888, 9000, 9092)
 
 
 def _free_ports(count: int) -> list[int]:
