@@ -4,6 +4,7 @@ from typing import Annotated
 
 import typer
 
+from megaservice.cli.gateway import gateway
 from megaservice.components import COMPONENTS
 
 __all__ = ["app", "main"]
@@ -36,6 +37,9 @@ def serve(
     from megaservice.components._shared.runner import serve as serve_component
 
     serve_component(name, backend=backend, host=host, port=port)
+
+
+app.command()(gateway)
 
 
 def main() -> None:
