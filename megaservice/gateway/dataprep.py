@@ -9,7 +9,6 @@ file type it cannot read, a file too large), its 503 (its database is down). It 
 is a 502 naming it, not answering at all a 502, too slow (`MEGASERVICE_DATAPREP_TIMEOUT`) a 504.
 """
 
-import asyncio
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
@@ -92,6 +91,6 @@ async def _body(request: Request, stopped: list[BaseException]) -> AsyncIterator
         async for chunk in request.stream():
             if chunk:
                 yield chunk
-    except (InputError, ClientDisconnect, asyncio.CancelledError) as exc:
-        stopped.append(exc if not isinstance(exc, asyncio.CancelledError) else ClientDisconnect())
+    except (InputError, ClientDisconnect) as exc:
+        stopped.append(exc)
         raise

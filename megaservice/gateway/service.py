@@ -25,7 +25,7 @@ from starlette.responses import Response
 
 from megaservice.client import UpstreamClient
 from megaservice.constants import ServiceRoleType, ServiceType
-from megaservice.exceptions import ConfigurationError, UpstreamStatusError
+from megaservice.exceptions import ConfigurationError, InputError, UpstreamStatusError
 from megaservice.gateway import answers
 from megaservice.gateway.dataprep import DATAPREP_ROUTES, DataprepProxy
 from megaservice.gateway.flow import GatewayOrchestrator
@@ -126,7 +126,11 @@ class _Chat:
 
     def handler(self, framing: Framing) -> Handler:
         async def chat(request: Request) -> Response:
-            return await self.answer(read_turn(await request.json(), framing, self.limits, self.name))
+            try:
+                turn = read_turn(await request.json(), framing, self.limits, self.name)
+            except InputError as exc:
+                return _refused(exc)
+            return await self.answer(turn)
 
         return chat
 
@@ -173,8 +177,15 @@ def _forward(proxy: DataprepProxy, route: str) -> Handler:
     return forward
 
 
-def _json(content: Any) -> Response:
-    return Response(orjson.dumps(content), media_type="application/json")
+def _refused(exc: InputError) -> Response:
+    """A request refused: the `detail` every megaservice error has, and OpenAI's `error` object (its clients show it)."""
+    message = str(exc)
+    error = {"message": message, "type": "invalid_request_error", "param": None, "code": None}
+    return _json({"detail": message, "error": error}, exc.status_code)
+
+
+def _json(content: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(content), status_code=status, media_type="application/json")
 
 
 async def _iterate(items: Iterable[bytes | str]) -> AsyncIterator[bytes | str]:

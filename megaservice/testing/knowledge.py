@@ -135,19 +135,21 @@ class KnowledgeBase:
     # -- dataprep ---------------------------------------------------------------------------------
 
     async def _ingest(self, request: Request) -> JSONResponse:
-        form = await request.form()
-        uploads = [item for item in form.getlist("files") if not isinstance(item, str)]
-        if not uploads:
-            return JSONResponse({"detail": "Must provide either a file or a string list."}, status_code=400)
-        for upload in uploads:
-            name = upload.filename or "upload"
-            data = await upload.read()
-            try:
-                text = data.decode("utf-8")
-            except UnicodeDecodeError:
-                return JSONResponse({"detail": f"{name} is not a UTF-8 text file"}, status_code=400)
-            if not text.strip():
-                return JSONResponse({"detail": f"{name} has no text"}, status_code=400)
+        async with request.form() as form:
+            uploads = [item for item in form.getlist("files") if not isinstance(item, str)]
+            if not uploads:
+                return JSONResponse({"detail": "Must provide either a file or a string list."}, status_code=400)
+            texts = {}
+            for upload in uploads:
+                name = upload.filename or "upload"
+                try:
+                    text = (await upload.read()).decode("utf-8")
+                except UnicodeDecodeError:
+                    return JSONResponse({"detail": f"{name} is not a UTF-8 text file"}, status_code=400)
+                if not text.strip():
+                    return JSONResponse({"detail": f"{name} has no text"}, status_code=400)
+                texts[name] = text
+        for name, text in texts.items():
             self.add(name, text)
         return JSONResponse({"status": 200, "message": "Data preparation succeeded"})
 

@@ -49,3 +49,4 @@ def test_it_serves_the_pipelines_megaservice_on_the_port_given(tmp_path):
     finally:
         process.terminate()
         process.wait(timeout=10)
+        process.stdout.close()

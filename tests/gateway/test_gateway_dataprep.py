@@ -68,6 +68,7 @@ async def test_an_upload_over_the_body_limit_is_a_413_and_dataprep_keeps_nothing
         declared = await http.post("/v1/dataprep/ingest", files={"files": ("a.txt", b"x" * 20_000, "text/plain")})
 
         async def body():
+            yield b'--z\r\nContent-Disposition: form-data; name="files"; filename="b.txt"\r\n\r\n'
             for _ in range(40):
                 yield b"y" * 1000
 

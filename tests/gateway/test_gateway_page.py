@@ -44,7 +44,7 @@ async def test_the_config_cannot_close_its_script_block():
     assert "\\u003c/script>" in page
 
 
-def test_the_page_needs_the_openai_route():
+async def test_the_page_needs_the_openai_route():
     text = "name: x\nservices:\n  llm: {url: 'http://h:1', role: llm}\nmegaservice:\n  flow: [llm]\n  routes: [ui]\n"
     with pytest.raises(ConfigurationError, match="openai"):
         create_gateway(parse_pipeline(text, environ={}), Settings())
