@@ -6,14 +6,18 @@ for dataprep, the retriever and the reranker; the guardrail is a `FakeGuardrail`
 "stupid") unless a test passes the real bias service.
 """
 
+import asyncio
 import contextlib
+import socket
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 import pytest
+import uvicorn
 
+from megaservice.client import close_client
 from megaservice.components.embedding import EmbeddingSettings
 from megaservice.components.embedding import create_service as embedding_service
 from megaservice.components.llm import LLMSettings
@@ -22,7 +26,7 @@ from megaservice.gateway import GatewaySettings, create_gateway
 from megaservice.microservice import MicroService
 from megaservice.pipeline import Pipeline, parse_pipeline
 from megaservice.settings import Settings
-from megaservice.testing import FakeGuardrail, FakeLLM, FakeTEI, KnowledgeBase, serve, unused_url
+from megaservice.testing import FakeGuardrail, FakeLLM, FakeTEI, KnowledgeBase, unused_url
 from starlette.types import ASGIApp
 
 FACT = (
@@ -71,6 +75,35 @@ def pipeline_yaml(urls: dict[str, str], flow: Sequence[str], *, model: str | Non
 
 
 @contextlib.asynccontextmanager
+async def serve_all(apps: dict[str, ASGIApp]) -> AsyncIterator[dict[str, str]]:
+    """Serve each app on its own loopback socket (as `megaservice.testing.serve`); all stopped together at the end."""
+    servers: list[tuple[uvicorn.Server, asyncio.Task[None], socket.socket]] = []
+    urls = {}
+    try:
+        for name, app in apps.items():
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.bind(("127.0.0.1", 0))
+            config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=1)
+            server = uvicorn.Server(config)
+            server.config.setup_event_loop = lambda: None  # type: ignore[method-assign]  # inside a running loop
+            servers.append((server, asyncio.get_running_loop().create_task(server.serve(sockets=[sock])), sock))
+            urls[name] = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        for server, task, _ in servers:
+            while not server.started:
+                if task.done():
+                    task.result()
+                    raise RuntimeError("a server stopped before it started")
+                await asyncio.sleep(0.002)
+        yield urls
+    finally:
+        for server, _, _ in servers:
+            server.should_exit = True
+        await asyncio.gather(*(task for _, task, _ in servers), return_exceptions=True)
+        for _, _, sock in servers:
+            sock.close()
+
+
+@contextlib.asynccontextmanager
 async def run_stack(
     *,
     llm: FakeLLM | None = None,
@@ -89,32 +122,31 @@ async def run_stack(
     llm = llm if llm is not None else FakeLLM()
     kb = kb if kb is not None else KnowledgeBase(documents=DOCUMENTS)
     guardrail = guardrail if guardrail is not None else FakeGuardrail()
-    async with contextlib.AsyncExitStack() as stack:
-        tei = await stack.enter_async_context(serve(FakeTEI(dim=32)))
+    async with serve_all({"tei": FakeTEI(dim=32), "model-server": llm}) as backends:
         if embedding is None:
-            embedding = embedding_service(EmbeddingSettings(backend="tei", tei_endpoint=tei)).app
-        model_server = await stack.enter_async_context(serve(llm))
+            embedding = embedding_service(EmbeddingSettings(backend="tei", tei_endpoint=backends["tei"])).app
         apps: dict[str, ASGIApp] = {
             "guardrail": guardrail,
             "embedding": embedding,
             "retriever": kb.retriever,
             "reranker": kb.reranker,
-            "llm": llm_service(LLMSettings(endpoint=model_server, model_id=llm_model)).app,
+            "llm": llm_service(LLMSettings(endpoint=backends["model-server"], model_id=llm_model)).app,
             "dataprep": kb.dataprep,
         }
-        urls = {}
-        for name, app in apps.items():
-            if name != "dataprep" and name not in flow:
-                continue
-            urls[name] = unused_url() if name in down else await stack.enter_async_context(serve(app))
-        pipeline = parse_pipeline(pipeline_yaml(urls, flow, model=model, routes=routes), environ={})
-        gateway = create_gateway(
-            pipeline,
-            settings if settings is not None else Settings(),
-            gateway_settings=gateway_settings if gateway_settings is not None else GatewaySettings(),
-        )
-        url = await stack.enter_async_context(serve(gateway.app))
-        yield Stack(url, pipeline, gateway, llm, kb, guardrail, urls)
+        wanted = {name: app for name, app in apps.items() if name == "dataprep" or name in flow}
+        async with serve_all({n: a for n, a in wanted.items() if n not in down}) as served:
+            urls = {name: served[name] if name in served else unused_url() for name in wanted}
+            pipeline = parse_pipeline(pipeline_yaml(urls, flow, model=model, routes=routes), environ={})
+            gateway = create_gateway(
+                pipeline,
+                settings if settings is not None else Settings(),
+                gateway_settings=gateway_settings if gateway_settings is not None else GatewaySettings(),
+            )
+            async with serve_all({"gateway": gateway.app}) as front:
+                try:
+                    yield Stack(front["gateway"], pipeline, gateway, llm, kb, guardrail, urls)
+                finally:
+                    await close_client()  # the pooled connections to the nodes: closed, the servers stop at once
 
 
 @pytest.fixture

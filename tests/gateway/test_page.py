@@ -129,7 +129,7 @@ async def test_ask_see_tokens_arrive_and_sources_upload_and_ask_about_it_and_a_r
             assert "orange" in growing[-1]
 
         # A follow-up: the conversation goes with it.
-        await ask(page, "And in which year?")
+        await ask(page, "Who painted the Quillon bridge?")
         if llm is not None:
             sent = llm.requests[-1]["messages"]
             assert [m["role"] for m in sent] == ["user", "assistant", "user"]
@@ -141,6 +141,8 @@ async def test_ask_see_tokens_arrive_and_sources_upload_and_ask_about_it_and_a_r
         refused = page.locator("[data-testid=assistant]").last
         await refused.get_by_test_id("refused").wait_for()
         assert "Violated policies" in (await refused.get_by_test_id("answer").text_content() or "")
+        if llm is not None:
+            assert await refused.get_by_test_id("refused").text_content() == "Refused by the guardrail"
         if llm is not None:
             assert len(llm.requests) == asked
 

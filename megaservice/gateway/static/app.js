@@ -105,10 +105,14 @@
   }
 
   function markRefused(view, by) {
-    view.row.classList.add("refused");
-    const badge = element("div", "badge", by ? `Refused by ${by}` : "Refused by a guardrail");
-    badge.dataset.testid = "refused";
-    view.bubble.insertBefore(badge, view.answer);
+    let badge = view.bubble.querySelector(".badge");
+    if (!badge) {
+      view.row.classList.add("refused");
+      badge = element("div", "badge");
+      badge.dataset.testid = "refused";
+      view.bubble.insertBefore(badge, view.answer);
+    }
+    badge.textContent = by ? `Refused by the ${by}` : "Refused by a guardrail";
   }
 
   function showError(view, text) {
@@ -187,11 +191,11 @@
         const delta = choice.delta || {};
         if (typeof delta.content === "string" && delta.content) {
           answer += delta.content;
-          view.answer.textContent = answer;
+          view.answer.textContent = answer.trimStart();
           scrollDown();
         }
         if (delta.refusal || choice.finish_reason === "content_filter") {
-          if (!refused) markRefused(view, chunk.refused_by);
+          markRefused(view, chunk.refused_by);
           refused = true;
         }
       }
@@ -209,7 +213,7 @@
         view.answer.textContent = "(no answer)";
       }
       if (answer && !refused && !failed) {
-        history.push({ role: "user", content: text }, { role: "assistant", content: answer });
+        history.push({ role: "user", content: text }, { role: "assistant", content: answer.trim() });
       }
       controller = null;
       setBusy(false);
