@@ -107,7 +107,9 @@ def _opea_response(turn: Turn, text: str, usage: Any) -> dict[str, Any]:
                 "metadata": None,
             }
         ],
-        "usage": usage if isinstance(usage, Mapping) else {"prompt_tokens": 0, "total_tokens": 0, "completion_tokens": 0},
+        "usage": usage
+        if isinstance(usage, Mapping)
+        else {"prompt_tokens": 0, "total_tokens": 0, "completion_tokens": 0},
         "sources": turn.source_dicts(),
     }
 
@@ -177,7 +179,9 @@ def text_stream(turn: Turn, text: str, *, refused: bool = False) -> Iterator[byt
         yield _compat.opea_token_frame(text)
         yield _compat.DONE_FRAME
         return
-    delta = {"role": "assistant", "content": text, "refusal": text} if refused else {"role": "assistant", "content": text}
+    delta = (
+        {"role": "assistant", "content": text, "refusal": text} if refused else {"role": "assistant", "content": text}
+    )
     yield _chunk(turn, {"choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}]})
     stop = {"index": 0, "delta": {}, "logprobs": None, "finish_reason": "content_filter" if refused else "stop"}
     yield _chunk(turn, {"choices": [stop], "refused_by": turn.refused_by} if refused else {"choices": [stop]})

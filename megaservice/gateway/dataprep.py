@@ -65,7 +65,9 @@ class DataprepProxy:
                 status = answer.status
                 media_type = answer.headers.get("content-type", "application/json")
         except TimeoutError:
-            raise UpstreamTimeout(f"{self.node} did not answer in {self.timeout:g} s", node=self.node, url=url) from None
+            raise UpstreamTimeout(
+                f"{self.node} did not answer in {self.timeout:g} s", node=self.node, url=url
+            ) from None
         except aiohttp.ClientError as exc:
             if stopped:  # the client's body was refused or cut off: that, not dataprep, is what failed
                 raise stopped[0] from None
@@ -86,7 +88,7 @@ class DataprepProxy:
 
 
 async def _body(request: Request, stopped: list[BaseException]) -> AsyncIterator[bytes]:
-    """The request body as it arrives; a refusal (413) or the client leaving is kept in `stopped` and aborts the call."""
+    """The request body as it arrives; a refusal (413) or the client leaving: kept in `stopped`, the call aborted."""
     try:
         async for chunk in request.stream():
             if chunk:

@@ -61,7 +61,7 @@ class GatewayOrchestrator(ServiceOrchestrator):
         return inputs
 
     def align_outputs(self, data: Any, *args: Any, **kwargs: Any) -> Any:
-        """Record what a node's answer says (called as `align_outputs(data, cur_node, inputs, graph, params, **kwargs)`)."""
+        """Record what a node's answer says (`align_outputs(data, cur_node, inputs, graph, params, **kwargs)`)."""
         turn: Turn | None = kwargs.get("turn")
         if turn is None:
             return data
@@ -71,10 +71,9 @@ class GatewayOrchestrator(ServiceOrchestrator):
             if data.get("downstream_black_list"):
                 turn.refusal = str(data.get("text") or "Refused by a guardrail.")
                 turn.refused_by = service_name(node)
-            elif not turn.answered and isinstance(data.get("text"), str) and data["text"].strip():
-                if data["text"] != turn.question:
-                    turn.question = data["text"]
-                    turn.rewritten = True
+            elif not turn.answered and _rewrites(data.get("text"), turn.question):
+                turn.question = data["text"]
+                turn.rewritten = True
         elif role == ServiceType.RETRIEVER:
             turn.retrieved = retrieved(data)
             turn.sources = list(turn.retrieved)
@@ -88,7 +87,7 @@ class GatewayOrchestrator(ServiceOrchestrator):
             return {"text": answers.completion_text(data)}  # non-streaming, to an output guardrail
         return data
 
-    def align_generator(self, gen: Any, *args: Any, **kwargs: Any) -> Iterator[Any]:  # type: ignore[override]
+    def align_generator(self, gen: Any, *args: Any, **kwargs: Any) -> Iterator[Any]:
         """Write the LLM's stream in the request's framing, the sources before the end (`answers.relay`)."""
         turn: Turn | None = kwargs.get("turn")
         if turn is None:
@@ -115,6 +114,11 @@ class GatewayOrchestrator(ServiceOrchestrator):
             for grandchild in graph.downstream(child):
                 graph.add_edge(node, grandchild)
             graph.delete_node_if_exists(child)
+
+
+def _rewrites(text: Any, question: str) -> bool:
+    """Whether a guardrail's answer `text` is another question than `question` (it masked something)."""
+    return isinstance(text, str) and bool(text.strip()) and text != question
 
 
 def _with_question(messages: list[dict[str, Any]], question: str) -> list[dict[str, Any]]:

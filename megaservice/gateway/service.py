@@ -72,7 +72,8 @@ def create_gateway(
     routes = set(spec.routes)
     if "ui" in routes and "openai" not in routes:
         raise ConfigurationError("megaservice.routes: the chat page (`ui`) needs the OpenAI route (`openai`)")
-    orchestrator = build_orchestrator(pipeline, GatewayOrchestrator(settings=settings, client=client))
+    orchestrator = GatewayOrchestrator(settings=settings, client=client)
+    build_orchestrator(pipeline, orchestrator)
     service = MicroService(
         pipeline.name,
         service_role=ServiceRoleType.MEGASERVICE,
@@ -141,9 +142,9 @@ class _Chat:
                 {"text": turn.question}, llm_parameters=self.params[turn.stream], turn=turn
             )
         except UpstreamStatusError as exc:
-            if exc.node in self.llm_nodes and 400 <= exc.upstream_status < 500:
-                if exc.upstream_status not in _NOT_RELAYED:
-                    return Response(exc.body, status_code=exc.upstream_status, media_type="application/json")
+            status = exc.upstream_status
+            if exc.node in self.llm_nodes and 400 <= status < 500 and status not in _NOT_RELAYED:
+                return Response(exc.body, status_code=status, media_type="application/json")
             raise
         if turn.refusal is not None:
             if turn.stream:
@@ -161,7 +162,10 @@ class _Chat:
 
 def _models(name: str) -> Handler:
     body = orjson.dumps(
-        {"object": "list", "data": [{"id": name, "object": "model", "created": int(time.time()), "owned_by": "megaservice"}]}
+        {
+            "object": "list",
+            "data": [{"id": name, "object": "model", "created": int(time.time()), "owned_by": "megaservice"}],
+        }
     )
 
     async def models(request: Request) -> Response:
@@ -178,7 +182,7 @@ def _forward(proxy: DataprepProxy, route: str) -> Handler:
 
 
 def _refused(exc: InputError) -> Response:
-    """A request refused: the `detail` every megaservice error has, and OpenAI's `error` object (its clients show it)."""
+    """A refused request's answer: every megaservice error's `detail`, and OpenAI's `error` (its clients show it)."""
     message = str(exc)
     error = {"message": message, "type": "invalid_request_error", "param": None, "code": None}
     return _json({"detail": message, "error": error}, exc.status_code)
@@ -191,4 +195,3 @@ def _json(content: Any, status: int = 200) -> Response:
 async def _iterate(items: Iterable[bytes | str]) -> AsyncIterator[bytes | str]:
     for item in items:
         yield item
-

@@ -38,9 +38,13 @@ __all__ = ["KnowledgeBase", "StoredChunk", "chunk_text"]
 
 _WORD = re.compile(r"\w+")
 _COMMON = frozenset(
-    "a an and are as at be by can do does for from has have how i in is it its me my of on or our so that the "
-    "their them there these they this to was we what when where which who why will with you your about tell".split()
-)
+    {
+        "a", "an", "and", "are", "as", "at", "be", "by", "can", "do", "does", "for", "from", "has", "have",
+        "how", "i", "in", "is", "it", "its", "me", "my", "of", "on", "or", "our", "so", "that", "the",
+        "their", "them", "there", "these", "they", "this", "to", "was", "we", "what", "when", "where",
+        "which", "who", "why", "will", "with", "you", "your", "about", "tell"
+    }
+)  # fmt: skip
 
 
 def _words(text: str) -> set[str]:

@@ -16,22 +16,18 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+from starlette.types import ASGIApp
 
 from megaservice.client import close_client
-from megaservice.components.embedding import EmbeddingSettings
-from megaservice.components.embedding import create_service as embedding_service
-from megaservice.components.llm import LLMSettings
-from megaservice.components.llm import create_service as llm_service
+from megaservice.components.embedding import EmbeddingSettings, create_service as embedding_service
+from megaservice.components.llm import LLMSettings, create_service as llm_service
 from megaservice.gateway import GatewaySettings, create_gateway
 from megaservice.microservice import MicroService
 from megaservice.pipeline import Pipeline, parse_pipeline
 from megaservice.settings import Settings
 from megaservice.testing import FakeGuardrail, FakeLLM, FakeTEI, KnowledgeBase, unused_url
-from starlette.types import ASGIApp
 
-FACT = (
-    "The Zorblax project keeps its launch code in the blue safe. The launch code of the Zorblax project is 4417."
-)
+FACT = "The Zorblax project keeps its launch code in the blue safe. The launch code of the Zorblax project is 4417."
 DOCUMENTS = {
     "zorblax.md": FACT,
     "garden.txt": "Tomatoes need six hours of sun a day. Water them in the morning.",
@@ -54,6 +50,15 @@ class Stack:
 
     def client(self, **kwargs: Any) -> httpx.AsyncClient:
         return httpx.AsyncClient(base_url=self.url, timeout=30, **kwargs)
+
+
+def extra(model: Any) -> dict[str, Any]:
+    """The fields an openai model has beyond OpenAI's (`sources`, `refused_by`)."""
+    return model.model_extra or {}
+
+
+def content(completion: Any) -> str:
+    return completion.choices[0].message.content or ""
 
 
 def pipeline_yaml(urls: dict[str, str], flow: Sequence[str], *, model: str | None = None, routes=None) -> str:
@@ -85,7 +90,7 @@ async def serve_all(apps: dict[str, ASGIApp]) -> AsyncIterator[dict[str, str]]:
             sock.bind(("127.0.0.1", 0))
             config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=1)
             server = uvicorn.Server(config)
-            server.config.setup_event_loop = lambda: None  # type: ignore[method-assign]  # inside a running loop
+            server.config.setup_event_loop = lambda: None  # inside a running loop
             servers.append((server, asyncio.get_running_loop().create_task(server.serve(sockets=[sock])), sock))
             urls[name] = f"http://127.0.0.1:{sock.getsockname()[1]}"
         for server, task, _ in servers:

@@ -32,7 +32,7 @@ async def test_non_ascii_tokens_keep_opeas_escapes(stack):
     stack.llm.tokens = ["Grüß", " dich", " 你好"]
     async with stack.client() as http:
         frames = await read_frames(await http.post("/v1/chatqna", json={"messages": QUESTION}))
-    assert frames[:3] == [repr("Grüß".encode()), repr(" dich".encode()), repr(" 你好".encode())]
+    assert frames[:3] == [repr("Grüß".encode()), repr(b" dich"), repr(" 你好".encode())]
 
 
 async def test_not_streamed_it_is_opeas_chat_completion_response_with_sources(stack):

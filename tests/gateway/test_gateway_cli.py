@@ -27,8 +27,17 @@ def test_it_serves_the_pipelines_megaservice_on_the_port_given(tmp_path):
     url = unused_url()
     port = url.rsplit(":", 1)[1]
     process = subprocess.Popen(
-        [sys.executable, "-c", "from megaservice.cli import main; main()", "gateway", str(pipeline), "--port", port,
-         "--host", "127.0.0.1"],
+        [
+            sys.executable,
+            "-c",
+            "from megaservice.cli import main; main()",
+            "gateway",
+            str(pipeline),
+            "--port",
+            port,
+            "--host",
+            "127.0.0.1",
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )

@@ -7,14 +7,12 @@ import httpx
 import openai
 import pytest
 
-from megaservice.components.bias import BiasSettings
-from megaservice.components.bias import create_service as bias_service
+from megaservice.components.bias import BiasSettings, create_service as bias_service
 from megaservice.components.bias.local import LocalBias
 from megaservice.components.bias.service import REFUSAL
-from megaservice.components.embedding import EmbeddingSettings, load_backend
-from megaservice.components.embedding import create_service as embedding_service
+from megaservice.components.embedding import EmbeddingSettings, create_service as embedding_service, load_backend
 from megaservice.components.embedding.minilm import MiniLM
-from tests.gateway.conftest import FACT, QUESTION, run_stack
+from tests.gateway.conftest import FACT, QUESTION, content, extra, run_stack
 
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("upstream_client")]
 
@@ -56,12 +54,12 @@ async def test_the_bias_guardrail_refuses_and_the_embedding_service_embeds_for_t
                 model="chatqna", messages=[{"role": "user", "content": BIASED}], stream=True
             )
             streamed = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
-    assert "4417" in answered.choices[0].message.content
-    assert answered.model_extra["sources"][0]["source"] == "zorblax.md"
+    assert "4417" in content(answered)
+    assert extra(answered)["sources"][0]["source"] == "zorblax.md"
     search = stack.kb.searches[0]
     assert search["text"] == QUESTION and len(search["embedding"]) == 384  # MiniLM's EmbedDoc reached the retriever
     assert FACT in stack.llm.requests[0]["messages"][-1]["content"]
     assert refused.choices[0].message.content == REFUSAL == streamed
     assert refused.choices[0].finish_reason == "content_filter"
-    assert refused.model_extra["refused_by"] == "guardrail"
+    assert extra(refused)["refused_by"] == "guardrail"
     assert len(stack.llm.requests) == 1  # only the first question reached the LLM

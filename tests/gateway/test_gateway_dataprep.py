@@ -6,7 +6,7 @@ import pytest
 from megaservice.limits import Limits
 from megaservice.settings import Settings
 from megaservice.testing import KnowledgeBase
-from tests.gateway.conftest import run_stack
+from tests.gateway.conftest import content, extra, run_stack
 
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("upstream_client")]
 
@@ -24,8 +24,8 @@ async def test_an_uploaded_file_is_ingested_and_then_cited(stack):
         completion = await client.chat.completions.create(
             model="chatqna", messages=[{"role": "user", "content": "What colour was the Quillon bridge painted?"}]
         )
-    assert "orange" in completion.choices[0].message.content
-    assert completion.model_extra["sources"][0]["source"] == "quillon.txt"
+    assert "orange" in content(completion)
+    assert extra(completion)["sources"][0]["source"] == "quillon.txt"
 
 
 async def test_delete_is_passed_on_and_dataprep_errors_come_back_as_they_are(stack):
@@ -44,7 +44,7 @@ async def test_a_chunked_upload_is_streamed_through():
     async with run_stack(kb=kb) as stack, stack.client() as http:
         boundary = "b0undary"
         parts = [
-            f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"big.txt\"\r\n"
+            f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="big.txt"\r\n'
             "Content-Type: text/plain\r\n\r\n".encode(),
             *(f"Line {i} of a long file about the Quillon bridge.\n".encode() for i in range(2000)),
             f"\r\n--{boundary}--\r\n".encode(),

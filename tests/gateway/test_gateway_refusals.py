@@ -5,14 +5,13 @@ import ast
 import openai
 import pytest
 
-from megaservice.components.llm import LLMSettings
-from megaservice.components.llm import create_service as llm_service
+from megaservice.components.llm import LLMSettings, create_service as llm_service
 from megaservice.gateway import create_gateway
 from megaservice.limits import InputLimits, Limits
 from megaservice.pipeline import parse_pipeline
 from megaservice.settings import Settings
 from megaservice.testing import FakeGuardrail, FakeLLM, FaultyServer, serve
-from tests.gateway.conftest import QUESTION, pipeline_yaml, run_stack
+from tests.gateway.conftest import QUESTION, extra, pipeline_yaml, run_stack
 
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("upstream_client")]
 
@@ -36,8 +35,8 @@ async def test_a_refused_question_never_reaches_the_llm_and_the_client_gets_the_
     assert choice.message.content == REFUSAL
     assert choice.message.refusal == REFUSAL
     assert choice.finish_reason == "content_filter"
-    assert completion.model_extra["refused_by"] == "guardrail"
-    assert completion.model_extra["sources"] == []
+    assert extra(completion)["refused_by"] == "guardrail"
+    assert extra(completion)["sources"] == []
     assert stack.llm.requests == [] and stack.kb.searches == []
 
 
@@ -51,7 +50,7 @@ async def test_a_refused_streamed_question_gets_the_refusal_as_a_stream(stack):
     assert text == REFUSAL
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "content_filter"
     assert chunks[0].choices[0].delta.refusal == REFUSAL
-    assert chunks[-1].choices == [] and chunks[-1].model_extra["sources"] == []
+    assert chunks[-1].choices == [] and extra(chunks[-1])["sources"] == []
     assert stack.llm.requests == []
 
 

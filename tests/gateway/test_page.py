@@ -9,6 +9,7 @@ also to docs/images/chat-page.png, the README's.
 """
 
 import contextlib
+import itertools
 import os
 import shutil
 import uuid
@@ -51,14 +52,19 @@ async def chat_url() -> AsyncIterator[tuple[str, Any]]:
         yield stack.url, llm
 
 
-@pytest.fixture
-async def browser() -> AsyncIterator[Any]:
+@pytest.fixture(scope="session")
+def chromium() -> str:
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium (Debian's; Playwright's own is not used)")
+    return CHROMIUM
+
+
+@pytest.fixture
+async def browser(chromium: str) -> AsyncIterator[Any]:
     from playwright.async_api import async_playwright
 
     async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        browser = await playwright.chromium.launch(executable_path=chromium, args=ARGS, headless=True)
         try:
             yield browser
         finally:
@@ -119,7 +125,7 @@ async def test_ask_see_tokens_arrive_and_sources_upload_and_ask_about_it_and_a_r
         readings = await ask(page, "What colour was the Quillon bridge painted?")
         growing = [text for text in readings if text]
         assert len(growing) >= 3, readings  # seen at least twice before it was whole
-        assert all(later.startswith(earlier) for earlier, later in zip(growing, growing[1:], strict=False))
+        assert all(later.startswith(earlier) for earlier, later in itertools.pairwise(growing))
         assert len(growing[0]) < len(growing[-1])
         last = page.locator("[data-testid=assistant]").last
         sources = last.get_by_test_id("source")
