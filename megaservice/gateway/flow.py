@@ -4,9 +4,11 @@ The nodes are the pipeline's components (not raw TEI/vLLM as in OPEA's ChatQnA),
 already fit the next node; the hooks add what the request says and record what the answers say,
 in the request's `Turn` (passed to `schedule(..., turn=turn)`):
 
-    guardrail (before the LLM)  its answer: a refusal (`downstream_black_list`) is recorded, and the
-                                nodes after it are skipped (the core does that); else its text is
-                                the question from then on (a guardrail may mask what it found)
+    guardrail (before the LLM)  its answer: a refusal (`downstream_black_list`, OPEA's `[".*"]`) is
+                                recorded, and the nodes after it are skipped (the core does that);
+                                else its text is the question from then on (a guardrail may mask
+                                what it found); a black list that still lets the LLM run is no refusal
+    guardrail (after the LLM)   not streamed, its refusal replaces the answer
     embedding                   gets the question (`{"text"}`, OPEA's TextDoc) → EmbedDoc
     retriever                   the EmbedDoc plus the request's k, search_type, ... → its documents,
                                 recorded; with none, a reranker after it is skipped (as OPEA does)
@@ -57,6 +59,7 @@ class GatewayOrchestrator(ServiceOrchestrator):
             return {**inputs, "top_n": turn.top_n}
         if role in (ServiceType.LLM, ServiceType.LVM):
             turn.answered = True
+            turn.refusal = turn.refused_by = None  # a black list that let the LLM run refused nothing
             return self._llm_request(turn, inputs)
         return inputs
 

@@ -67,6 +67,12 @@ async def test_a_list_of_messages_is_the_conversation(stack):
     assert [m["role"] for m in stack.llm.requests[0]["messages"]] == ["user", "assistant", "user"]
 
 
+async def test_the_openapi_schema_documents_the_chat_routes(stack):
+    async with stack.client() as http:
+        schema = (await http.get("/openapi.json")).json()
+    assert {"/v1/chatqna", "/v1/chat/completions", "/v1/models", "/v1/dataprep/ingest"} <= set(schema["paths"])
+
+
 async def test_only_the_enabled_routes_are_served():
     async with run_stack(routes=["chatqna"]) as stack, stack.client() as http:
         assert (await http.post("/v1/chat/completions", json={"messages": "hi"})).status_code == 404

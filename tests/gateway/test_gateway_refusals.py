@@ -203,3 +203,23 @@ async def test_streams_of_several_questions_at_once_each_get_their_own_answer(st
     for question, answer in zip(questions, answers, strict=True):
         assert ("4417" in answer) == (question == QUESTION)
         assert ("six hours" in answer) == (question != QUESTION)
+
+
+class PartialBlackList(FakeGuardrail):
+    """A guardrail whose black list skips the retriever only: the LLM still answers, nothing is refused."""
+
+    async def handle(self, request, scope, receive, send):
+        await self.send_json(send, {"text": request["text"], "downstream_black_list": ["^embedding"]})
+
+
+async def test_a_black_list_that_lets_the_llm_run_is_no_refusal():
+    async with run_stack(guardrail=PartialBlackList(), flow=("guardrail", "embedding", "llm")) as stack:
+        stack.pipeline.megaservice.flow = ["guardrail -> embedding", "guardrail -> llm"]
+        from megaservice.testing import serve
+
+        async with serve(create_gateway(stack.pipeline, Settings()).app) as url, stack.client() as http:
+            http.base_url = url
+            answer = (await http.post("/v1/chat/completions", json={"messages": QUESTION})).json()
+    assert answer["choices"][0]["finish_reason"] == "stop"
+    assert "refused_by" not in answer
+    assert len(stack.llm.requests) == 1
