@@ -9,7 +9,9 @@ in the request's `Turn` (passed to `schedule(..., turn=turn)`):
                                 else its text is the question from then on (a guardrail may mask
                                 what it found); a black list that still lets the LLM run is no refusal
     guardrail (after the LLM)   not streamed, its refusal replaces the answer
-    embedding                   gets the question (`{"text"}`, OPEA's TextDoc) → EmbedDoc
+    embedding                   gets the question as OpenAI's embedding request (`{"input"}`: what OPEA's
+                                embedding service, TEI, vLLM and Ollama all take); its vector goes on
+                                as OPEA's EmbedDoc (`{"text", "embedding"}`)
     retriever                   the EmbedDoc plus the request's k, search_type, ... → its documents,
                                 recorded; with none, a reranker after it is skipped (as OPEA does)
     reranker                    the retriever's answer plus `top_n` → the documents it kept, recorded
@@ -26,6 +28,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from megaservice.constants import ServiceType
+from megaservice.exceptions import UpstreamProtocolError
 from megaservice.gateway import answers
 from megaservice.gateway.sources import reranked, retrieved
 from megaservice.gateway.turn import Turn
@@ -52,7 +55,7 @@ class GatewayOrchestrator(ServiceOrchestrator):
             return inputs
         role = self._role(args[0])
         if role == ServiceType.EMBEDDING:
-            return {"text": turn.question}
+            return {"input": turn.question}
         if role == ServiceType.RETRIEVER:
             return {**inputs, **turn.retrieval}
         if role == ServiceType.RERANK:
@@ -77,6 +80,8 @@ class GatewayOrchestrator(ServiceOrchestrator):
             elif not turn.answered and _rewrites(data.get("text"), turn.question):
                 turn.question = data["text"]
                 turn.rewritten = True
+        elif role == ServiceType.EMBEDDING:
+            return {"text": turn.question, "embedding": _vector(data, node, self.services[node].endpoint_path())}
         elif role == ServiceType.RETRIEVER:
             turn.retrieved = retrieved(data)
             turn.sources = list(turn.retrieved)
@@ -117,6 +122,23 @@ class GatewayOrchestrator(ServiceOrchestrator):
             for grandchild in graph.downstream(child):
                 graph.add_edge(node, grandchild)
             graph.delete_node_if_exists(child)
+
+
+def _vector(answer: Any, node: str, url: str) -> Any:
+    """The question's vector in an embedding node's answer: OpenAI's (`data[0].embedding`), OPEA's EmbedDoc, TEI's."""
+    if isinstance(answer, dict):
+        data = answer.get("data")
+        if isinstance(data, list) and data and isinstance(data[0], dict) and "embedding" in data[0]:
+            return data[0]["embedding"]
+        if "embedding" in answer:
+            return answer["embedding"]
+    elif isinstance(answer, list) and answer and isinstance(answer[0], list):
+        return answer[0]
+    raise UpstreamProtocolError(
+        f"{node} answered no embedding (expected OpenAI's `data[0].embedding`, an EmbedDoc or TEI's list)",
+        node=node,
+        url=url,
+    )
 
 
 def _rewrites(text: Any, question: str) -> bool:

@@ -161,3 +161,34 @@ async def test_a_flow_of_just_the_llm_answers_the_conversation():
         chunks = [chunk async for chunk in stream]
     assert extra(chunks[-1])["sources"] == []
     assert stack.llm.requests[0]["messages"] == [{"role": "user", "content": "Hi"}]
+
+
+async def test_an_embedding_node_answering_openais_shape_tei_or_an_embeddoc_feeds_the_retriever():
+    from megaservice.testing import FakeOpenAIEmbeddings, FakeService
+
+    class TEIList(FakeService):
+        async def handle(self, request, scope, receive, send):
+            await self.send_json(send, [[0.5, 0.5]])
+
+    class EmbedDoc(FakeService):
+        async def handle(self, request, scope, receive, send):
+            await self.send_json(send, {"text": request["input"], "embedding": [0.25, 0.75]})
+
+    for embedding, vector_length in ((FakeOpenAIEmbeddings(dim=12), 12), (TEIList(), 2), (EmbedDoc(), 2)):
+        async with run_stack(embedding=embedding) as stack, client_for(stack) as client:
+            completion = await client.chat.completions.create(
+                model="chatqna", messages=[{"role": "user", "content": QUESTION}]
+            )
+        assert stack.kb.searches[0]["text"] == QUESTION
+        assert len(stack.kb.searches[0]["embedding"]) == vector_length
+        assert extra(completion)["sources"][0]["source"] == "zorblax.md"
+        assert embedding.requests == [{"input": QUESTION}]
+
+
+async def test_an_embedding_node_answering_no_vector_is_a_502_naming_it():
+    from megaservice.testing import FakeService
+
+    async with run_stack(embedding=FakeService()) as stack, stack.client() as http:
+        response = await http.post("/v1/chat/completions", json={"messages": QUESTION})
+    assert response.status_code == 502
+    assert response.json()["node"] == "embedding/MicroService" and "no embedding" in response.json()["message"]
