@@ -24,7 +24,7 @@ A request without a `Turn` (a caller of `schedule()` that is not the gateway) go
 The streaming answer is written by `align_generator` in the `Turn`'s framing (`.answers`).
 """
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 from megaservice.constants import ServiceType
@@ -95,13 +95,12 @@ class GatewayOrchestrator(ServiceOrchestrator):
             return {"text": answers.completion_text(data)}  # non-streaming, to an output guardrail
         return data
 
-    def align_generator(self, gen: Any, *args: Any, **kwargs: Any) -> Iterator[Any]:
+    async def align_generator(self, gen: Any, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
         """Write the LLM's stream in the request's framing, the sources before the end (`answers.relay`)."""
         turn: Turn | None = kwargs.get("turn")
-        if turn is None:
-            yield from gen
-            return
-        yield from answers.relay(gen, turn)
+        source = gen if turn is None else answers.relay(gen, turn)
+        async for item in source:
+            yield item
 
     def _llm_request(self, turn: Turn, inputs: dict[str, Any]) -> dict[str, Any]:
         messages = _with_question(turn.messages, turn.question) if turn.rewritten else turn.messages

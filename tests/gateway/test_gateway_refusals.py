@@ -2,6 +2,7 @@
 
 import ast
 
+import httpx
 import openai
 import pytest
 
@@ -223,3 +224,26 @@ async def test_a_black_list_that_lets_the_llm_run_is_no_refusal():
     assert answer["choices"][0]["finish_reason"] == "stop"
     assert "refused_by" not in answer
     assert len(stack.llm.requests) == 1
+
+
+@pytest.mark.parametrize("fault", ["reset", "stall"])
+async def test_the_llm_node_failing_midway_ends_the_stream_with_an_error_the_openai_client_raises(fault):
+    from megaservice.resilience import Timeout
+
+    settings = Settings(timeout=Timeout(read=0.3))
+    async with FaultyServer(fault) as model_server:
+        pipeline = parse_pipeline(pipeline_yaml({"llm": model_server.url}, ("llm",)), environ={})
+        async with serve(create_gateway(pipeline, settings).app) as url:
+            async with openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0) as client:
+                stream = await client.chat.completions.create(
+                    model="chatqna", messages=[{"role": "user", "content": "hi"}], stream=True
+                )
+                pieces = []
+                with pytest.raises(openai.APIError, match="llm/MicroService"):
+                    async for chunk in stream:
+                        pieces.append(chunk.choices[0].delta.content)  # noqa: PERF401  # kept when it raises
+            async with httpx.AsyncClient(base_url=url) as http:
+                opea = (await http.post("/v1/chatqna", json={"messages": "hi"})).text
+    assert pieces == ["partial"]
+    assert opea.startswith("data: b'partial'\n\nevent: error\ndata: {")
+    assert "[DONE]" not in opea
