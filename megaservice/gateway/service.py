@@ -120,7 +120,7 @@ class _Chat:
         self.limits = settings.input_limits
         self.orchestrator = orchestrator
         self.llm_nodes = frozenset(
-            name for name, node in orchestrator.services.items() if node.service_type in (ServiceType.LLM,)
+            name for name, node in orchestrator.services.items() if node.service_type == ServiceType.LLM
         )
         model = pipeline.megaservice.model
         self.params = {stream: LLMParams(stream=stream, model=model) for stream in (True, False)}
