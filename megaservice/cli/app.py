@@ -6,6 +6,7 @@ import typer
 
 from megaservice.cli import up
 from megaservice.cli.export import export_app
+from megaservice.cli.gateway import gateway
 from megaservice.components import COMPONENTS
 
 __all__ = ["app", "main"]
@@ -46,6 +47,7 @@ def serve(
 app.command()(up.up)
 app.command()(up.ask)
 app.command()(up.pipelines)
+app.command()(gateway)
 
 
 def main() -> None:
