@@ -6,6 +6,7 @@ from megaservice.testing.embeddings import FakeOpenAIEmbeddings, FakeTEI
 from megaservice.testing.fakes import FakeEmbedding, FakeGuardrail, FakeLLM, FakeReranker, FakeRetriever, FakeService
 from megaservice.testing.faults import Fault, FaultyServer, unused_url
 from megaservice.testing.judge import FakeJudge
+from megaservice.testing.rerank import FakeTEIReranker
 from megaservice.testing.server import serve
 
 if TYPE_CHECKING:
@@ -22,6 +23,7 @@ __all__ = [
     "FakeRetriever",
     "FakeService",
     "FakeTEI",
+    "FakeTEIReranker",
     "Fault",
     "FaultyServer",
     "InProcess",
