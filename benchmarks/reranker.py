@@ -31,6 +31,7 @@ query/text pairs scored per second.
 import argparse
 import asyncio
 import http.client
+import itertools
 import json
 import math
 import os
@@ -138,11 +139,7 @@ class BM25:
             counts = Counter(words)
             norm = self.k1 * (1 - self.b + self.b * len(words) / self.average)
             found.append(
-                sum(
-                    self.idf.get(w, 0.0) * counts[w] * (self.k1 + 1) / (counts[w] + norm)
-                    for w in asked
-                    if counts[w]
-                )
+                sum(self.idf.get(w, 0.0) * counts[w] * (self.k1 + 1) / (counts[w] + norm) for w in asked if counts[w])
             )
         return found
 
@@ -192,14 +189,18 @@ def quality(args: argparse.Namespace, questions: list[Question]) -> dict[str, li
         table[name] = [metrics(by_score(scorer(q.query, q.texts)), q.grades) for q in questions]
     results = {"random (no rerank)": random_baseline(questions)} | {k: mean_metrics(v) for k, v in table.items()}
     keys = list(next(iter(results.values())))
-    print(f"{len(questions)} questions, {len(questions[0].texts)} candidates each (2 answer, 3 on topic, 3 off topic)\n")
+    print(
+        f"{len(questions)} questions, {len(questions[0].texts)} candidates each (2 answer, 3 on topic, 3 off topic)\n"
+    )
     print("| order | " + " | ".join(keys) + " |")
     print("|---|" + "---|" * len(keys))
     for name, values in results.items():
         print(f"| {name} | " + " | ".join(f"{values[k]:.3f}" for k in keys) + " |")
     wins = sum(e["P@1"] > b["P@1"] for e, b in zip(table["embedding"], table["bm25"], strict=True))
     losses = sum(e["P@1"] < b["P@1"] for e, b in zip(table["embedding"], table["bm25"], strict=True))
-    print(f"\nP@1, embedding vs bm25, per question: {wins} better, {losses} worse, {len(questions) - wins - losses} equal")
+    print(
+        f"\nP@1, embedding vs bm25, per question: {wins} better, {losses} worse, {len(questions) - wins - losses} equal"
+    )
     return {"embedding": embedding_scores}
 
 
@@ -215,7 +216,9 @@ def tei_scorer(url: str) -> Callable[[str, list[str]], list[float]]:
     def score(query: str, texts: list[str]) -> list[float]:
         host, _, port = url.removeprefix("http://").rstrip("/").partition(":")
         connection = http.client.HTTPConnection(host, int(port or 80), timeout=60)
-        connection.request("POST", "/rerank", orjson.dumps({"query": query, "texts": texts}), {"content-type": "application/json"})
+        connection.request(
+            "POST", "/rerank", orjson.dumps({"query": query, "texts": texts}), {"content-type": "application/json"}
+        )
         ranks = orjson.loads(connection.getresponse().read())
         scores = [0.0] * len(texts)
         for rank in ranks:
@@ -228,7 +231,9 @@ def tei_scorer(url: str) -> Callable[[str, list[str]], list[float]]:
 # -- speed ---------------------------------------------------------------------------------------
 
 
-async def through_service(url: str, questions: list[Question], concurrency: int, seconds: float) -> tuple[float, float, list[Any]]:
+async def through_service(
+    url: str, questions: list[Question], concurrency: int, seconds: float
+) -> tuple[float, float, list[Any]]:
     """(pairs per second, median latency in ms, the answers of one pass) with `concurrency` clients."""
     client = UpstreamClient()
     timeout = Timeout(total=60)
@@ -322,7 +327,7 @@ def agrees(answer: list[dict[str, Any]], scores: list[float], tolerance: float =
     model quantises each batch's activations as a whole, so batch makeup moves a cosine by ~1e-4)."""
     order = [r["index"] for r in answer]
     return sorted(order) == list(range(len(scores))) and all(
-        scores[a] >= scores[b] - tolerance for a, b in zip(order, order[1:], strict=False)
+        scores[a] >= scores[b] - tolerance for a, b in itertools.pairwise(order)
     )
 
 
@@ -346,7 +351,10 @@ def speed(args: argparse.Namespace, questions: list[Question], expected: list[li
                 results[c]["inproc"].append(rate)
                 results[c]["service"].append(served)
                 results[c]["p50"].append(p50)
-                print(f"round {round_ + 1} c={c}: in process {rate:.0f} pairs/s, service {served:.0f} pairs/s, p50 {p50:.1f} ms")
+                print(
+                    f"round {round_ + 1} c={c}: in process {rate:.0f} pairs/s, service {served:.0f} pairs/s,", end=" "
+                )
+                print(f"p50 {p50:.1f} ms")
     finally:
         service.terminate()
         service.wait(10)

@@ -131,7 +131,11 @@ class FakeTEIReranker(FakeService):
         if not texts:
             return 400, "Empty", "`texts` cannot be empty"
         if len(texts) > self.max_client_batch_size:
-            return 413, "Validation", f"batch size {len(texts)} > maximum allowed batch size {self.max_client_batch_size}"
+            return (
+                413,
+                "Validation",
+                f"batch size {len(texts)} > maximum allowed batch size {self.max_client_batch_size}",
+            )
         truncate = request.get("truncate", self.auto_truncate)
         if not truncate:
             query_tokens = len(_words(request["query"]))

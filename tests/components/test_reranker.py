@@ -67,13 +67,13 @@ async def test_a_searched_doc_becomes_the_llm_params_doc_with_the_best_documents
     doc = LLMParamsDoc.model_validate(answer)
     assert doc.query == QUERY
     assert doc.documents == [DOCS[i] for i in best]
-    assert set(best) == {2, 4}  # the two passages that answer (the set is chosen so the model finds them)
     assert [d["metadata"] for d in answer["reranked_docs"]] == [METADATA[i] for i in best]
     scores = [d["score"] for d in answer["reranked_docs"]]
     assert scores == pytest.approx([float(cosines(minilm, QUERY, DOCS)[i]) for i in best], abs=2e-3)
     # the LLM service puts them into OPEA's RAG prompt, best first
     prompt = build_request(answer, "m").body["messages"][0]["content"]
-    assert prompt.index(DOCS[best[0]]) < prompt.index(DOCS[best[1]]) and DOCS[1] not in prompt
+    assert prompt.index(DOCS[best[0]]) < prompt.index(DOCS[best[1]])
+    assert not any(DOCS[i] in prompt for i in range(len(DOCS)) if i not in best)
 
 
 async def test_metadata_inside_each_retrieved_doc_is_kept_and_top_n_defaults_to_opeas_one(client, minilm):
@@ -81,14 +81,20 @@ async def test_metadata_inside_each_retrieved_doc_is_kept_and_top_n_defaults_to_
     docs = [{"text": t, "metadata": m, "id": f"doc{i}"} for i, (t, m) in enumerate(zip(DOCS, METADATA, strict=True))]
     answer = (await client.post("/v1/reranking", json={"initial_query": QUERY, "retrieved_docs": docs})).json()
     assert answer["documents"] == [DOCS[best]]
-    assert answer["reranked_docs"] == [{"text": DOCS[best], "score": pytest.approx(answer["reranked_docs"][0]["score"]), "metadata": METADATA[best]}]
+    assert answer["reranked_docs"] == [
+        {"text": DOCS[best], "score": pytest.approx(answer["reranked_docs"][0]["score"]), "metadata": METADATA[best]}
+    ]
 
 
 async def test_a_reranking_request_answers_reranked_docs_with_scores_from_strings_or_objects(client, minilm):
     order = expected_order(minilm, QUERY, DOCS)
     objects = [{"text": t, "metadata": {"source": f"s{i}"}} for i, t in enumerate(DOCS)]
-    from_objects = (await client.post("/v1/reranking", json={"input": QUERY, "retrieved_docs": objects, "top_n": 3})).json()
-    from_strings = (await client.post("/v1/reranking", json={"input": QUERY, "retrieved_docs": DOCS, "top_n": 9})).json()
+    from_objects = (
+        await client.post("/v1/reranking", json={"input": QUERY, "retrieved_docs": objects, "top_n": 3})
+    ).json()
+    from_strings = (
+        await client.post("/v1/reranking", json={"input": QUERY, "retrieved_docs": DOCS, "top_n": 9})
+    ).json()
     RerankingResponse.model_validate(from_objects)
     assert [d["text"] for d in from_objects["reranked_docs"]] == [DOCS[i] for i in order[:3]]
     assert [d["metadata"] for d in from_objects["reranked_docs"]] == [{"source": f"s{i}"} for i in order[:3]]
@@ -105,6 +111,7 @@ async def test_a_chat_request_comes_back_with_reranked_docs_and_documents(client
     chat = ChatCompletionRequest.model_validate(answer)
     assert chat.messages == messages and chat.temperature == 0.3
     assert chat.documents == [DOCS[i] for i in order[:2]]
+    assert answer["retrieved_docs"] == retrieved  # what the retriever found stays, as OPEA keeps it
     assert [d["metadata"] for d in answer["reranked_docs"]] == [METADATA[i] for i in order[:2]]
 
 
@@ -117,7 +124,9 @@ async def test_an_empty_retrieval_passes_through_with_no_documents(client):
 async def test_tei_rerank_ranks_every_text_best_first(client, minilm):
     scores = cosines(minilm, QUERY, DOCS)
     answer = (await client.post("/rerank", json={"query": QUERY, "texts": DOCS, "return_text": True})).json()
-    raw = (await client.post("/rerank", json={"query": QUERY, "texts": DOCS, "raw_scores": True, "truncate": True})).json()
+    raw = (
+        await client.post("/rerank", json={"query": QUERY, "texts": DOCS, "raw_scores": True, "truncate": True})
+    ).json()
     assert [r["index"] for r in answer] == expected_order(minilm, QUERY, DOCS)
     assert [r["text"] for r in answer] == [DOCS[r["index"]] for r in answer]
     assert [r["score"] for r in answer] == pytest.approx([float(scores[r["index"]]) for r in answer], abs=2e-3)
@@ -135,11 +144,17 @@ async def test_info_describes_a_reranker_with_the_services_limit(client):
 
 
 async def test_concurrent_requests_each_get_their_own_ranking(client, minilm):
-    queries = [QUERY, "Which market fell on Tuesday?", "How can I tell that an avocado is ripe?", "What is guacamole made of?"]
+    queries = [
+        QUERY,
+        "Which market fell on Tuesday?",
+        "How can I tell that an avocado is ripe?",
+        "What is guacamole made of?",
+    ]
     answers: dict[int, list[int]] = {}
 
     async def ask(i: int) -> None:
         answer = await client.post("/rerank", json={"query": queries[i % 4], "texts": DOCS})
+        assert answer.status_code == 200, answer.text
         answers[i] = [r["index"] for r in answer.json()]
 
     async with anyio.create_task_group() as group:
@@ -165,7 +180,11 @@ async def test_concurrent_requests_each_get_their_own_ranking(client, minilm):
         ({"initial_query": QUERY, "retrieved_docs": "a text"}, 422, "`retrieved_docs` must be a list"),
         ({"initial_query": QUERY, "retrieved_docs": [{"txt": "a"}]}, 422, "`retrieved_docs[0].text` must be a string"),
         ({"initial_query": QUERY, "retrieved_docs": [7]}, 422, "`retrieved_docs[0]` must be an object"),
-        ({"initial_query": QUERY, "retrieved_docs": DOCS, "metadata": METADATA[:2]}, 422, "`metadata` has 2 entries for 5"),
+        (
+            {"initial_query": QUERY, "retrieved_docs": DOCS, "metadata": METADATA[:2]},
+            422,
+            "`metadata` has 2 entries for 5",
+        ),
         ({"initial_query": QUERY, "retrieved_docs": ["x"] * 41}, 413, "at most 40 per request"),
         ({"input": QUERY, "retrieved_docs": []}, 400, "`retrieved_docs` is an empty list"),
         ({"input": "", "retrieved_docs": DOCS}, 400, "`input` is empty"),

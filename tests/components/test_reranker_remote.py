@@ -7,8 +7,11 @@ import httpx
 import numpy as np
 import pytest
 
-from megaservice.components.embedding import EmbeddingSettings, create_service as create_embedding_service
-from megaservice.components.embedding import load_backend as load_embedding_backend
+from megaservice.components.embedding import (
+    EmbeddingSettings,
+    create_service as create_embedding_service,
+    load_backend as load_embedding_backend,
+)
 from megaservice.components.reranker import RerankerSettings, create_service
 from megaservice.testing import FakeTEIReranker, Fault, FaultyServer, client_for, serve, unused_url
 from megaservice.testing.rerank import overlap_logits
@@ -37,7 +40,12 @@ async def test_the_tei_backend_ranks_a_searched_doc_by_teis_scores_keeping_metad
     async with serve(tei) as url, serve(tei_service(url, HF_TOKEN="hf_secret").app) as ours:
         async with httpx.AsyncClient(base_url=ours) as client:
             assert (await wait_ready(client)).status_code == 200
-            body = {"initial_query": QUERY, "retrieved_docs": [{"text": t} for t in DOCS], "metadata": METADATA, "top_n": 3}
+            body = {
+                "initial_query": QUERY,
+                "retrieved_docs": [{"text": t} for t in DOCS],
+                "metadata": METADATA,
+                "top_n": 3,
+            }
             answer = (await client.post("/v1/reranking", json=body)).json()
             info = (await client.get("/info")).json()
     best = fake_order(QUERY, DOCS)[:3]
@@ -59,7 +67,7 @@ async def test_the_tei_route_answers_what_tei_itself_answers():
         ours = (await client.post("/rerank", json=body)).json()
         async with httpx.AsyncClient(base_url=url) as direct:
             theirs = (await direct.post("/rerank", json=body)).json()
-    assert ours == pytest.approx(theirs)
+    assert ours == theirs
     assert tei.requests[0]["raw_scores"] is True and tei.requests[0]["truncate"] is True
 
 
@@ -69,7 +77,11 @@ async def test_more_texts_than_tei_takes_are_split_into_calls_and_merged():
     async with serve(tei) as url, client_for(tei_service(url).app) as client:
         assert (await wait_ready(client)).status_code == 200  # reads /info: at most 10 texts a call
         answer = (await client.post("/rerank", json={"query": "lime plastic wrap", "texts": texts})).json()
-        again = (await client.post("/v1/reranking", json={"input": "lime plastic wrap", "retrieved_docs": texts, "top_n": 45})).json()
+        again = (
+            await client.post(
+                "/v1/reranking", json={"input": "lime plastic wrap", "retrieved_docs": texts, "top_n": 45}
+            )
+        ).json()
     assert [len(call[1]) for call in tei.calls[:5]] == [10, 10, 10, 10, 5]
     assert sorted(text for call in tei.calls[:5] for text in call[1]) == sorted(texts)
     assert [r["index"] for r in answer] == fake_order("lime plastic wrap", texts)
@@ -105,7 +117,9 @@ async def test_the_embedding_backend_can_call_an_embedding_service(minilm):
             info = (await client.get("/info")).json()
     vectors = minilm.embed([QUERY, *DOCS])
     assert [r["index"] for r in answer] == expected_order(minilm, QUERY, DOCS)
-    assert [r["score"] for r in answer] == pytest.approx([float(vectors[1 + r["index"]] @ vectors[0]) for r in answer], abs=2e-3)
+    assert [r["score"] for r in answer] == pytest.approx(
+        [float(vectors[1 + r["index"]] @ vectors[0]) for r in answer], abs=2e-3
+    )
     assert info["model_id"] == "sentence-transformers/all-MiniLM-L6-v2"  # what the embedding service named
 
 

@@ -126,7 +126,9 @@ class RerankerBackend(Protocol):
     async def ready(self) -> bool:
         """Whether requests can be answered: the model is loaded, or the remote answers."""
 
-    async def score(self, query: str, texts: list[str], *, raw: bool = False, truncate: bool | None = None) -> list[float]:
+    async def score(
+        self, query: str, texts: list[str], *, raw: bool = False, truncate: bool | None = None
+    ) -> list[float]:
         """One score per text (`texts` not empty), in the texts' order; higher is more relevant.
 
         `raw`: the model's raw output instead of a score in 0..1 (TEI's `raw_scores`; a cross-encoder's logits).
@@ -143,7 +145,8 @@ def backend_name(name: str) -> str:
     found = _OPEA_NAMES.get(found, found)
     if found not in BACKENDS:
         raise ConfigurationError(
-            f"RERANK_BACKEND={name!r} is not a backend; choose one of {', '.join(BACKENDS)} (or OPEA's OPEA_TEI_RERANKING)"
+            f"RERANK_BACKEND={name!r} is not a backend; choose one of {', '.join(BACKENDS)} "
+            "(or OPEA's OPEA_TEI_RERANKING)"
         )
     return found
 

@@ -66,7 +66,11 @@ class CrossEncoderModel:
         return int(min(length, 1_000_000))
 
     def load(self) -> None:
-        """Import torch and sentence-transformers and read the model (blocking; `ConfigurationError` if not a reranker)."""
+        """Import torch and sentence-transformers and read the model (blocking).
+
+        Raises:
+            ConfigurationError: the checkpoint is not a reranker (it has more than one label).
+        """
         with self._lock:
             if self._model is not None:
                 return
@@ -103,7 +107,9 @@ class CrossEncoderReranker:
     def __init__(self, model: CrossEncoderModel, *, max_batch: int = MAX_BATCH, max_pending: int = 4096) -> None:
         self.model = model
         self._worker = Worker(threads=1)
-        self._batcher: Batcher[Pair, float] = Batcher(model.logits, self._worker, max_batch=max_batch, max_pending=max_pending)
+        self._batcher: Batcher[Pair, float] = Batcher(
+            model.logits, self._worker, max_batch=max_batch, max_pending=max_pending
+        )
         self._failure: BaseException | None = None
 
     @property
@@ -130,7 +136,9 @@ class CrossEncoderReranker:
             raise self._failure
         return self.model.loaded
 
-    async def score(self, query: str, texts: list[str], *, raw: bool = False, truncate: bool | None = None) -> list[float]:
+    async def score(
+        self, query: str, texts: list[str], *, raw: bool = False, truncate: bool | None = None
+    ) -> list[float]:
         """The sigmoid of each pair's logit (`raw`: the logit), computed with the pairs of concurrent requests."""
         logits = await self._batcher.submit([(query, text) for text in texts])
         return logits if raw else [_sigmoid(x) for x in logits]
@@ -147,7 +155,9 @@ def _sigmoid(x: float) -> float:
     return z / (1.0 + z)
 
 
-def cross_encoder_backend(settings: "RerankerSettings", *, model: CrossEncoderModel | None = None) -> CrossEncoderReranker:
+def cross_encoder_backend(
+    settings: "RerankerSettings", *, model: CrossEncoderModel | None = None
+) -> CrossEncoderReranker:
     """`settings.model` behind dynamic batching (`model`: one already made; `ConfigurationError` if none is named)."""
     if model is None:
         if not settings.model:

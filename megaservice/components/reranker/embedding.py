@@ -60,7 +60,9 @@ class EmbeddingReranker:
         """Whether the model is loaded, or the embedding service embeds."""
         return await self.embedder.ready()
 
-    async def score(self, query: str, texts: list[str], *, raw: bool = False, truncate: bool | None = None) -> list[float]:
+    async def score(
+        self, query: str, texts: list[str], *, raw: bool = False, truncate: bool | None = None
+    ) -> list[float]:
         """The cosine of each text's vector with the query's (the query embedded with the texts, in one go)."""
         import numpy as np
 

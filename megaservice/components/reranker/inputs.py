@@ -54,6 +54,8 @@ class RerankRequest:
     documents: list[Document]
     top_n: int
     chat: ChatCompletionRequest | None = None
+    sent_docs: list[Any] | None = None
+    """A chat request's `retrieved_docs` as sent (its answer carries them back)."""
 
 
 @dataclass(slots=True)
@@ -81,7 +83,9 @@ def _query(value: Any, name: str) -> str:
 
 def _top_n(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InputError(f"`top_n` must be a positive integer (how many documents to keep), not {value!r}", status_code=422)
+        raise InputError(
+            f"`top_n` must be a positive integer (how many documents to keep), not {value!r}", status_code=422
+        )
     return value
 
 
@@ -104,7 +108,9 @@ def _documents(value: Any, metadata: Any, max_texts: int, *, allow_empty: bool) 
             documents.append(Document(item, shared[index]))
             continue
         if not isinstance(item, dict):
-            raise InputError(f"`retrieved_docs[{index}]` must be an object with a `text`, not {_kind(item)}", status_code=422)
+            raise InputError(
+                f"`retrieved_docs[{index}]` must be an object with a `text`, not {_kind(item)}", status_code=422
+            )
         text = item.get("text")
         if not isinstance(text, str):
             raise InputError(f"`retrieved_docs[{index}].text` must be a string, not {_kind(text)}", status_code=422)
@@ -144,16 +150,20 @@ def read_reranking_request(body: Any, max_texts: int) -> RerankRequest:
         )
     if "input" in body and "retrieved_docs" in body:
         documents = _documents(body["retrieved_docs"], None, max_texts, allow_empty=False)
-        return RerankRequest(Shape.RERANKING_REQUEST, _query(body["input"], "input"), documents, _top_n(body.get("top_n", 1)))
+        return RerankRequest(
+            Shape.RERANKING_REQUEST, _query(body["input"], "input"), documents, _top_n(body.get("top_n", 1))
+        )
     raise InputError(_SHAPES)
 
 
 def _read_chat(body: dict[str, Any], max_texts: int) -> RerankRequest:
     documents = _documents(body.get("retrieved_docs", []), None, max_texts, allow_empty=True)
     top_n = _top_n(body.get("top_n", 1))
-    chat = ChatCompletionRequest.model_validate(body)  # a ValidationError is a 422, as FastAPI answers
+    # OPEA's model refuses plain-string documents: they are read above and kept as sent
+    rest = {key: value for key, value in body.items() if key != "retrieved_docs"}
+    chat = ChatCompletionRequest.model_validate(rest)  # a ValidationError is a 422, as FastAPI answers
     query = chat.input if isinstance(chat.input, str) and chat.input.strip() else _last_user_text(chat.messages)
-    return RerankRequest(Shape.CHAT, query, documents, top_n, chat)
+    return RerankRequest(Shape.CHAT, query, documents, top_n, chat, body.get("retrieved_docs", []))
 
 
 def _last_user_text(messages: Any) -> str:
@@ -183,7 +193,9 @@ def _flag(body: dict[str, Any], name: str, default: bool | None) -> bool | None:
 def read_tei_request(body: Any, max_texts: int) -> TEIRerankRequest:
     """A TEI `/rerank` body (`truncation_direction` is checked; the in-process models cut on the right)."""
     if not isinstance(body, dict) or "query" not in body or "texts" not in body:
-        raise InputError("the body must be a JSON object with `query` (a string) and `texts` (a list of strings)", status_code=422)
+        raise InputError(
+            "the body must be a JSON object with `query` (a string) and `texts` (a list of strings)", status_code=422
+        )
     query = _query(body["query"], "query")
     texts = body["texts"]
     if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):

@@ -65,7 +65,9 @@ class _Routes:
         self.max_texts = settings.max_texts
         self.statistics = statistics_dict.setdefault(STATISTICS_NAME, BaseStatistics())
 
-    async def _score(self, query: str, texts: list[str], *, raw: bool = False, truncate: bool | None = None) -> list[float]:
+    async def _score(
+        self, query: str, texts: list[str], *, raw: bool = False, truncate: bool | None = None
+    ) -> list[float]:
         scores = await self.backend.score(query, texts, raw=raw, truncate=truncate)
         if len(scores) != len(texts):  # a backend's bug, said as the node's
             raise UpstreamProtocolError(
@@ -138,6 +140,7 @@ def _answer(asked: RerankRequest, best: list[tuple[Document, float]]) -> dict[st
         return {"reranked_docs": _reranked_docs(best)}
     assert asked.chat is not None
     answer = asked.chat.model_dump()
+    answer["retrieved_docs"] = asked.sent_docs
     answer["reranked_docs"] = _reranked_docs(best)
     answer["documents"] = texts
     return answer

@@ -125,7 +125,9 @@ class TEIReranker:
                 if isinstance(limit, int) and 0 < limit < self.batch:
                     self.batch = limit
 
-    async def score(self, query: str, texts: list[str], *, raw: bool = False, truncate: bool | None = None) -> list[float]:
+    async def score(
+        self, query: str, texts: list[str], *, raw: bool = False, truncate: bool | None = None
+    ) -> list[float]:
         """TEI's score of each text, in the texts' order (calls of at most `batch` texts, concurrently)."""
         if len(texts) <= self.batch:
             return await self._call(query, texts, raw, truncate)
@@ -138,7 +140,9 @@ class TEIReranker:
         if truncate is not None:
             body["truncate"] = truncate
         client = self._client or get_client()
-        _, content = await client.post(_NODE, self.url, orjson.dumps(body), headers=self._headers, timeout=self._timeout)
+        _, content = await client.post(
+            _NODE, self.url, orjson.dumps(body), headers=self._headers, timeout=self._timeout
+        )
         try:
             return _read_ranks(orjson.loads(content), len(texts))
         except (orjson.JSONDecodeError, ValueError, TypeError, KeyError) as exc:
@@ -158,7 +162,7 @@ def _read_ranks(answer: Any, count: int) -> list[float]:
         if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < count:
             raise ValueError(f"index {index!r} for {count} texts")
         if isinstance(score, bool) or not isinstance(score, int | float):
-            raise ValueError(f"score {score!r} is not a number")
+            raise TypeError(f"score {score!r} is not a number")
         if scores[index] is not None:
             raise ValueError(f"index {index} twice")
         scores[index] = float(score)
