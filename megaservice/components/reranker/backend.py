@@ -66,13 +66,14 @@ class RerankerSettings(EnvSettings):
         None,
         aliases=("HUGGINGFACEHUB_API_TOKEN",),
         secret=True,
-        help="Bearer token sent to the TEI reranker (a TEI behind Hugging Face's inference endpoints).",
+        help="Bearer token sent to the TEI server (a TEI behind Hugging Face's inference endpoints).",
     )
     embedding_endpoint: str | None = variable(
         "EMBEDDING_ENDPOINT",
         None,
-        help="For the `embedding` backend: an embedding service to call (`megaservice serve embedding`, TEI, "
-        "or any OpenAI-compatible `/v1/embeddings`); unset, the packaged all-MiniLM-L6-v2 runs in process.",
+        help="An OpenAI-compatible `POST /v1/embeddings` to embed with (`megaservice serve embedding`, TEI, Ollama, "
+        "vLLM) instead of the packaged all-MiniLM-L6-v2 in process: the reranker's `embedding` backend (and "
+        "dataprep, when `TEI_EMBEDDING_ENDPOINT` is unset).",
     )
     max_texts: int = variable(
         "RERANK_MAX_TEXTS",

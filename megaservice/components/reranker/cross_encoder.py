@@ -62,7 +62,9 @@ class CrossEncoderModel:
         """Most tokens of a query/text pair the model reads (512 before `load()`)."""
         if self._model is None:
             return self._max_length or 512
-        length = getattr(self._model, "max_length", None) or self._model.tokenizer.model_max_length
+        # sentence-transformers 6 renamed `max_length` to `max_seq_length` (the old name warns)
+        name = "max_seq_length" if hasattr(type(self._model), "max_seq_length") else "max_length"
+        length = getattr(self._model, name, None) or self._model.tokenizer.model_max_length
         return int(min(length, 1_000_000))
 
     def load(self) -> None:
