@@ -232,9 +232,9 @@ def tei_scorer(url: str) -> Callable[[str, list[str]], list[float]]:
 
 
 async def through_service(
-    url: str, questions: list[Question], concurrency: int, seconds: float
-) -> tuple[float, float, list[Any]]:
-    """(pairs per second, median latency in ms, the answers of one pass) with `concurrency` clients."""
+    url: str, questions: list[Question], concurrency: int, seconds: float, pid: int
+) -> tuple[float, float, float, list[Any]]:
+    """(pairs per second, median latency in ms, service CPU ms per pair, the answers of one pass), c clients."""
     client = UpstreamClient()
     timeout = Timeout(total=60)
     headers = {"content-type": "application/json"}
@@ -258,17 +258,20 @@ async def through_service(
     try:
         stop = time.perf_counter() + 1.0  # warm-up
         await asyncio.gather(*(worker(k, False) for k in range(concurrency)))
+        cpu = cpu_seconds(pid)
         started = time.perf_counter()
         stop = started + seconds
         await asyncio.gather(*(worker(k, True) for k in range(concurrency)))
         elapsed = time.perf_counter() - started
+        cpu = cpu_seconds(pid) - cpu
     finally:
         await client.aclose()
-    return pairs / elapsed, statistics.median(latencies) * 1000, [orjson.loads(body) for _, body in first_pass]
+    answers = [orjson.loads(body) for _, body in first_pass]
+    return pairs / elapsed, statistics.median(latencies) * 1000, cpu * 1000 / pairs, answers
 
 
-async def in_process(backend: Any, questions: list[Question], concurrency: int, seconds: float) -> float:
-    """Pairs per second of `concurrency` tasks calling the backend's `score()`."""
+async def in_process(backend: Any, questions: list[Question], concurrency: int, seconds: float) -> tuple[float, float]:
+    """(pairs per second, CPU ms per pair) of `concurrency` tasks calling the backend's `score()`."""
     pairs = 0
     stop = 0.0
 
@@ -284,13 +287,16 @@ async def in_process(backend: Any, questions: list[Question], concurrency: int, 
 
     stop = time.perf_counter() + 1.0
     await asyncio.gather(*(worker(k, False) for k in range(concurrency)))
+    cpu = time.process_time()
     started = time.perf_counter()
     stop = started + seconds
     await asyncio.gather(*(worker(k, True) for k in range(concurrency)))
-    return pairs / (time.perf_counter() - started)
+    return pairs / (time.perf_counter() - started), (time.process_time() - cpu) * 1000 / pairs
 
 
-async def run_in_process(threads: int, questions: list[Question], concurrency: int, seconds: float) -> float:
+async def run_in_process(
+    threads: int, questions: list[Question], concurrency: int, seconds: float
+) -> tuple[float, float]:
     settings = RerankerSettings.from_env({"RERANK_THREADS": str(threads)})
     backend = load_backend(settings)
     await backend.start()
@@ -298,6 +304,12 @@ async def run_in_process(threads: int, questions: list[Question], concurrency: i
         return await in_process(backend, questions, concurrency, seconds)
     finally:
         await backend.aclose()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process `pid` (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def free_port() -> int:
@@ -338,14 +350,20 @@ def speed(args: argparse.Namespace, questions: list[Question], expected: list[li
     command = [sys.executable, "-m", "megaservice.components.reranker"]
     service = subprocess.Popen(command, cwd=ROOT, env=environ, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     load_before = os.getloadavg()
-    results: dict[int, dict[str, list[float]]] = {c: {"inproc": [], "service": [], "p50": []} for c in args.concurrency}
+    results: dict[int, dict[str, list[float]]] = {
+        c: {"inproc": [], "service": [], "p50": [], "inproc_cpu": [], "service_cpu": []} for c in args.concurrency
+    }
     try:
         wait_ready(port, service)
         url = f"http://127.0.0.1:{port}/rerank"
         for round_ in range(args.rounds):
             for c in args.concurrency:
-                rate = asyncio.run(run_in_process(args.threads, questions, c, args.seconds))
-                served, p50, answers = asyncio.run(through_service(url, questions, c, args.seconds))
+                rate, inproc_cpu = asyncio.run(run_in_process(args.threads, questions, c, args.seconds))
+                served, p50, service_cpu, answers = asyncio.run(
+                    through_service(url, questions, c, args.seconds, service.pid)
+                )
+                results[c]["service_cpu"].append(service_cpu)
+                results[c]["inproc_cpu"].append(inproc_cpu)
                 if not all(agrees(answer, scores) for answer, scores in zip(answers, expected, strict=True)):
                     sys.exit("the service's order differs from the in-process scores")
                 results[c]["inproc"].append(rate)
@@ -359,11 +377,17 @@ def speed(args: argparse.Namespace, questions: list[Question], expected: list[li
         service.terminate()
         service.wait(10)
     print()
-    print("| concurrency | in process: pairs/s | service: pairs/s | p50 ms (8 pairs) | service / in process |")
-    print("|---|---|---|---|---|")
+    print(
+        "| concurrency | in process: pairs/s | CPU ms/pair | service: pairs/s | CPU ms/pair | p50 ms (8 pairs) "
+        "| service / in process: pairs/s | CPU per pair |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
     for c, measured in results.items():
         m = {key: statistics.median(values) for key, values in measured.items()}
-        print(f"| {c} | {m['inproc']:.0f} | {m['service']:.0f} | {m['p50']:.1f} | {m['service'] / m['inproc']:.2f} |")
+        print(
+            f"| {c} | {m['inproc']:.0f} | {m['inproc_cpu']:.1f} | {m['service']:.0f} | {m['service_cpu']:.1f} "
+            f"| {m['p50']:.1f} | {m['service'] / m['inproc']:.2f} | {m['service_cpu'] / m['inproc_cpu']:.2f} |"
+        )
     print(f"\nload average (1, 5, 15 min) before: {load_before}, after: {os.getloadavg()}; {os.cpu_count()} CPUs")
     print(f"{args.rounds} rounds of {args.seconds:g} s per measure; the service's ranks follow the in-process scores")
 
