@@ -55,6 +55,7 @@ sys.path.insert(0, str(ROOT))
 from megaservice.client import Timeout, UpstreamClient  # noqa: E402
 from megaservice.components.embedding.minilm import MiniLM  # noqa: E402
 from megaservice.components.reranker import RerankerSettings, load_backend  # noqa: E402
+from megaservice.components.reranker.embedding import LOCAL_MAX_BATCH  # noqa: E402
 
 DATA = ROOT / "benchmarks" / "data" / "rerank_relevance.jsonl"
 DISTRACTORS = 3
@@ -295,9 +296,9 @@ async def in_process(backend: Any, questions: list[Question], concurrency: int, 
 
 
 async def run_in_process(
-    threads: int, questions: list[Question], concurrency: int, seconds: float
+    threads: int, max_batch: int, questions: list[Question], concurrency: int, seconds: float
 ) -> tuple[float, float]:
-    settings = RerankerSettings.from_env({"RERANK_THREADS": str(threads)})
+    settings = RerankerSettings.from_env({"RERANK_THREADS": str(threads), "RERANK_MAX_BATCH": str(max_batch)})
     backend = load_backend(settings)
     await backend.start()
     try:
@@ -347,6 +348,7 @@ def speed(args: argparse.Namespace, questions: list[Question], expected: list[li
     port = free_port()
     environ = {**os.environ, "RERANK_HOST": "127.0.0.1", "RERANK_PORT": str(port), "HF_HUB_OFFLINE": "1"}
     environ["RERANK_THREADS"] = str(args.threads)
+    environ["RERANK_MAX_BATCH"] = str(args.max_batch)
     command = [sys.executable, "-m", "megaservice.components.reranker"]
     service = subprocess.Popen(command, cwd=ROOT, env=environ, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     load_before = os.getloadavg()
@@ -358,7 +360,7 @@ def speed(args: argparse.Namespace, questions: list[Question], expected: list[li
         url = f"http://127.0.0.1:{port}/rerank"
         for round_ in range(args.rounds):
             for c in args.concurrency:
-                rate, inproc_cpu = asyncio.run(run_in_process(args.threads, questions, c, args.seconds))
+                rate, inproc_cpu = asyncio.run(run_in_process(args.threads, args.max_batch, questions, c, args.seconds))
                 served, p50, service_cpu, answers = asyncio.run(
                     through_service(url, questions, c, args.seconds, service.pid)
                 )
@@ -399,6 +401,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=6.0, help="measured seconds per run")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2, help="the model's threads (RERANK_THREADS)")
+    parser.add_argument(
+        "--max-batch", type=int, default=LOCAL_MAX_BATCH, help="texts per model call (RERANK_MAX_BATCH)"
+    )
     parser.add_argument("--cross-encoder", help="also score this cross-encoder (a folder or a cached model name)")
     parser.add_argument("--tei", help="also score the /rerank of this TEI server (http://host:port)")
     args = parser.parse_args()
