@@ -7,6 +7,7 @@ from megaservice.testing.fakes import FakeEmbedding, FakeGuardrail, FakeLLM, Fak
 from megaservice.testing.faults import Fault, FaultyServer, unused_url
 from megaservice.testing.judge import FakeJudge
 from megaservice.testing.knowledge import KnowledgeBase
+from megaservice.testing.rerank import FakeTEIReranker
 from megaservice.testing.server import serve
 
 if TYPE_CHECKING:
@@ -23,6 +24,7 @@ __all__ = [
     "FakeRetriever",
     "FakeService",
     "FakeTEI",
+    "FakeTEIReranker",
     "Fault",
     "FaultyServer",
     "InProcess",
