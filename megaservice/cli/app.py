@@ -7,6 +7,7 @@ import typer
 from megaservice.cli import up
 from megaservice.cli.export import export_app
 from megaservice.cli.gateway import gateway
+from megaservice.cli.ingest import ingest
 from megaservice.components import COMPONENTS
 
 __all__ = ["app", "main"]
@@ -48,6 +49,7 @@ app.command()(up.up)
 app.command()(up.ask)
 app.command()(up.pipelines)
 app.command()(gateway)
+app.command()(ingest)
 
 
 def main() -> None:
