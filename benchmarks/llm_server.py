@@ -9,13 +9,17 @@ Targets (each its own process, started and measured one at a time, alternating r
     llama.cpp     python -m llama_cpp.server                    (needs llama-cpp-python[server]'s extras:
                                                                  sse-starlette, starlette-context, pydantic-settings)
 
-Both serve the packaged SmolLM2-135M-Instruct (or `--model GGUF`) with the same threads and context.
+Both serve the packaged SmolLM2-135M-Instruct (or `--model GGUF`) with the same threads and context,
+and OpenMP's wait policy each one has by default (ours: PASSIVE; llama.cpp's server: OpenMP's
+default, spinning) unless `--omp-wait-policy` sets it for both.
 For each one: seconds from the process's start to answering (ours: `/v1/ready` 200; llama.cpp's
 server loads before it listens: `/v1/models` 200), RSS once loaded and its peak after the run,
 TTFT p50 (a short question, streamed, to the first chunk with text), decode tokens/s of one stream
 and the aggregate tokens/s of 4 streams at once (greedy, the same long answer), and the accuracy on
-benchmarks/data/rag_qa.jsonl (the question and its context in OPEA's RAG prompt, as the LLM service
-sends it; greedy; correct if an expected answer is a substring, case-insensitive).
+benchmarks/data/rag_qa.jsonl (greedy, 48 tokens; correct if an expected answer is a substring,
+case-insensitive) with two prompts: `opea`, the question and its context in OPEA's RAG prompt as one
+user message (what the LLM service sends for a `query` with `documents`), and `system`, the context
+in a system message and the question as the user's.
 
 Timings depend on what else the machine runs: write `uptime` next to them.
 """
@@ -28,15 +32,18 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aiohttp
-from bench import free_port, peak_rss_mib
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT))  # this checkout's megaservice, before `bench` imports one
+
+from bench import free_port, peak_rss_mib  # noqa: E402
 
 from megaservice.components.llm.prompt import rag_prompt  # noqa: E402
 from megaservice.components.llm_server.model import packaged_model  # noqa: E402
@@ -45,6 +52,14 @@ GREEDY = {"temperature": 0.0, "repeat_penalty": 1.0, "top_k": 40, "top_p": 0.95,
 """Sampling sent to both servers (their defaults differ: llama.cpp's server uses repeat_penalty 1.1)."""
 STORY = [{"role": "user", "content": "Write a long story about a lighthouse keeper and a storm."}]
 SHORT = [{"role": "user", "content": "What is the capital of France?"}]
+PROMPTS: dict[str, Callable[[dict[str, Any]], list[dict[str, str]]]] = {
+    "opea": lambda item: [{"role": "user", "content": rag_prompt(item["question"], [item["context"]])}],
+    "system": lambda item: [
+        {"role": "system", "content": "Answer the question using this text:\n" + item["context"]},
+        {"role": "user", "content": item["question"]},
+    ],
+}
+"""How a question and its context are put to the model."""
 
 
 @dataclass
@@ -57,7 +72,7 @@ class Result:
     ttft: list[float] = field(default_factory=list)
     decode_c1: list[float] = field(default_factory=list)
     aggregate_c4: float = 0.0
-    correct: int = 0
+    correct: dict[str, int] = field(default_factory=dict)
     questions: int = 0
     answer_words: list[int] = field(default_factory=list)
     wrong: list[str] = field(default_factory=list)
@@ -72,6 +87,9 @@ def rss_mib(pid: int) -> float:
 
 def command(target: str, args: argparse.Namespace, port: int) -> tuple[list[str], dict[str, str]]:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "MEGASERVICE_ACCESS_LOG": "0"}
+    env.pop("OMP_WAIT_POLICY", None)
+    if args.omp_wait_policy:
+        env["OMP_WAIT_POLICY"] = args.omp_wait_policy
     if target == "megaservice":
         env |= {"LLM_SERVER_THREADS": str(args.threads), "LLM_SERVER_CONTEXT": str(args.context)}
         if args.model:
@@ -135,7 +153,7 @@ async def answer(session: aiohttp.ClientSession, url: str, messages: list[dict[s
         return str((await response.json())["choices"][0]["message"]["content"])
 
 
-async def measure(url: str, args: argparse.Namespace, questions: list[dict[str, object]], result: Result) -> None:
+async def measure(url: str, args: argparse.Namespace, questions: list[dict[str, Any]], result: Result) -> None:
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=600)) as session:
         await stream(session, url, SHORT, 8)  # warm up
         for _ in range(args.ttft_requests):
@@ -148,19 +166,20 @@ async def measure(url: str, args: argparse.Namespace, questions: list[dict[str, 
         started = time.perf_counter()
         counts = await asyncio.gather(*(stream(session, url, STORY, args.tokens) for _ in range(4)))
         result.aggregate_c4 = sum(c for _, _, c in counts) / (time.perf_counter() - started)
-        for item in questions:
-            prompt = rag_prompt(str(item["question"]), [str(item["context"])])
-            text = await answer(session, url, [{"role": "user", "content": prompt}], args.answer_tokens)
-            expected = [str(a).lower() for a in item["answers"]]  # type: ignore[attr-defined]
-            ok = any(a in text.lower() for a in expected)
-            result.correct += ok
-            result.questions += 1
-            result.answer_words.append(len(text.split()))
-            if not ok:
-                result.wrong.append(f"#{item['id']} {item['question']} -> {text.strip()[:120]!r}")
+        for kind, build in PROMPTS.items():
+            result.correct[kind] = 0
+            for item in questions:
+                text = await answer(session, url, build(item), args.answer_tokens)
+                expected = [str(a).lower() for a in item["answers"]]  # type: ignore[attr-defined]
+                ok = any(a in text.lower() for a in expected)
+                result.correct[kind] += ok
+                result.answer_words.append(len(text.split()))
+                if not ok:
+                    result.wrong.append(f"{kind} #{item['id']} {item['question']} -> {text.strip()[:100]!r}")
+        result.questions = len(questions)
 
 
-def run_target(target: str, args: argparse.Namespace, questions: list[dict[str, object]], logs: Path) -> Result:
+def run_target(target: str, args: argparse.Namespace, questions: list[dict[str, Any]], logs: Path) -> Result:
     port = free_port()
     cmd, env = command(target, args, port)
     log = (logs / f"{target}.log").open("ab")
@@ -186,10 +205,10 @@ def run_target(target: str, args: argparse.Namespace, questions: list[dict[str, 
 def table(results: dict[str, list[Result]], args: argparse.Namespace) -> str:
     lines = [
         f"{args.rounds} rounds, {args.threads} threads, n_ctx {args.context}, {args.tokens}-token stories, "
-        f"medians over rounds",
+        f"OMP_WAIT_POLICY {args.omp_wait_policy or 'unset'}, medians over rounds",
         "",
         "| server | ready s | RSS MiB loaded / peak | TTFT p50 ms | decode tok/s c=1 | aggregate tok/s c=4 "
-        "| RAG QA correct | answer words (mean) |",
+        "| RAG QA correct, OPEA prompt / context in system | answer words (mean) |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for target, runs in results.items():
@@ -198,7 +217,8 @@ def table(results: dict[str, list[Result]], args: argparse.Namespace) -> str:
             f"| {target} | {med(r.ready_s for r in runs):.2f} | {med(r.rss_mib for r in runs):.0f} / "
             f"{med(r.peak_rss_mib for r in runs):.0f} | {med(med(r.ttft) for r in runs) * 1000:.1f} | "
             f"{med(med(r.decode_c1) for r in runs):.0f} | {med(r.aggregate_c4 for r in runs):.0f} | "
-            f"{runs[0].correct}/{runs[0].questions} | {statistics.mean(runs[0].answer_words):.1f} |"
+            f"{runs[0].correct.get('opea')}/{runs[0].questions} / {runs[0].correct.get('system')}/{runs[0].questions} "
+            f"| {statistics.mean(runs[0].answer_words):.1f} |"
         )
     return "\n".join(lines)
 
@@ -210,6 +230,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--context", type=int, default=2048)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument(
+        "--omp-wait-policy",
+        help="OMP_WAIT_POLICY of both servers (default: unset; ours then sets PASSIVE, llama.cpp's server spins)",
+    )
     parser.add_argument("--ttft-requests", type=int, default=20)
     parser.add_argument("--streams", type=int, default=5, help="single streams measured for decode tok/s")
     parser.add_argument("--tokens", type=int, default=128, help="max_tokens of the story streams")
@@ -231,7 +255,7 @@ def main() -> None:
                 f"RSS {result.rss_mib:.0f}/{result.peak_rss_mib:.0f} MiB  "
                 f"TTFT p50 {statistics.median(result.ttft) * 1000:.1f} ms  "
                 f"c=1 {statistics.median(result.decode_c1):.0f} tok/s  c=4 {result.aggregate_c4:.0f} tok/s  "
-                f"QA {result.correct}/{result.questions}",
+                f"QA {result.correct} of {result.questions}",
                 file=sys.stderr,
                 flush=True,
             )
