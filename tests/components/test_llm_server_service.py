@@ -70,6 +70,7 @@ async def test_it_is_not_ready_and_refuses_chats_until_the_model_is_loaded():
     model = ScriptedModel(["Hel", "lo"])
     async with serve(service_over(model)) as url, httpx.AsyncClient(base_url=url) as client:
         loading = await client.get("/v1/ready")
+        no_list = await client.get("/v1/models")
         refused = await client.post("/v1/chat/completions", json=ASK)
         model.gate.set()
         with anyio.fail_after(10):
@@ -77,6 +78,7 @@ async def test_it_is_not_ready_and_refuses_chats_until_the_model_is_loaded():
                 await anyio.sleep(0.01)
         answered = await client.post("/v1/chat/completions", json=ASK)
     assert loading.status_code == 503
+    assert no_list.status_code == 503 and "loading" in no_list.json()["error"]["message"]
     assert refused.status_code == 503 and "not loaded" in refused.json()["error"]["message"]
     assert answered.json()["choices"][0]["message"]["content"] == "Hello"
     assert answered.json()["usage"] == {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}

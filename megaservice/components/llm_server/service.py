@@ -2,7 +2,8 @@
 
     POST /v1/chat/completions   OpenAI's chat request (`request`): a chat completion, or (stream: true)
                                 server-sent events, one per token, as they are generated
-    GET  /v1/models             the model served (id, context length, file)
+    GET  /v1/models             the model served (id, context length, file); 503 until it is loaded, so
+                                the readiness of an LLM service in front (which asks for this list) follows
     GET  /v1/models/{model}     the same, for one model (OpenAI's retrieve; 404 for another name)
     GET  /v1/ready              503 until the model is loaded (it loads in a worker thread at startup)
 
@@ -132,7 +133,10 @@ class _Routes:
             generation.close()
 
     async def models(self, request: Request) -> Response:
-        """`GET /v1/models`: the one model served."""
+        """`GET /v1/models`: the one model served (503 until it is loaded: an LLM service's readiness follows)."""
+        problem = self._not_loaded()
+        if problem is not None:
+            return _error(503, problem)
         return Response(orjson.dumps({"object": "list", "data": [self._card()]}), media_type=_JSON)
 
     async def model(self, request: Request) -> Response:
@@ -141,6 +145,15 @@ class _Routes:
         if name != self.backend.model_id:
             return _error(404, f"The model `{name}` does not exist.", code="model_not_found", param="model")
         return Response(orjson.dumps(self._card()), media_type=_JSON)
+
+    def _not_loaded(self) -> str | None:
+        """Why the model cannot answer yet (`None`: it can)."""
+        try:
+            if self.backend.ready():
+                return None
+        except Exception as exc:  # noqa: BLE001  # the load's failure, told to the client
+            return f"the model could not be loaded: {exc}"
+        return "the model is loading, try again shortly"
 
     def _card(self) -> dict[str, Any]:
         return {
