@@ -193,3 +193,16 @@ async def test_when_too_many_requests_wait_one_more_is_refused_with_503(llm_serv
             await asyncio.sleep(0.01)
     assert refused.status == 503
     assert "busy" in body["error"]["message"]
+
+
+async def test_a_json_schema_response_format_constrains_the_answer(llm_server):
+    schema = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+    body = {
+        "messages": [{"role": "user", "content": "Give the capital of France as JSON with a key city."}],
+        "max_tokens": 40,
+        "response_format": {"type": "json_schema", "json_schema": {"name": "capital", "schema": schema}},
+        **GREEDY,
+    }
+    answer = (await post(llm_server.url, body)).json()["choices"][0]
+    assert answer["finish_reason"] == "stop"
+    assert set(orjson.loads(answer["message"]["content"])) == {"city"}
