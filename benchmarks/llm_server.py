@@ -43,7 +43,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))  # this checkout's megaservice, before `bench` imports one
 
-from bench import free_port, peak_rss_mib  # noqa: E402
+from bench import cpu_seconds, free_port, peak_rss_mib  # noqa: E402
 
 from megaservice.components.llm.prompt import rag_prompt  # noqa: E402
 from megaservice.components.llm_server.model import packaged_model  # noqa: E402
@@ -71,6 +71,8 @@ class Result:
     peak_rss_mib: float = 0.0
     ttft: list[float] = field(default_factory=list)
     decode_c1: list[float] = field(default_factory=list)
+    cpu_ms_per_token: float = 0.0
+    """CPU time of the server process per token streamed at c=1 (prefill included; spinning threads count)."""
     aggregate_c4: float = 0.0
     correct: dict[str, int] = field(default_factory=dict)
     questions: int = 0
@@ -153,20 +155,25 @@ async def answer(session: aiohttp.ClientSession, url: str, messages: list[dict[s
         return str((await response.json())["choices"][0]["message"]["content"])
 
 
-async def measure(url: str, args: argparse.Namespace, questions: list[dict[str, Any]], result: Result) -> None:
+async def measure(
+    url: str, args: argparse.Namespace, questions: list[dict[str, Any]], result: Result, pid: int
+) -> None:
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=600)) as session:
         await stream(session, url, SHORT, 8)  # warm up
         for _ in range(args.ttft_requests):
             first, _, _ = await stream(session, url, SHORT, 8)
             result.ttft.append(first)
+        cpu, streamed = cpu_seconds(pid), 0
         for _ in range(args.streams):
             first, last, chunks = await stream(session, url, STORY, args.tokens)
+            streamed += chunks
             if chunks > 1:
                 result.decode_c1.append((chunks - 1) / (last - first))
+        result.cpu_ms_per_token = (cpu_seconds(pid) - cpu) * 1000 / max(streamed, 1)
         started = time.perf_counter()
         counts = await asyncio.gather(*(stream(session, url, STORY, args.tokens) for _ in range(4)))
         result.aggregate_c4 = sum(c for _, _, c in counts) / (time.perf_counter() - started)
-        for kind, build in PROMPTS.items():
+        for kind, build in PROMPTS.items() if questions else ():
             result.correct[kind] = 0
             for item in questions:
                 text = await answer(session, url, build(item), args.answer_tokens)
@@ -191,7 +198,7 @@ def run_target(target: str, args: argparse.Namespace, questions: list[dict[str, 
         asyncio.run(wait_ready(f"{base}/v1/ready" if target == "megaservice" else f"{base}/v1/models", proc))
         result.ready_s = time.perf_counter() - started
         result.rss_mib = rss_mib(proc.pid)
-        asyncio.run(measure(f"{base}/v1/chat/completions", args, questions, result))
+        asyncio.run(measure(f"{base}/v1/chat/completions", args, questions, result, proc.pid))
         result.peak_rss_mib = peak_rss_mib(proc.pid)
     finally:
         proc.terminate()
@@ -207,16 +214,18 @@ def table(results: dict[str, list[Result]], args: argparse.Namespace) -> str:
         f"{args.rounds} rounds, {args.threads} threads, n_ctx {args.context}, {args.tokens}-token stories, "
         f"OMP_WAIT_POLICY {args.omp_wait_policy or 'unset'}, medians over rounds",
         "",
-        "| server | ready s | RSS MiB loaded / peak | TTFT p50 ms | decode tok/s c=1 | aggregate tok/s c=4 "
+        "| server | ready s | RSS MiB loaded / peak | TTFT p50 ms | decode tok/s c=1 | CPU ms/token c=1 "
+        "| aggregate tok/s c=4 "
         "| RAG QA correct, OPEA prompt / context in system | answer words (mean) |",
-        "|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for target, runs in results.items():
         med = statistics.median
         lines.append(
             f"| {target} | {med(r.ready_s for r in runs):.2f} | {med(r.rss_mib for r in runs):.0f} / "
             f"{med(r.peak_rss_mib for r in runs):.0f} | {med(med(r.ttft) for r in runs) * 1000:.1f} | "
-            f"{med(med(r.decode_c1) for r in runs):.0f} | {med(r.aggregate_c4 for r in runs):.0f} | "
+            f"{med(med(r.decode_c1) for r in runs):.0f} | {med(r.cpu_ms_per_token for r in runs):.1f} | "
+            f"{med(r.aggregate_c4 for r in runs):.0f} | "
             f"{runs[0].correct.get('opea')}/{runs[0].questions} / {runs[0].correct.get('system')}/{runs[0].questions} "
             f"| {statistics.mean(runs[0].answer_words):.1f} |"
         )
@@ -248,13 +257,14 @@ def main() -> None:
     results: dict[str, list[Result]] = {t: [] for t in targets}
     for round_ in range(args.rounds):
         for target in targets if round_ % 2 == 0 else list(reversed(targets)):
-            result = run_target(target, args, questions, logs)
+            result = run_target(target, args, questions if round_ == 0 else [], logs)  # greedy: QA once
             results[target].append(result)
             print(
                 f"r{round_} {target:11} ready {result.ready_s:.2f} s  "
                 f"RSS {result.rss_mib:.0f}/{result.peak_rss_mib:.0f} MiB  "
                 f"TTFT p50 {statistics.median(result.ttft) * 1000:.1f} ms  "
-                f"c=1 {statistics.median(result.decode_c1):.0f} tok/s  c=4 {result.aggregate_c4:.0f} tok/s  "
+                f"c=1 {statistics.median(result.decode_c1):.0f} tok/s {result.cpu_ms_per_token:.1f} CPU ms/token  "
+                f"c=4 {result.aggregate_c4:.0f} tok/s  "
                 f"QA {result.correct} of {result.questions}",
                 file=sys.stderr,
                 flush=True,
