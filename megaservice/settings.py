@@ -55,6 +55,7 @@ __all__ = [
     "markdown_table",
     "node_prefix",
     "parse_bool",
+    "set_default",
     "settings_classes",
     "variable",
     "work_offline",
@@ -472,3 +473,14 @@ def markdown_table(classes: list[type[EnvSettings]]) -> str:
         row = rows[name]
         lines.append(f"| `{row.name}` | {row.default} | {row.help} |")
     return "\n".join(lines) + "\n"
+
+
+def set_default(name: str, value: str) -> str:
+    """The process's environment variable `name`, set to `value` first if it is unset or blank.
+
+    For a native library that reads its configuration from the environment once, when it is loaded
+    (OpenMP's `OMP_WAIT_POLICY` for llama.cpp): call it before the library is imported.
+    """
+    if not os.environ.get(name, "").strip():
+        os.environ[name] = value
+    return os.environ[name]
