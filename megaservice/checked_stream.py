@@ -141,8 +141,9 @@ class TextCutter:
         units = []
         start = 0
         for match in SENTENCE_END.finditer(text):
-            units.append(text[start : match.end()])
-            start = match.end()
+            if text[start : match.end()].strip():  # a blank piece (a newline after a sentence) starts the next one
+                units.append(text[start : match.end()])
+                start = match.end()
         rest = text[start:]
         while len(rest) >= self._max_chars:
             window = rest[: self._max_chars]
