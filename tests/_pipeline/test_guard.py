@@ -13,7 +13,7 @@ import pytest
 from megaservice import CircuitBreaker, ServiceOrchestrator, ServiceType
 from megaservice.components.guardrails import GuardrailsSettings, create_service
 from megaservice.settings import Settings
-from megaservice.testing import FakeLLM, FakeService, serve, unused_url
+from megaservice.testing import FakeGuardrail, FakeLLM, FakeService, serve, unused_url
 from tests.helpers import gateway, node
 
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("upstream_client")]
@@ -275,3 +275,28 @@ async def test_a_stream_held_by_its_guardrail_does_not_stall_another():
                 guard.release.set()
                 first = await held
     assert first.text == "A slow answer. Then more."
+
+
+class LLMGuard466(FakeService):
+    """OPEA's llm-guard output guardrail: HTTP 466 with a `detail` when it refuses a text."""
+
+    async def handle(self, request, scope, receive, send):
+        if "falcon" in request["text"].lower():
+            await self.send_json(send, {"detail": "The output is not valid: BanSubstrings"}, status=466)
+            return
+        await self.send_json(send, {"text": request["text"]})
+
+
+@pytest.mark.parametrize("kind", ["downstream_black_list", "status-466"])
+async def test_opea_style_refusals_end_the_stream_too(kind):
+    guard = FakeGuardrail(banned=["falcon"]) if kind == "downstream_black_list" else LLMGuard466()
+    message = FakeGuardrail.REFUSAL if kind == "downstream_black_list" else "The output is not valid: BanSubstrings"
+    llm = FakeLLM(words(GOOD + BAD + AFTER))
+    async with serve(guard) as guard_url, serve(llm) as llm_url:
+        orchestrator = pipeline(llm_url, guard_url)
+        results, _ = await orchestrator.schedule({"text": "q"})
+        frames = [frame async for frame in results[f"{GUARD}/MicroService"].body_iterator]
+    text = "".join(ast.literal_eval(frame[len("data: ") :]).decode() for frame in frames[:-1])
+    assert text == GOOD + " " + message
+    body = orjson.loads(frames[-1].split(b"data: ", 1)[1])
+    assert body["message"] == message and body["node"] == f"{GUARD}/MicroService" and body["violations"] == []
