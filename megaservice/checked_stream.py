@@ -39,14 +39,31 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
-__all__ = ["SENTENCE_END", "CheckedUnits", "Cutter", "ItemCutter", "TextCutter", "Unit"]
+__all__ = ["CheckedUnits", "Cutter", "ItemCutter", "TextCutter", "Unit", "sentence_ends"]
 
 T = TypeVar("T")
 R = TypeVar("R")
 
-SENTENCE_END = re.compile(r"[.?!](?=\s|$)|[。，！？；\n]")  # noqa: RUF001  # CJK sentence marks on purpose
-"""Where a sentence ends: `. ? !` before a space or the end of what has arrived (so "3.14" in one
-piece stays whole), OPEA's CJK marks, a newline."""
+_MARKS = re.compile(r"[.?!。，！？；\n]")  # noqa: RUF001  # CJK sentence marks on purpose
+_LATIN = frozenset(".?!")
+
+
+def sentence_ends(text: str, start: int = 0) -> list[int]:
+    """Where sentences end in `text`, from `start`.
+
+    After `. ? !` before a space or the end of what has arrived (so "3.14" in one piece stays
+    whole), after OPEA's CJK marks, after a newline. One plain character class is scanned and the
+    rare mark then looked at in Python: a lookahead in the pattern costs at every character.
+    """
+    ends = []
+    size = len(text)
+    for match in _MARKS.finditer(text, start):
+        end = match.end()
+        if end < size and text[end - 1] in _LATIN and not text[end].isspace():
+            continue
+        ends.append(end)
+    return ends
+
 
 CARRY_CHARS = 200
 """Context kept from a unit cut for length (`ItemCutter`): so a term split across units is still seen."""
@@ -77,12 +94,10 @@ class Cutter(Protocol[T]):
         ...
 
 
-def last_sentence_end(text: str) -> int | None:
-    """Where the text after the last sentence end starts, or `None` if no sentence ended."""
-    end = None
-    for match in SENTENCE_END.finditer(text):
-        end = match.end()
-    return end
+def last_sentence_end(text: str, start: int = 0) -> int | None:
+    """Where the text after the last sentence end (at or after `start`) starts, or `None` if none ended."""
+    ends = sentence_ends(text, start)
+    return ends[-1] if ends else None
 
 
 class ItemCutter(Generic[T]):
@@ -105,8 +120,9 @@ class ItemCutter(Generic[T]):
         piece = self._text_of(item)
         if not piece:
             return []
+        seen = len(self._text)  # no sentence ended in it, or the unit would have closed: only the new text is scanned
         text = self._text = self._text + piece
-        cut = last_sentence_end(text)
+        cut = last_sentence_end(text, seen) if _MARKS.search(piece) is not None else None
         if cut is None and len(text) < self._max_chars:
             return []
         unit = Unit(self._items, text, self._carry)
@@ -138,12 +154,16 @@ class TextCutter:
         if not item:
             return []
         text = self._text + item
+        if _MARKS.search(item) is None and len(text) < self._max_chars:  # most tokens
+            self._text = text
+            return []
+        seen = len(self._text)  # no sentence ended in what was kept: only the new text is scanned
         units = []
         start = 0
-        for match in SENTENCE_END.finditer(text):
-            if text[start : match.end()].strip():  # a blank piece (a newline after a sentence) starts the next one
-                units.append(text[start : match.end()])
-                start = match.end()
+        for end in sentence_ends(text, seen):
+            if text[start:end].strip():  # a blank piece (a newline after a sentence) starts the next one
+                units.append(text[start:end])
+                start = end
         rest = text[start:]
         while len(rest) >= self._max_chars:
             window = rest[: self._max_chars]
