@@ -25,7 +25,7 @@ rest of the answer.
 import logging
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import orjson
 
@@ -151,16 +151,30 @@ async def first_batch(source: AsyncIterator[_T]) -> AsyncIterator[_T]:
     except BaseException:
         await aclose(source)
         raise
-    return _chain(first, source)
+    return _Primed(first, source)
 
 
-async def _chain(first: _T, rest: AsyncIterator[_T]) -> AsyncIterator[_T]:
-    try:
-        yield first
-        async for item in rest:
-            yield item
-    finally:
-        await aclose(rest)
+class _Primed(Generic[_T]):
+    """An item already read, then the rest of its source; `aclose()` closes the source even if never iterated."""
+
+    __slots__ = ("_first", "_rest", "_started")
+
+    def __init__(self, first: _T, rest: AsyncIterator[_T]) -> None:
+        self._first = first
+        self._rest = rest
+        self._started = False
+
+    def __aiter__(self) -> "_Primed[_T]":
+        return self
+
+    async def __anext__(self) -> _T:
+        if not self._started:
+            self._started = True
+            return self._first
+        return await anext(self._rest)
+
+    async def aclose(self) -> None:
+        await aclose(self._rest)
 
 
 def fails_open(node: Node, exc: UpstreamError) -> bool:

@@ -91,10 +91,19 @@ class Reader:
             pass
 
 
+def guard_tasks() -> list[asyncio.Task]:
+    """Tasks of output guards still running (readers of an LLM's stream, checks of sentences)."""
+    names = ("CheckedUnits._read", "_NodeCheck.__call__")
+    return [task for task in asyncio.all_tasks() if task.get_coro().__qualname__ in names]
+
+
 async def poll(condition, what: str) -> None:
-    with anyio.fail_after(10):
-        while not condition():
-            await asyncio.sleep(0.01)
+    """Wait (bounded) until `condition()`; fail saying `what` did not happen."""
+    for _ in range(1000):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    pytest.fail(f"not within 10 s: {what}")
 
 
 async def test_a_stream_that_turns_bad_mid_way_stops_with_the_good_prefix_and_a_final_event_naming_the_check():
@@ -109,6 +118,7 @@ async def test_a_stream_that_turns_bad_mid_way_stops_with_the_good_prefix_and_a_
                     reader = Reader(response)
                     await reader.rest()
             await poll(lambda: llm.cancelled == 1, "the LLM sees its client leave")
+            await poll(lambda: not guard_tasks(), "nothing of the guard is left running")
     refusal = "Violated policies: banned (project falcon), please check your input."
     assert reader.text == GOOD + " " + refusal  # the good prefix, then the refusal as OPEA frames (what OPEA UIs show)
     last = reader.events[-1]
@@ -138,6 +148,21 @@ async def test_sentences_that_passed_reach_the_client_while_the_llm_is_still_wri
     assert reader.events[-1] == b"data: [DONE]"
 
 
+async def test_a_client_that_leaves_mid_stream_cancels_the_llm_and_the_checks():
+    first = "The first sentence. The second one."
+    llm = FakeLLM(words(first + AFTER), hold_after=len(words(first)))
+    async with guardrails() as guard_url, serve(llm) as llm_url:
+        service = gateway(pipeline(llm_url, guard_url))
+        async with serve(service.app) as url, aiohttp.ClientSession() as session:
+            with anyio.fail_after(20):
+                async with session.post(f"{url}/v1/chat", json={"text": "q"}) as response:
+                    reader = Reader(response)
+                    await reader.until(first)
+                    response.close()  # the client leaves while the LLM is still writing
+            await poll(lambda: llm.cancelled == 1, "the LLM sees the megaservice leave")
+            await poll(lambda: not guard_tasks(), "nothing of the guard is left running")
+
+
 async def test_a_node_that_masks_replaces_the_text_of_its_sentence():
     answer = "Sure. Write to jane@corp.example for the report. Bye."
     llm = FakeLLM(words(answer))
@@ -163,6 +188,7 @@ async def test_a_guardrail_that_is_down_fails_the_request_closed_with_a_502_nami
                 async with session.post(f"{url}/v1/chat", json={"text": "q", "stream": False}) as response:
                     plain_status, plain_body = response.status, await response.json()
             await poll(lambda: llm.cancelled == 1, "the LLM sees its client leave")
+            await poll(lambda: not guard_tasks(), "nothing of the guard is left running")
     assert status == 502 and plain_status == 502
     for answer in (body, plain_body):
         assert GUARD in orjson.dumps(answer).decode()
@@ -244,6 +270,7 @@ async def test_sentences_are_checked_concurrently_up_to_the_bound_and_released_i
         await poll(lambda: len(guard.requests) == 3 and llm.completed == 1, "three sentences sent at once")
         await asyncio.sleep(0.2)  # time for a fourth to be sent, if the bound did not hold
         assert len(guard.requests) == 3 and guard.active == 1 and not scheduled.done()
+        assert len(guard_tasks()) == 2  # the reader (waiting for a slot) and the held check: what the leak checks see
         guard.release.set()
         with anyio.fail_after(20):
             results, _ = await scheduled
