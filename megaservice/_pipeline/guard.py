@@ -114,13 +114,14 @@ class _Text:
 class _NodeCheck:
     """One sentence POSTed to the node: its answer's text, or its refusal."""
 
-    __slots__ = ("client", "metrics", "node", "url")
+    __slots__ = ("client", "failed_open", "metrics", "node", "url")
 
     def __init__(self, client: UpstreamClient, metrics: OrchestratorMetrics, node: Node) -> None:
         self.client = client
         self.metrics = metrics
         self.node = node
         self.url = node.url_for()
+        self.failed_open = False
 
     async def __call__(self, unit: Unit[str]) -> _Answer:
         node = self.node
@@ -129,7 +130,8 @@ class _NodeCheck:
         except UpstreamError as exc:
             if isinstance(exc, UpstreamStatusError) and exc.upstream_status == REFUSAL_STATUS:
                 return _Answer("", _refusal_of(exc.body, node.name))
-            if fails_open(node, exc):
+            if fails_open(node, exc, warn=not self.failed_open):  # warned once per stream
+                self.failed_open = True
                 return _Answer(unit.text)
             raise
         text = answer_text(answer, node.name, self.url)
@@ -177,11 +179,12 @@ class _Primed(Generic[_T]):
         await aclose(self._rest)
 
 
-def fails_open(node: Node, exc: UpstreamError) -> bool:
+def fails_open(node: Node, exc: UpstreamError, *, warn: bool = True) -> bool:
     """Whether `node`'s input passes on unchecked after it failed with `exc` (its `FAIL_OPEN`, a node failure)."""
     if not node.fail_open or not is_node_failure(exc):
         return False
-    logger.warning("%s failed (%s); passing its input on unchecked (FAIL_OPEN)", node.name, exc)
+    if warn:
+        logger.warning("%s failed (%s); passing its input on unchecked (FAIL_OPEN)", node.name, exc)
     return True
 
 
