@@ -4,6 +4,7 @@ import ast
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import aiohttp
 import anyio
@@ -91,7 +92,7 @@ class Reader:
             pass
 
 
-def guard_tasks() -> list[asyncio.Task]:
+def guard_tasks() -> list[asyncio.Task[Any]]:
     """Tasks of output guards still running (readers of an LLM's stream, checks of sentences)."""
     names = ("CheckedUnits._read", "_NodeCheck.__call__")
     return [task for task in asyncio.all_tasks() if task.get_coro().__qualname__ in names]
