@@ -194,6 +194,59 @@ def part_cpu(args: argparse.Namespace, stack: Stack) -> None:
                     service_us.append((cpu_seconds(guard_pid) - service_before) / (args.streams * tokens) * 1e6)
         p, g, s = statistics.median(plain_us), statistics.median(guarded_us), statistics.median(service_us)
         print(f"| {concurrency} | {p:.1f} | {g:.1f} | {g - p:.1f} | {s:.1f} |", flush=True)
+    print("\nOf which the guard's own work (node stubbed in process, no HTTP), CPU µs/token, median of the rounds:")
+    for per_read in (1, WORDS):
+        cost = statistics.median(machinery_us_per_token(sentences, per_read) for _ in range(args.rounds))
+        print(f"- {per_read} event(s) per network read: {cost:.1f}", flush=True)
+
+
+def machinery_us_per_token(sentences: int, per_read: int, streams: int = 200) -> float:
+    """CPU µs per token of the guard's own work (`_pipeline.guard.through_node`), the node stubbed in process.
+
+    The LLM's events come `per_read` at a time (what one network read brings); the stub answers
+    each sentence with itself at once, so no HTTP is counted: what is left is parsing the events,
+    cutting sentences, the task per sentence, the ordering and the OPEA frames.
+    """
+    import orjson
+
+    from megaservice import MicroService
+    from megaservice._pipeline.guard import through_node
+    from megaservice._pipeline.plan import Node
+    from megaservice.metrics import get_metrics
+    from megaservice.resilience import Timeout
+
+    class Stub:
+        async def post(self, name: str, url: str, body: bytes, **_: object) -> tuple[str, bytes]:
+            return "application/json", orjson.dumps({"text": orjson.loads(body)["text"], "downstream_black_list": []})
+
+    def chunk(token: str) -> bytes:
+        payload = {"object": "chat.completion.chunk", "model": "fake-llm", "choices": [{"delta": {"content": token}}]}
+        return b"data: " + orjson.dumps(payload) + b"\n\n"
+
+    events = [chunk(token) for token in answer(sentences)] + [b"data: [DONE]\n\n"]
+    metrics = get_metrics()
+    url = "http://127.0.0.1:9/v1/guardrails"
+    service = MicroService("stub", host="127.0.0.1", port=9, endpoint="/v1/guardrails", use_remote_service=True)
+    node = Node("stub", service, False, url, {}, metrics.node_latency.labels("stub"), Timeout())
+
+    async def source():
+        for i in range(0, len(events), per_read):
+            yield events[i : i + per_read]
+
+    async def run(count: int) -> None:
+        for _ in range(count):
+            async for _ in through_node(Stub(), metrics, node, source()):  # type: ignore[arg-type]
+                pass
+
+    async def measure() -> float:
+        await run(20)
+        started = time.process_time()
+        await run(streams)
+        return (time.process_time() - started) / (streams * sentences * WORDS) * 1e6
+
+    import uvloop
+
+    return uvloop.run(measure())
 
 
 def part_latency(args: argparse.Namespace, stack: Stack) -> None:
