@@ -328,3 +328,47 @@ async def test_opea_style_refusals_end_the_stream_too(kind):
     assert text == GOOD + " " + message
     body = orjson.loads(frames[-1].split(b"data: ", 1)[1])
     assert body["message"] == message and body["node"] == f"{GUARD}/MicroService" and body["violations"] == []
+
+
+class FailsAfterFirst(FakeService):
+    """A guardrail that passes its first text and answers 500 to the others."""
+
+    async def handle(self, request, scope, receive, send):
+        if len(self.requests) > 1:
+            await self.send_json(send, {"detail": "checker crashed"}, status=500)
+            return
+        await self.send_json(send, {"text": request["text"], "downstream_black_list": []})
+
+
+async def test_a_guardrail_failing_mid_stream_ends_it_with_an_error_event_naming_it():
+    first = "The first sentence."
+    llm = FakeLLM(words(first + AFTER), hold_after=len(words(first)))
+    guard = FailsAfterFirst()
+    async with serve(guard) as guard_url, serve(llm) as llm_url:
+        results, _ = await pipeline(llm_url, guard_url).schedule({"text": "q"})
+        llm.release()  # the first sentence passed before the response started; the rest fails
+        frames = [frame async for frame in results[f"{GUARD}/MicroService"].body_iterator]
+        await poll(lambda: llm.cancelled + llm.completed == 1, "the LLM stream ends")
+    text = "".join(ast.literal_eval(frame[len("data: ") :]).decode() for frame in frames[:-1])
+    assert text == first
+    body = orjson.loads(frames[-1].split(b"data: ", 1)[1])
+    assert frames[-1].startswith(b"event: error") and body["node"] == f"{GUARD}/MicroService"
+    assert body["upstream_status"] == 500
+
+
+async def test_a_guardrail_before_the_llm_can_fail_open_too():
+    llm = FakeLLM(words(GOOD))
+    async with serve(llm) as llm_url:
+        guard_in = node("guardrail_in", unused_url(), ServiceType.GUARDRAIL, endpoint="/v1/guardrails")
+        llm_node = node("llm", llm_url, ServiceType.LLM, endpoint="/v1/chat/completions")
+        answers = []
+        for environ in ({}, {"MEGASERVICE_NODE_GUARDRAIL_IN_FAIL_OPEN": "1"}):
+            orchestrator = TextAnswers(settings=Settings.from_env(environ)).add(guard_in).add(llm_node)
+            orchestrator.flow_to(guard_in, llm_node)
+            service = gateway(orchestrator)
+            async with serve(service.app) as url, aiohttp.ClientSession() as session:
+                async with session.post(f"{url}/v1/chat", json={"text": "q", "stream": False}) as response:
+                    answers.append((response.status, await response.json()))
+    assert answers[0][0] == 502 and "guardrail_in" in orjson.dumps(answers[0][1]).decode()
+    assert answers[1] == (200, {"text": GOOD})
+    assert llm.completed == 1
