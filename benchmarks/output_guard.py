@@ -14,19 +14,23 @@ the figures are medians over the rounds.
   as many again with 8 at a time. Reported: the gateway's CPU µs per token with and without the
   guard, the difference (the output guard's cost per token in the megaservice), and the guardrails
   service's CPU per token (the checks and their HTTP, in their own process).
-* latency: the LLM writes a token every `--token-ms` ms. For each sentence, the time from the
-  request to the client receiving its last word, with the guard minus without: the latency the
-  guard adds per unit (a sentence waits for its end and its check). Then the same with a slow
-  guardrail (a fake that answers after `--slow-ms`), checking one sentence at a time
-  (`STREAM_IN_FLIGHT=1`, OPEA's way: each sentence waits for the previous one's answer) and 8 at a
-  time (the default).
+* latency: the LLM writes a token every `--token-ms` ms and stamps each sentence's last word with
+  the time it sends it (the monotonic clock, which all processes of the machine share). For each
+  sentence, the time from that send to the client receiving the word: without a guard, the relay's
+  latency; with one, plus the sentence's check (the words before the last one wait longer, for the
+  end of their sentence). Then the same with a slow guardrail (a fake that answers after
+  `--slow-ms`), checking one sentence at a time (`STREAM_IN_FLIGHT=1`, OPEA's way: each sentence
+  waits for the previous one's answer, so a guardrail slower than the LLM's sentences falls further
+  behind with every sentence) and 8 at a time (the default).
 
 Timings depend on what else the machine runs: write `uptime` next to them.
 """
 
 import argparse
 import asyncio
+import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -47,6 +51,47 @@ def answer(sentences: int) -> list[str]:
     return [token for k in range(sentences) for token in [*(f" {w}" for w in filler[: WORDS - 1]), f" s{k}."]]
 
 
+def stamp() -> str:
+    """The monotonic clock (the same in every process of the machine), in µs, as lowercase letters."""
+    value, letters = time.perf_counter_ns() // 1000, []
+    while value:
+        value, digit = divmod(value, 26)
+        letters.append(chr(97 + digit))
+    return "".join(reversed(letters))
+
+
+def unstamp(letters: str) -> float:
+    """The seconds `stamp()` wrote."""
+    value = 0
+    for letter in letters:
+        value = value * 26 + ord(letter) - 97
+    return value / 1e6
+
+
+class StampedLLM:
+    """An OpenAI-compatible stream whose sentence k ends with `s<k><when it was sent, in letters>.`."""
+
+    def __init__(self, sentences: int, token_delay: float) -> None:
+        self.sentences = sentences
+        self.token_delay = token_delay
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return
+        while (await receive()).get("more_body"):
+            pass
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]})
+        words = answer(1)[:-1]
+        for k in range(self.sentences):
+            for token in [*words, None]:
+                await asyncio.sleep(self.token_delay)
+                content = token if token is not None else f" s{k}{stamp()}."
+                chunk = {"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"content": content}}]}
+                await send({"type": "http.response.body", "body": b"data: " + json.dumps(chunk).encode() + b"\n\n",
+                            "more_body": True})  # fmt: skip
+        await send({"type": "http.response.body", "body": b"data: [DONE]\n\n"})
+
+
 # -- the processes --------------------------------------------------------------------------------
 
 
@@ -57,6 +102,8 @@ def serve_role(args: argparse.Namespace) -> None:
 
     if args.role == "llm":
         app = FakeLLM(answer(args.sentences), token_delay=args.token_ms / 1000, record=False)
+    elif args.role == "stamped-llm":
+        app = StampedLLM(args.sentences, args.token_ms / 1000)
     elif args.role == "slow-guard":
         app = FakeGuardrail(banned=(), delay=args.slow_ms / 1000, record=False)
     elif args.role == "guardrails":
@@ -151,13 +198,38 @@ async def stream(session: aiohttp.ClientSession, url: str, sentences: int) -> li
     return arrived
 
 
-async def run_streams(url: str, sentences: int, count: int, concurrency: int) -> list[list[float]]:
+_STAMPED = re.compile(rb"s(\d+)([a-z]+)\.")
+
+
+async def stamped_stream(session: aiohttp.ClientSession, url: str, sentences: int) -> list[float]:
+    """One request; for each sentence, the seconds from the LLM sending its last word to the client receiving it."""
+    held: list[float] = []
+    buffer = b""
+    async with session.post(url + "/v1/chat", json={"text": "q"}) as response:
+        assert response.status == 200, await response.text()
+        async for chunk in response.content.iter_any():
+            now = time.perf_counter()
+            buffer += chunk
+            end = 0
+            for match in _STAMPED.finditer(buffer):
+                assert int(match[1]) == len(held), "sentences out of order"
+                held.append(now - unstamp(match[2].decode()))
+                end = match.end()
+            buffer = buffer[end:][-256:]
+    assert len(held) == sentences, f"{len(held)} of {sentences} sentences arrived"
+    return held
+
+
+async def run_streams(
+    url: str, sentences: int, count: int, concurrency: int, *, stamped: bool = False
+) -> list[list[float]]:
+    one = stamped_stream if stamped else stream
     async with aiohttp.ClientSession() as session:
         results: list[list[float]] = []
 
         async def worker(n: int) -> None:
             for _ in range(n):
-                arrived = await stream(session, url, sentences)
+                arrived = await one(session, url, sentences)
                 results.append(arrived)
 
         share = [count // concurrency + (1 if i < count % concurrency else 0) for i in range(concurrency)]
@@ -252,40 +324,40 @@ def machinery_us_per_token(sentences: int, per_read: int, streams: int = 200) ->
 def part_latency(args: argparse.Namespace, stack: Stack) -> None:
     sentences = args.sentences
     llm, _ = stack.start(
-        "--role", "llm", "--sentences", str(sentences), "--token-ms", str(args.token_ms), cpus=stack.other_cpus
+        "--role", "stamped-llm", "--sentences", str(sentences), "--token-ms", str(args.token_ms), cpus=stack.other_cpus
     )
     guard, _ = stack.start("--role", "guardrails", cpus=stack.other_cpus)
     slow, _ = stack.start("--role", "slow-guard", "--slow-ms", str(args.slow_ms), cpus=stack.other_cpus)
     one_at_a_time = {"MEGASERVICE_NODE_GUARDRAIL_OUT_STREAM_IN_FLIGHT": "1"}
+
+    def gateway_to(guard_url: str | None, env: dict[str, str] | None = None) -> str:
+        options = ["--role", "gateway", "--llm", llm, *(["--guard", guard_url] if guard_url else [])]
+        return stack.start(*options, cpus=stack.gateway_cpus, env=env)[0]
+
     targets = {
-        "no guard": stack.start("--role", "gateway", "--llm", llm, cpus=stack.gateway_cpus)[0],
-        "guardrails service": stack.start("--role", "gateway", "--llm", llm, "--guard", guard, cpus=stack.gateway_cpus)[
-            0
-        ],
-        f"{args.slow_ms:g} ms guardrail, 1 in flight": stack.start(
-            "--role", "gateway", "--llm", llm, "--guard", slow, cpus=stack.gateway_cpus, env=one_at_a_time
-        )[0],
-        f"{args.slow_ms:g} ms guardrail, 8 in flight": stack.start(
-            "--role", "gateway", "--llm", llm, "--guard", slow, cpus=stack.gateway_cpus
-        )[0],
+        "no guard": gateway_to(None),
+        "guardrails service (banned, regex, pii)": gateway_to(guard),
+        f"a {args.slow_ms:g} ms guardrail, 1 sentence in flight (OPEA's way)": gateway_to(slow, one_at_a_time),
+        f"a {args.slow_ms:g} ms guardrail, 8 in flight (default)": gateway_to(slow),
     }
     for url in targets.values():
-        asyncio.run(run_streams(url, sentences, 1, 1))  # warm up
-    runs: dict[str, list[list[float]]] = {name: [] for name in targets}
+        asyncio.run(run_streams(url, sentences, 1, 1, stamped=True))  # warm up
+    held: dict[str, list[float]] = {name: [] for name in targets}
     for _ in range(args.rounds):
         for name, url in targets.items():
-            runs[name] += asyncio.run(run_streams(url, sentences, args.streams_latency, 1))
-    base = [statistics.median(run[k] for run in runs["no guard"]) for k in range(sentences)]
+            for run in asyncio.run(run_streams(url, sentences, args.streams_latency, 1, stamped=True)):
+                held[name] += run
+    base = statistics.median(held["no guard"])
     ms = args.token_ms * WORDS
     print(f"\n## latency: {sentences} sentences of {WORDS} tokens, one every {ms:g} ms ({args.token_ms:g} ms/token)\n")
-    print("| guard | first sentence (ms) | added per sentence, p50 (ms) | p90 (ms) | last sentence (ms) |")
+    print("From the LLM sending a sentence's last word to the client receiving it, over every sentence:\n")
+    print("| target | p50 (ms) | p90 (ms) | max (ms) | added per sentence, p50 (ms) |")
     print("|---|---:|---:|---:|---:|")
-    for name, run in runs.items():
-        at = [statistics.median(r[k] for r in run) for k in range(sentences)]
-        added = sorted(at[k] - base[k] for k in range(sentences))
-        p90 = added[int(0.9 * (len(added) - 1))]
-        print(f"| {name} | {at[0] * 1000:.1f} | {statistics.median(added) * 1000:.1f} | {p90 * 1000:.1f} | "
-              f"{at[-1] * 1000:.1f} |", flush=True)  # fmt: skip
+    for name, values in held.items():
+        values.sort()
+        p50, p90 = statistics.median(values), values[int(0.9 * (len(values) - 1))]
+        print(f"| {name} | {p50 * 1000:.1f} | {p90 * 1000:.1f} | {values[-1] * 1000:.1f} | "
+              f"{(p50 - base) * 1000:.1f} |", flush=True)  # fmt: skip
 
 
 def main() -> None:
