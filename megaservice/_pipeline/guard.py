@@ -78,34 +78,40 @@ async def through_node(
             if frames:
                 sent = True
                 yield frames
-        if text.done:
+        if text.error is not None:
+            yield [text.error]  # the LLM's own error event, after what passed: as the relay passes it without a guard
+        elif text.done:
             yield [_compat.DONE_FRAME]
     finally:
         await units.aclose()
 
 
 class _Text:
-    """An LLM's stream as text, and whether it ended with `[DONE]`."""
+    """An LLM's stream as text, and whether it ended with `[DONE]` or with an error event of its own."""
 
-    __slots__ = ("done", "source")
+    __slots__ = ("done", "error", "source")
 
     def __init__(self, source: AsyncIterator[list[bytes]]) -> None:
         self.source = source
         self.done = False
+        self.error: bytes | None = None
 
     async def pieces(self) -> AsyncIterator[str]:
-        """The text, a piece per network read, up to `[DONE]`; the source is closed at the end."""
+        """The text, a piece per network read, up to `[DONE]` or an `event: error`; the source is closed at the end."""
         try:
             async for batch in self.source:
                 pieces = []
                 for raw in batch:
+                    if raw.startswith(b"event: error"):
+                        self.error = raw
+                        break
                     text, done = _compat.event_text(raw)
                     if done:
                         self.done = True
                         break
                     pieces.append(text)
                 yield "".join(pieces)
-                if self.done:
+                if self.done or self.error is not None:
                     return
         finally:
             await aclose(self.source)

@@ -372,3 +372,28 @@ async def test_a_guardrail_before_the_llm_can_fail_open_too():
     assert answers[0][0] == 502 and "guardrail_in" in orjson.dumps(answers[0][1]).decode()
     assert answers[1] == (200, {"text": GOOD})
     assert llm.completed == 1
+
+
+class FailingLLM(FakeService):
+    """An OpenAI-compatible stream that writes a sentence, then ends with an error event of its own."""
+
+    async def handle(self, request, scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]})
+        for token in words(GOOD):
+            chunk = {"choices": [{"index": 0, "delta": {"content": token}}]}
+            await send(
+                {"type": "http.response.body", "body": b"data: " + orjson.dumps(chunk) + b"\n\n", "more_body": True}
+            )
+        error = b'event: error\ndata: {"object": "error", "type": "upstream_timeout", "message": "model stalled"}\n\n'
+        await send({"type": "http.response.body", "body": error})
+
+
+async def test_the_llms_own_error_event_ends_the_stream_after_what_passed_and_is_not_checked_as_text():
+    guard = FakeGuardrail(banned=[])
+    async with serve(guard) as guard_url, serve(FailingLLM()) as llm_url:
+        results, _ = await pipeline(llm_url, guard_url).schedule({"text": "q"})
+        frames = [frame async for frame in results[f"{GUARD}/MicroService"].body_iterator]
+    text = "".join(ast.literal_eval(frame[len("data: ") :]).decode() for frame in frames[:-1])
+    assert text == GOOD
+    assert frames[-1].startswith(b"event: error") and b"model stalled" in frames[-1]
+    assert all("error" not in request["text"] for request in guard.requests)
