@@ -82,6 +82,11 @@ def main() -> None:
     parser.add_argument("--token-ms", type=float, default=0.0)
     parser.add_argument("--prefill-ms", type=float, default=0.0)
     parser.add_argument("--opea-python", default=os.environ.get("OPEA_PYTHON"), help="a python with opea-comps")
+    parser.add_argument(
+        "--tracing",
+        action="store_true",
+        help="also run megaservice with tracing on (`megaservice+tracing`), exporting to an OTLP receiver",
+    )
     parser.add_argument("--out", default=str(HERE / "results"))
     args = parser.parse_args()
 
@@ -92,9 +97,13 @@ def main() -> None:
     logs = Path(args.out) / time.strftime("%Y%m%d-%H%M%S")
     logs.mkdir(parents=True, exist_ok=True)
 
-    def start(cmd: list[str], name: str, cpus: set[int]) -> subprocess.Popen[bytes]:
+    def start(
+        cmd: list[str], name: str, cpus: set[int], env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
         log = (logs / f"{name}.log").open("wb")
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=HERE)
+        proc = subprocess.Popen(
+            cmd, stdout=log, stderr=subprocess.STDOUT, cwd=HERE, env={**os.environ, **env} if env else None
+        )
         pin(proc.pid, cpus)
         procs.append(proc)
         return proc
@@ -117,10 +126,19 @@ def main() -> None:
         }
         if args.opea_python:
             commands["opea-comps"] = [args.opea_python, "pipeline.py", "--package", "comps"]
+        envs: dict[str, dict[str, str]] = {}
+        if args.tracing:  # the same pipeline, exporting its spans to a receiver on the other cores
+            port = free_port()
+            receiver = [sys.executable, "-m", "megaservice.testing.otlp", "--port", str(port), "--quiet"]
+            wait_port(port, start(receiver, "otlp-receiver", aux_cpus))
+            commands["megaservice+tracing"] = commands["megaservice"]
+            envs["megaservice+tracing"] = {"TELEMETRY_ENDPOINT": f"http://127.0.0.1:{port}/v1/traces"}
         targets = {}
         for name, cmd in commands.items():
             port = free_port()
-            proc = start([*cmd, "--port", str(port), "--backends", spec], f"target-{name}", target_cpus)
+            proc = start(
+                [*cmd, "--port", str(port), "--backends", spec], f"target-{name}", target_cpus, envs.get(name)
+            )
             wait_port(port, proc)
             targets[name] = (proc, f"http://127.0.0.1:{port}/v1/chatqna")
 

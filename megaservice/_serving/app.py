@@ -1,8 +1,9 @@
 """`ServiceApp`: the FastAPI app of a service, and the one coroutine every request goes through.
 
-Each request is admitted or refused (`admission`), counted in flight unless public, watched for
-its client's disconnect (`disconnect`), served by its direct route if it has one and nothing
-could tell the difference (`direct`), by FastAPI otherwise, and counted in the `http_*` series.
+Each request is admitted or refused (`admission`), counted in flight unless public, traced unless
+public when tracing is on (`megaservice.tracing`), watched for its client's disconnect
+(`disconnect`), served by its direct route if it has one and nothing could tell the difference
+(`direct`), by FastAPI otherwise, and counted in the `http_*` series.
 """
 
 import asyncio
@@ -15,6 +16,7 @@ from fastapi import FastAPI
 from pydantic import BaseModel
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from megaservice import tracing
 from megaservice._serving.access import log_access
 from megaservice._serving.admission import admit, refuse_busy
 from megaservice._serving.direct import DirectRoute, direct_form
@@ -109,12 +111,15 @@ class ServiceApp(FastAPI):
         started = time.perf_counter()
         target: ASGIApp | None = None
         counted = False
+        span = None
         try:
             admitted = await admit(self.limits, scope, receive, exchange)
             if admitted is None:
                 return
             receive, origin, public = admitted
             if not public:
+                if tracing.tracer is not None:
+                    span = tracing.tracer.server(scope)  # current until the answer is sent
                 limits = self.limits
                 if limits.max_inflight is not None and self.inflight >= limits.max_inflight:
                     await refuse_busy(exchange.send, limits, self.inflight)
@@ -147,6 +152,8 @@ class ServiceApp(FastAPI):
             self._count(scope, exchange, target, started)
             if self.access_log and exchange.status:
                 log_access(scope, exchange.status)
+            if span is not None:
+                span.end(scope, exchange.status, exchange.cancelled)
 
     def _target(self, scope: Scope, origin: bool) -> ASGIApp:
         """The direct route of the request, if it can take it (`megaservice._serving.direct`); FastAPI otherwise."""
