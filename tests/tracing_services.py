@@ -4,14 +4,15 @@
     llm         POST /v1/chat/completions: a chat completion with `usage`, or its SSE stream
     chatqna     a megaservice: POST /v1/chatqna runs retriever → llm (ServiceOrchestrator)
 
-Every role also answers `GET /debug/process`: the OpenTelemetry modules imported, whether tracing
-is on, and the `traceparent` headers its routes received. It listens on a free port and prints
+Every role also answers `GET /debug/process`: the OpenTelemetry modules imported, its threads,
+whether tracing is on, and the `traceparent` headers its routes received. It listens on a free port and prints
 `port N` once it accepts connections; SIGTERM stops it (the spans not yet exported are sent then).
 """
 
 import argparse
 import asyncio
 import sys
+import threading
 from typing import Any
 
 from starlette.requests import Request
@@ -66,7 +67,8 @@ class ChatQnA(ServiceOrchestrator):
     def align_inputs(self, inputs: Any, cur_node: str, *args: Any, **kwargs: Any) -> Any:
         if cur_node.startswith("llm"):
             docs = "\n".join(doc["text"] for doc in inputs["retrieved_docs"])
-            return {"messages": [{"role": "user", "content": f"{docs}\n{inputs['initial_query']}"}]}
+            prompt = f"{docs}\n{inputs['initial_query']}"
+            return {"messages": [{"role": "user", "content": prompt}], "stream": inputs["stream"]}
         return inputs
 
 
@@ -106,6 +108,8 @@ def _split(url: str) -> tuple[str, int, str]:
 async def debug() -> dict[str, Any]:
     return {
         "opentelemetry_modules": sorted(name for name in sys.modules if name.startswith("opentelemetry")),
+        "megaservice_otel": "megaservice.tracing._otel" in sys.modules,
+        "threads": sorted(thread.name for thread in threading.enumerate()),
         "tracing": tracing.tracer is not None,
         "traceparents": SEEN,
     }
