@@ -97,9 +97,7 @@ def main() -> None:
     logs = Path(args.out) / time.strftime("%Y%m%d-%H%M%S")
     logs.mkdir(parents=True, exist_ok=True)
 
-    def start(
-        cmd: list[str], name: str, cpus: set[int], env: dict[str, str] | None = None
-    ) -> subprocess.Popen[bytes]:
+    def start(cmd: list[str], name: str, cpus: set[int], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         log = (logs / f"{name}.log").open("wb")
         proc = subprocess.Popen(
             cmd, stdout=log, stderr=subprocess.STDOUT, cwd=HERE, env={**os.environ, **env} if env else None
@@ -136,9 +134,7 @@ def main() -> None:
         targets = {}
         for name, cmd in commands.items():
             port = free_port()
-            proc = start(
-                [*cmd, "--port", str(port), "--backends", spec], f"target-{name}", target_cpus, envs.get(name)
-            )
+            proc = start([*cmd, "--port", str(port), "--backends", spec], f"target-{name}", target_cpus, envs.get(name))
             wait_port(port, proc)
             targets[name] = (proc, f"http://127.0.0.1:{port}/v1/chatqna")
 

@@ -54,7 +54,7 @@ def test_the_endpoint_variables_turn_tracing_on(environ, url):
 
 
 def test_a_grpc_endpoint_is_refused_naming_the_variable():
-    with pytest.raises(ConfigurationError, match="OTEL_EXPORTER_OTLP_TRACES_ENDPOINT.*4318"):
+    with pytest.raises(ConfigurationError, match=r"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT.*4318"):
         TracingSettings.from_env({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "grpc://jaeger:4317"})
 
 
@@ -175,7 +175,9 @@ async def test_a_request_to_a_megaservice_is_one_trace_continuing_the_callers(up
     llm_span = named["node llm/MicroService"]
     assert llm_span.attributes["gen_ai.usage.output_tokens"] == 0  # what the fake's `usage` says
     assert llm_span.attributes["gen_ai.usage.input_tokens"] == 0
-    assert not any(key.startswith("megaservice.input") or key == "megaservice.output" for s in spans for key in s.attributes)
+    assert not any(
+        key.startswith("megaservice.input") or key == "megaservice.output" for s in spans for key in s.attributes
+    )
 
 
 async def test_content_is_recorded_only_when_its_switch_is_on(upstream_client):
@@ -190,7 +192,9 @@ async def test_content_is_recorded_only_when_its_switch_is_on(upstream_client):
 
 async def test_a_streaming_node_span_lasts_until_its_stream_ends(upstream_client):
     async with receiving() as (receiver, endpoint):
-        answer = await ask(FakeLLM([f" t{i}" for i in range(12)]), FakeRetriever(), {"TELEMETRY_ENDPOINT": endpoint}, stream=True)
+        answer = await ask(
+            FakeLLM([f" t{i}" for i in range(12)]), FakeRetriever(), {"TELEMETRY_ENDPOINT": endpoint}, stream=True
+        )
         assert answer.text.count("data:") >= 12
         spans = await receiver.wait_for(lambda spans: len(spans) >= 5)
     named = by_name(spans)
@@ -198,7 +202,9 @@ async def test_a_streaming_node_span_lasts_until_its_stream_ends(upstream_client
     assert node.attributes["megaservice.stream"] is True
     assert node.attributes["megaservice.stream.events"] >= 12
     assert client.attributes["http.response.status_code"] == 200
-    assert client.end_ns <= node.end_ns <= server.end_ns  # the client span ends at the headers, the node's with the body
+    assert (
+        client.end_ns <= node.end_ns <= server.end_ns
+    )  # the client span ends at the headers, the node's with the body
 
 
 async def test_a_failing_node_marks_its_spans_as_errors(upstream_client):

@@ -27,9 +27,15 @@ pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 SERVICES = Path(__file__).with_name("tracing_services.py")
 SDK = ("opentelemetry.sdk", "opentelemetry.exporter", "opentelemetry.proto", "google.protobuf")
 """What tracing brings: the SDK, the exporter, the protobuf messages (and their thread)."""
-FASTAPI_IMPORTS_OTEL = "opentelemetry" in subprocess.run(
-    [sys.executable, "-c", "import sys, fastapi; print(sorted(sys.modules))"], capture_output=True, text=True, check=True
-).stdout
+FASTAPI_IMPORTS_OTEL = (
+    "opentelemetry"
+    in subprocess.run(
+        [sys.executable, "-c", "import sys, fastapi; print(sorted(sys.modules))"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+)
 """FastAPI 0.16x imports OpenTelemetry's API itself (its own telemetry, off until a global provider is set)."""
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
 CALLER_SPAN = "b7ad6b7169203331"
@@ -43,12 +49,12 @@ class Process:
     async def debug(self) -> dict[str, Any]:
         async with httpx.AsyncClient() as client:
             answer = await client.get(f"{self.url}/debug/process")
-            return answer.json()  # type: ignore[no-any-return]
+            return answer.json()
 
 
 @contextlib.asynccontextmanager
 async def started(role: str, env: dict[str, str], *args: str) -> AsyncIterator[Process]:
-    log = tempfile.TemporaryFile()
+    log = tempfile.TemporaryFile()  # noqa: SIM115  # closed once the process has ended
     proc = await asyncio.create_subprocess_exec(
         sys.executable, str(SERVICES), role, *args, env=env, stdout=subprocess.PIPE, stderr=log
     )
@@ -76,8 +82,12 @@ async def pipeline(env: dict[str, str]) -> AsyncIterator[tuple[Process, Process,
         started("retriever", base) as retriever,
         started("llm", {**base, "OTEL_SERVICE_NAME": "llm-test"}) as llm,
         started(
-            "chatqna", base, "--upstream", f"retriever={retriever.url}/v1/retrieval",
-            "--upstream", f"llm={llm.url}/v1/chat/completions",
+            "chatqna",
+            base,
+            "--upstream",
+            f"retriever={retriever.url}/v1/retrieval",
+            "--upstream",
+            f"llm={llm.url}/v1/chat/completions",
         ) as chatqna,
     ):
         yield chatqna, retriever, llm
@@ -104,7 +114,7 @@ async def test_one_request_is_one_trace_across_three_processes():
     receiver = OTLPReceiver()
     async with serve(receiver) as url:
         env = {"TELEMETRY_ENDPOINT": f"{url}/v1/traces", "OTEL_BSP_SCHEDULE_DELAY": "100"}
-        async with pipeline(env) as (chatqna, retriever, llm):
+        async with pipeline(env) as (chatqna, _, _):
             await ask(chatqna, stream=False, traceparent=f"00-{TRACE_ID}-{CALLER_SPAN}-01")
             streamed = await ask(chatqna, stream=True)
             assert streamed.text.count("data:") == 6 and "processes" in streamed.text
@@ -134,8 +144,7 @@ async def test_one_request_is_one_trace_across_three_processes():
         assert search.parent_id == one(trace, "POST /v1/retrieval", "retriever").span_id
         assert search.attributes["megaservice.retrieved_docs"] == 3
         assert all(
-            "megaservice.input" not in span.attributes and "megaservice.output" not in span.attributes
-            for span in trace
+            "megaservice.input" not in span.attributes and "megaservice.output" not in span.attributes for span in trace
         )
     assert one(spans, "POST /v1/chatqna", "chatqna").parent_id == CALLER_SPAN  # the caller's traceparent
     assert one(streamed_spans, "POST /v1/chatqna", "chatqna").parent_id is None

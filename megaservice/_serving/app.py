@@ -10,7 +10,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
 from pydantic import BaseModel
@@ -25,6 +25,9 @@ from megaservice._serving.errors import install_exception_handlers
 from megaservice._serving.openapi import Route, add_body_models, body_reference
 from megaservice.limits import Limits
 from megaservice.metrics import get_http_metrics
+
+if TYPE_CHECKING:
+    from megaservice.tracing._otel import ServerSpan
 
 __all__ = ["ServiceApp"]
 
@@ -149,11 +152,7 @@ class ServiceApp(FastAPI):
                 self.inflight -= 1
             exchange.close()
             scope.pop(SERVER_SEND, None)  # the scope must not keep the server's connection (a reference cycle)
-            self._count(scope, exchange, target, started)
-            if self.access_log and exchange.status:
-                log_access(scope, exchange.status)
-            if span is not None:
-                span.end(scope, exchange.status, exchange.cancelled)
+            self._finish(scope, exchange, target, started, span)
 
     def _target(self, scope: Scope, origin: bool) -> ASGIApp:
         """The direct route of the request, if it can take it (`megaservice._serving.direct`); FastAPI otherwise."""
@@ -168,17 +167,21 @@ class ServiceApp(FastAPI):
                 return route
         return super().__call__
 
-    def _count(self, scope: Scope, exchange: Exchange, target: ASGIApp | None, started: float) -> None:
-        """Record a finished request in the `http_*` series (handler: the route template, or `none`)."""
+    def _finish(
+        self, scope: Scope, exchange: Exchange, target: ASGIApp | None, started: float, span: "ServerSpan | None"
+    ) -> None:
+        """A request is over: its `http_*` series (handler: the route template, or `none`), access line, span."""
+        status = exchange.status
         meter = self.http_metrics
-        if meter is None or not exchange.status:
-            return
-        if target is None or isinstance(target, DirectRoute):
-            handler = scope["path"] if (scope["method"], scope["path"]) in self._direct else "none"
-        else:
-            route = scope.get("route")
-            handler = getattr(route, "path", "none") if route is not None else "none"
-        seconds = time.perf_counter() - started
-        meter.observe(
-            scope["method"], exchange.status, handler, exchange.request_bytes, exchange.response_bytes, seconds
-        )
+        if meter is not None and status:
+            if target is None or isinstance(target, DirectRoute):
+                handler = scope["path"] if (scope["method"], scope["path"]) in self._direct else "none"
+            else:
+                route = scope.get("route")
+                handler = getattr(route, "path", "none") if route is not None else "none"
+            seconds = time.perf_counter() - started
+            meter.observe(scope["method"], status, handler, exchange.request_bytes, exchange.response_bytes, seconds)
+        if self.access_log and status:
+            log_access(scope, status)
+        if span is not None:
+            span.end(scope, status, exchange.cancelled)

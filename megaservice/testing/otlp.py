@@ -71,9 +71,7 @@ class OTLPReceiver:
     with `keep=False` they are not kept (a receiver that runs for long).
     """
 
-    def __init__(
-        self, *, on_spans: Callable[[list[ReceivedSpan]], None] | None = None, keep: bool = True
-    ) -> None:
+    def __init__(self, *, on_spans: Callable[[list[ReceivedSpan]], None] | None = None, keep: bool = True) -> None:
         self.spans: list[ReceivedSpan] = []
         """Every span received, in the order received (none with `keep=False`)."""
         self.requests = 0
@@ -104,6 +102,7 @@ class OTLPReceiver:
         return self.spans
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Receive one export request (or run the lifespan: there is nothing to start)."""
         if scope["type"] == "lifespan":
             await _lifespan(receive, send)
             return
@@ -145,29 +144,30 @@ def decode(body: bytes, *, as_json: bool = False) -> list[ReceivedSpan]:
             request.ParseFromString(body)
     except (DecodeError, json_format.ParseError) as exc:
         raise ValueError(str(exc)) from exc
-    spans = []
+    spans: list[ReceivedSpan] = []
     for resource_spans in request.resource_spans:
         resource = {kv.key: _value(kv.value) for kv in resource_spans.resource.attributes}
         service = str(resource.get("service.name", "unknown_service"))
         for scope_spans in resource_spans.scope_spans:
-            for span in scope_spans.spans:
-                spans.append(
-                    ReceivedSpan(
-                        trace_id=span.trace_id.hex(),
-                        span_id=span.span_id.hex(),
-                        parent_id=span.parent_span_id.hex() or None,
-                        name=span.name,
-                        kind=_KINDS[span.kind] if span.kind < len(_KINDS) else str(span.kind),
-                        service=service,
-                        start_ns=span.start_time_unix_nano,
-                        end_ns=span.end_time_unix_nano,
-                        status=_STATUSES[span.status.code] if span.status.code < len(_STATUSES) else "unset",
-                        status_message=span.status.message,
-                        attributes={kv.key: _value(kv.value) for kv in span.attributes},
-                        scope=scope_spans.scope.name,
-                    )
-                )
+            spans.extend(_span(span, service, scope_spans.scope.name) for span in scope_spans.spans)
     return spans
+
+
+def _span(span: Any, service: str, scope: str) -> ReceivedSpan:
+    return ReceivedSpan(
+        trace_id=span.trace_id.hex(),
+        span_id=span.span_id.hex(),
+        parent_id=span.parent_span_id.hex() or None,
+        name=span.name,
+        kind=_KINDS[span.kind] if span.kind < len(_KINDS) else str(span.kind),
+        service=service,
+        start_ns=span.start_time_unix_nano,
+        end_ns=span.end_time_unix_nano,
+        status=_STATUSES[span.status.code] if span.status.code < len(_STATUSES) else "unset",
+        status_message=span.status.message,
+        attributes={kv.key: _value(kv.value) for kv in span.attributes},
+        scope=scope,
+    )
 
 
 def _value(value: Any) -> Any:
@@ -259,9 +259,7 @@ def tree(spans: Sequence[ReceivedSpan]) -> str:
         for span in children.get(parent, ()):
             mark = "  ERROR " + span.status_message if span.status == "error" else ""
             offset = (span.start_ns - start) / 1e6
-            lines.append(
-                f"{'  ' * depth}{span.name} [{span.service}] +{offset:.1f} ms {span.duration_ms:.1f} ms{mark}"
-            )
+            lines.append(f"{'  ' * depth}{span.name} [{span.service}] +{offset:.1f} ms {span.duration_ms:.1f} ms{mark}")
             walk(span.span_id, depth + 1)
 
     walk(None, 1)
@@ -305,7 +303,9 @@ async def _run(args: argparse.Namespace) -> None:
     server = uvicorn.Server(config)
     serving = asyncio.ensure_future(server.serve())
     try:
-        while not server.started and not serving.done():
+        while not server.started:
+            if serving.done():
+                break
             await asyncio.sleep(0.01)
         if server.started:
             sys.stdout.write(f"OTLP/HTTP receiver: http://{args.host}:{args.port}/v1/traces\n")

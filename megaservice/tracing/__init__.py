@@ -164,9 +164,7 @@ class NoSpan:
     def __enter__(self) -> "NoSpan":
         return self
 
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: "TracebackType | None"
-    ) -> None:
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: "TracebackType | None") -> None:
         return None
 
     def set(self, key: str, value: Any) -> None:

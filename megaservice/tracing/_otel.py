@@ -20,13 +20,6 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import orjson
-from starlette.types import Scope
-
-from megaservice._transport.base import StreamedAnswer
-from megaservice._version import __version__
-from megaservice.exceptions import UpstreamError, UpstreamStatusError
-from megaservice.tracing import CONTENT_LIMIT, NoSpan, TracingSettings
-
 from opentelemetry import context as otel_context, trace
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
@@ -34,6 +27,12 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from starlette.types import Scope
+
+from megaservice._transport.base import StreamedAnswer
+from megaservice._version import __version__
+from megaservice.exceptions import UpstreamError, UpstreamStatusError
+from megaservice.tracing import CONTENT_LIMIT, NoSpan, TracingSettings
 
 __all__ = ["ServerSpan", "TracedStream", "Tracer", "WorkSpan"]
 
@@ -133,7 +132,7 @@ class Tracer:
         send: Callable[[Mapping[str, str]], Awaitable[_T]],
     ) -> _T:
         parts = urlsplit(url)
-        attributes = {
+        attributes: dict[str, Any] = {
             "http.request.method": method,
             "url.full": url,
             "server.address": parts.hostname or "",
@@ -308,7 +307,10 @@ def answer_attributes(span: Span, answer: Any, content: bool) -> None:
     if isinstance(answer, dict):
         usage = answer.get("usage")
         if isinstance(usage, dict):
-            for key, name in (("prompt_tokens", "gen_ai.usage.input_tokens"), ("completion_tokens", "gen_ai.usage.output_tokens")):
+            for key, name in (
+                ("prompt_tokens", "gen_ai.usage.input_tokens"),
+                ("completion_tokens", "gen_ai.usage.output_tokens"),
+            ):
                 count = usage.get(key)
                 if isinstance(count, int):
                     span.set_attribute(name, count)
