@@ -1,7 +1,9 @@
 """Tracing in one process: the settings, the spans of a served megaservice, `traceparent` on every transport."""
 
 import asyncio
+import base64
 import contextlib
+import json
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -19,7 +21,7 @@ from megaservice.exceptions import ConfigurationError
 from megaservice.resilience import Timeout
 from megaservice.settings import Settings
 from megaservice.testing import FakeLLM, FakeRetriever, FakeService, serve
-from megaservice.testing.otlp import OTLPReceiver, ReceivedSpan
+from megaservice.testing.otlp import OTLPReceiver, ReceivedSpan, summary, tree
 from megaservice.tracing import NO_SPAN, TracingSettings
 
 pytestmark = pytest.mark.anyio
@@ -318,3 +320,92 @@ async def test_work_spans_nest_and_convert_their_attributes():
     assert inner_span.attributes["tokens"] == 7
     assert inner_span.attributes["text"] == "bytes are decoded"
     assert (failing.status, failing.status_message, failing.attributes["error.type"]) == ("error", "boom", "ValueError")
+
+
+# -- the receiver -------------------------------------------------------------------------------------
+
+
+def export_request() -> Any:
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    request = ExportTraceServiceRequest()
+    resource_spans = request.resource_spans.add()
+    name = resource_spans.resource.attributes.add()
+    name.key, name.value.string_value = "service.name", "by-hand"
+    spans = resource_spans.scope_spans.add()
+    spans.scope.name = "hand"
+    for span_id, parent, title in ((b"\x01" * 8, b"", "root"), (b"\x02" * 8, b"\x01" * 8, "child")):
+        span = spans.spans.add()
+        span.trace_id, span.span_id, span.parent_span_id, span.name = b"\xab" * 16, span_id, parent, title
+        span.kind, span.start_time_unix_nano, span.end_time_unix_nano = 2, 1_000_000, 3_500_000
+        count = span.attributes.add()
+        count.key, count.value.int_value = "count", 3
+        listed = span.attributes.add()
+        listed.key = "listed"
+        listed.value.array_value.values.add().string_value = "a"
+    spans.spans[1].status.code, spans.spans[1].status.message = 2, "it broke"
+    return request
+
+
+@pytest.mark.parametrize("encoding", ["protobuf", "protobuf+gzip", "json"])
+async def test_the_receiver_decodes_what_exporters_send(encoding):
+    import gzip
+
+    from google.protobuf import json_format
+
+    request = export_request()
+    if encoding == "json":
+        message = json_format.MessageToDict(request)
+        for span in message["resourceSpans"][0]["scopeSpans"][0]["spans"]:  # OTLP's JSON: ids in hex
+            for key in ("traceId", "spanId", "parentSpanId"):
+                if key in span:
+                    span[key] = base64.b64decode(span[key]).hex()
+        body, headers = json.dumps(message).encode(), {"content-type": "application/json"}
+    else:
+        body, headers = request.SerializeToString(), {"content-type": "application/x-protobuf"}
+        if encoding.endswith("gzip"):
+            body, headers["content-encoding"] = gzip.compress(body), "gzip"
+    receiver = OTLPReceiver()
+    async with serve(receiver) as url, httpx.AsyncClient(base_url=url) as client:
+        answer = await client.post("/v1/traces", content=body, headers=headers)
+        assert answer.status_code == 200
+        assert (await client.post("/v1/traces", content=b"\xff junk", headers=headers)).status_code == 400
+        assert (await client.post("/v1/logs", content=body, headers=headers)).status_code == 404
+    assert receiver.requests == 3
+    root, child = receiver.traces()["ab" * 16]
+    assert (root.name, root.parent_id, root.service, root.kind, root.scope) == (
+        "root",
+        None,
+        "by-hand",
+        "server",
+        "hand",
+    )
+    assert (child.parent_id, child.status, child.status_message) == ("01" * 8, "error", "it broke")
+    assert child.attributes == {"count": 3, "listed": ["a"]}
+    assert child.duration_ms == 2.5
+    line = summary([root, child])
+    assert line.startswith(f"trace {'ab' * 16}  root [by-hand]  2.5 ms  2 spans") and "ERRORS: 1" in line
+    assert tree([root, child]).splitlines() == [
+        "  root [by-hand] +0.0 ms 2.5 ms",
+        "    child [by-hand] +0.0 ms 2.5 ms  ERROR it broke",
+    ]
+
+
+async def test_the_receiver_runs_as_a_process_printing_a_line_per_trace():
+    command = [sys.executable, "-m", "megaservice.testing.otlp", "--port", "0", "--settle", "0.2", "--tree"]
+    proc = await asyncio.create_subprocess_exec(*command, stdout=subprocess.PIPE)
+    assert proc.stdout is not None
+    try:
+        async with asyncio.timeout(20):
+            endpoint = (await proc.stdout.readline()).decode().split()[-1]
+            assert endpoint.endswith("/v1/traces")
+            async with traced(endpoint):
+                with tracing.span("outer"), tracing.span("inner"):
+                    pass
+            lines = [(await proc.stdout.readline()).decode() for _ in range(3)]
+    finally:
+        proc.terminate()
+        await proc.wait()
+    assert lines[0].startswith("trace ") and "outer [test-process]" in lines[0] and "2 spans" in lines[0]
+    assert lines[1].startswith("  outer [test-process] +0.0 ms")
+    assert lines[2].startswith("    inner [test-process] +")

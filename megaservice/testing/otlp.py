@@ -16,8 +16,12 @@ forwarded or stored on disk: the spans stay in `OTLPReceiver.spans`.
 
 import argparse
 import asyncio
+import base64
+import binascii
 import contextlib
 import gzip
+import json
+import signal
 import sys
 import time
 import zlib
@@ -139,10 +143,10 @@ def decode(body: bytes, *, as_json: bool = False) -> list[ReceivedSpan]:
     request = ExportTraceServiceRequest()
     try:
         if as_json:
-            json_format.Parse(body, request)
+            json_format.ParseDict(_hex_ids_as_base64(json.loads(body)), request, ignore_unknown_fields=True)
         else:
             request.ParseFromString(body)
-    except (DecodeError, json_format.ParseError) as exc:
+    except (DecodeError, json_format.ParseError, binascii.Error, TypeError, AttributeError) as exc:
         raise ValueError(str(exc)) from exc
     spans: list[ReceivedSpan] = []
     for resource_spans in request.resource_spans:
@@ -168,6 +172,21 @@ def _span(span: Any, service: str, scope: str) -> ReceivedSpan:
         attributes={kv.key: _value(kv.value) for kv in span.attributes},
         scope=scope,
     )
+
+
+_ID_FIELDS = ("traceId", "spanId", "parentSpanId")
+
+
+def _hex_ids_as_base64(message: Any) -> Any:
+    """OTLP's JSON writes span and trace ids in hex, where protobuf's JSON mapping expects base64."""
+    for resource_spans in message.get("resourceSpans", ()):
+        for scope_spans in resource_spans.get("scopeSpans", ()):
+            for span in scope_spans.get("spans", ()):
+                for item in (span, *span.get("links", ())):
+                    for key in _ID_FIELDS:
+                        if item.get(key):
+                            item[key] = base64.b64encode(bytes.fromhex(item[key])).decode()
+    return message
 
 
 def _value(value: Any) -> Any:
@@ -308,7 +327,11 @@ async def _run(args: argparse.Namespace) -> None:
                 break
             await asyncio.sleep(0.01)
         if server.started:
-            sys.stdout.write(f"OTLP/HTTP receiver: http://{args.host}:{args.port}/v1/traces\n")
+            loop = asyncio.get_running_loop()
+            for signum in (signal.SIGINT, signal.SIGTERM):  # ours, not uvicorn's: it re-raises them when it stops
+                loop.add_signal_handler(signum, setattr, server, "should_exit", True)
+            port = server.servers[0].sockets[0].getsockname()[1] if server.servers else args.port
+            sys.stdout.write(f"OTLP/HTTP receiver: http://{args.host}:{port}/v1/traces\n")
             sys.stdout.flush()
         while not serving.done():
             await asyncio.wait([serving], timeout=0.25)
@@ -327,7 +350,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     """`python -m megaservice.testing.otlp`: receive spans over OTLP/HTTP and print a line per trace."""
     parser = argparse.ArgumentParser(prog="python -m megaservice.testing.otlp", description=main.__doc__)
     parser.add_argument("--host", default="127.0.0.1", help="the address to listen on (default: 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=4318, help="the port to listen on (default: OTLP/HTTP's 4318)")
+    parser.add_argument(
+        "--port", type=int, default=4318, help="the port to listen on (default: OTLP/HTTP's 4318; 0: a free one)"
+    )
     parser.add_argument(
         "--settle",
         type=float,
