@@ -6,6 +6,8 @@ generator against one gateway while the others idle; prints a table and writes t
     python benchmarks/bench.py                                  # megaservice vs lean
     python benchmarks/bench.py --opea-python .bench/opea/bin/python    # and opea-comps
     bash benchmarks/run.sh                                      # creates the opea-comps venv, runs all
+    python benchmarks/bench.py --tracing                        # and megaservice exporting its spans
+    python benchmarks/bench.py --baseline ../main               # and megaservice from another checkout
 
 Scenarios: `ns-cN` non-streaming, `s-cN` streaming, N concurrent clients. On a machine with two or
 more cores the gateway under test gets CPU 0 and everything else the other cores, so the gateway's
@@ -83,6 +85,12 @@ def main() -> None:
     parser.add_argument("--prefill-ms", type=float, default=0.0)
     parser.add_argument("--opea-python", default=os.environ.get("OPEA_PYTHON"), help="a python with opea-comps")
     parser.add_argument(
+        "--baseline",
+        metavar="CHECKOUT",
+        help="also run megaservice from another checkout (`baseline`: PYTHONPATH=CHECKOUT), e.g. the build before "
+        "a change, to compare the two back to back",
+    )
+    parser.add_argument(
         "--tracing",
         action="store_true",
         help="also run megaservice with tracing on (`megaservice+tracing`), exporting to an OTLP receiver",
@@ -131,6 +139,9 @@ def main() -> None:
             wait_port(port, start(receiver, "otlp-receiver", aux_cpus))
             commands["megaservice+tracing"] = commands["megaservice"]
             envs["megaservice+tracing"] = {"TELEMETRY_ENDPOINT": f"http://127.0.0.1:{port}/v1/traces"}
+        if args.baseline:
+            commands["baseline"] = commands["megaservice"]
+            envs["baseline"] = {"PYTHONPATH": str(Path(args.baseline).resolve())}
         targets = {}
         for name, cmd in commands.items():
             port = free_port()

@@ -53,6 +53,7 @@ class Tracer:
         self.otel = self._provider.get_tracer("megaservice", __version__)
         """The OpenTelemetry tracer (spans made with it join the process's traces)."""
         self._propagator = TraceContextTextMapPropagator()
+        self._calls: dict[tuple[str, str, str], tuple[str, dict[str, Any]]] = {}
 
     def shutdown(self) -> None:
         """Export what is left and stop the exporter's thread (blocks up to the exporter's timeout)."""
@@ -78,19 +79,22 @@ class Tracer:
 
     async def node(self, work: Awaitable[_T], node: str, body: bytes) -> _T:
         """Await `work`, the call of pipeline node `node` (its JSON `body`), in the node's span."""
-        with self.otel.start_as_current_span(
-            f"node {node}", attributes={"megaservice.node": node}, record_exception=False, set_status_on_exception=False
-        ) as span:
-            if self.content:
-                span.set_attribute("megaservice.input", text(body))
-            try:
-                result = await work
-            except BaseException as exc:
-                failed(span, exc)
-                raise
-            span.set_attribute("megaservice.status", "ok")
-            answer_attributes(span, result, self.content)
-            return result
+        span = self.otel.start_span(f"node {node}", attributes={"megaservice.node": node})
+        if self.content:
+            span.set_attribute("megaservice.input", text(body))
+        token = otel_context.attach(trace.set_span_in_context(span))
+        try:
+            result = await work
+        except BaseException as exc:
+            failed(span, exc)
+            span.end()
+            raise
+        finally:
+            otel_context.detach(token)
+        span.set_attribute("megaservice.status", "ok")
+        answer_attributes(span, result, self.content)
+        span.end()
+        return result
 
     async def node_stream(
         self, opening: Awaitable[tuple[StreamedAnswer, Any, str]], node: str, body: bytes
@@ -131,32 +135,28 @@ class Tracer:
         headers: Mapping[str, str],
         send: Callable[[Mapping[str, str]], Awaitable[_T]],
     ) -> _T:
-        parts = urlsplit(url)
-        attributes: dict[str, Any] = {
-            "http.request.method": method,
-            "url.full": url,
-            "server.address": parts.hostname or "",
-            "server.port": parts.port or (443 if parts.scheme == "https" else 80),
-            "megaservice.node": node,
-        }
-        with self.otel.start_as_current_span(
-            f"{method} {node}",
-            kind=SpanKind.CLIENT,
-            attributes=attributes,
-            record_exception=False,
-            set_status_on_exception=False,
-        ) as span:
-            carrier = dict(headers)
-            self._propagator.inject(carrier)
-            try:
-                result = await send(carrier)
-            except BaseException as exc:
-                failed(span, exc)
-                raise
-            status = getattr(result, "status", None)
-            if isinstance(status, int):
-                span.set_attribute("http.response.status_code", status)
-            return result
+        key = (method, node, url)
+        named = self._calls.get(key)
+        if named is None:
+            named = self._calls[key] = _call_attributes(method, node, url)
+            if len(self._calls) > 4096:
+                self._calls.clear()
+        span = self.otel.start_span(named[0], kind=SpanKind.CLIENT, attributes=named[1])
+        sent = {**headers, "traceparent": traceparent(span.get_span_context())}
+        state = span.get_span_context().trace_state
+        if state:
+            sent["tracestate"] = state.to_header()
+        try:  # not made current: nothing under a transport makes spans
+            result = await send(sent)
+        except BaseException as exc:
+            failed(span, exc)
+            span.end()
+            raise
+        status = getattr(result, "status", None)
+        if isinstance(status, int):
+            span.set_attribute("http.response.status_code", status)
+        span.end()
+        return result
 
     # -- a component's own work -------------------------------------------------------------------
 
@@ -284,6 +284,23 @@ class WorkSpan(NoSpan):
 
 
 # -- attributes -------------------------------------------------------------------------------------
+
+
+def traceparent(context: trace.SpanContext) -> str:
+    """W3C `traceparent` of a span: version 00, trace id, span id, flags."""
+    return f"00-{context.trace_id:032x}-{context.span_id:016x}-{context.trace_flags:02x}"
+
+
+def _call_attributes(method: str, node: str, url: str) -> tuple[str, dict[str, Any]]:
+    """The name and attributes of the client spans of calls to `url` (the same for every call)."""
+    parts = urlsplit(url)
+    return f"{method} {node}", {
+        "http.request.method": method,
+        "url.full": url,
+        "server.address": parts.hostname or "",
+        "server.port": parts.port or (443 if parts.scheme == "https" else 80),
+        "megaservice.node": node,
+    }
 
 
 def failed(span: Span, exc: BaseException) -> None:
