@@ -409,3 +409,46 @@ async def test_the_receiver_runs_as_a_process_printing_a_line_per_trace():
     assert lines[0].startswith("trace ") and "outer [test-process]" in lines[0] and "2 spans" in lines[0]
     assert lines[1].startswith("  outer [test-process] +0.0 ms")
     assert lines[2].startswith("    inner [test-process] +")
+
+
+# -- components and OPEA code -------------------------------------------------------------------------
+
+
+async def test_the_llm_services_work_span_has_the_usage_and_with_content_the_texts(upstream_client):
+    from megaservice.components.llm import LLMSettings, create_service
+    from megaservice.testing import client_for
+
+    async with receiving() as (receiver, endpoint), serve(FakeLLM([" Hello", " there"])) as llm_url:
+        settings = LLMSettings.from_env({"LLM_ENDPOINT": llm_url})
+        async with traced(endpoint, content=True), client_for(create_service(settings).app) as service:
+            body = {"messages": [{"role": "user", "content": "say hello"}], "model": "m"}
+            answer = await service.post("/v1/chat/completions", json=body)
+            assert answer.status_code == 200
+        spans = await receiver.wait_for(lambda spans: len(spans) >= 3)
+    named = by_name(spans)
+    server, work = named["POST /v1/chat/completions"], named["llm.generate"]
+    call = next(span for span in spans if span.kind == "client")
+    assert (work.parent_id, call.parent_id) == (server.span_id, work.span_id)
+    assert work.attributes["gen_ai.request.model"] == "m"
+    assert (work.attributes["gen_ai.usage.input_tokens"], work.attributes["gen_ai.usage.output_tokens"]) == (0, 0)
+    assert "say hello" in work.attributes["gen_ai.prompt"]
+    assert work.attributes["gen_ai.completion"] == " Hello there"
+
+
+async def test_opea_codes_telemetry_decorator_makes_spans_while_tracing_is_on():
+    from megaservice.compat.opea import opea_telemetry, tracer
+
+    @opea_telemetry
+    async def embedding(text: str) -> str:
+        with tracer.start_as_current_span("inner") as inner:
+            inner.set_attribute("size", len(text))
+        return text
+
+    assert await embedding("off") == "off"  # no span, no error
+    async with receiving() as (receiver, endpoint):
+        async with traced(endpoint):
+            assert await embedding("on") == "on"
+        spans = await receiver.wait_for(lambda spans: len(spans) >= 2)
+    named = by_name(spans)
+    outer = named["test_opea_codes_telemetry_decorator_makes_spans_while_tracing_is_on.<locals>.embedding"]
+    assert named["inner"].parent_id == outer.span_id and named["inner"].attributes == {"size": 2}
