@@ -121,10 +121,10 @@ async def main(args: argparse.Namespace) -> None:
         for _ in range(args.requests):
             await request(app)
         if traced:
-            tracing.stop()  # type: ignore[union-attr]  # the export of the last batch counts too
+            tracing.stop()  # the export of the last batch counts too
         print(f"{(time.process_time() - started) / args.requests * 1e6:.1f} us CPU/request")
     if traced and args.calls:
-        tracing.stop()  # type: ignore[union-attr]
+        tracing.stop()
 
 
 if __name__ == "__main__":
