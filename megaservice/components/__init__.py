@@ -28,6 +28,7 @@ COMPONENTS: dict[str, str] = {
     "llm-server": "megaservice.components.llm_server",
     "bias": "megaservice.components.bias",
     "guardrails": "megaservice.components.guardrails",
+    "postgres": "megaservice.components.postgres",
 }
 """`megaservice serve NAME`: the component package of each NAME."""
 

@@ -1,0 +1,223 @@
+"""Retrieval latency through the retriever service against the raw SQL over the same pool, and HNSW recall@10.
+
+    # the corpus and its MiniLM vectors, made by pgvector_recall.py (corpus, then embed)
+    python benchmarks/retrieval.py --corpus /work/scratch/embed/corpus.jsonl --vectors /work/scratch/embed \\
+        --sizes 10000 100000
+
+Per size: an embedded PostgreSQL 18 + pgvector 0.8 (megaservice.testing.postgres, Unix socket) gets
+a collection of that many chunks, stored through `Store.replace_file` (files of 1000 chunks, into
+the HNSW index as dataprep stores them). Then, for 200 held-out queries (first sentences of chunks
+never stored), in `--rounds` passes, alternating which goes first:
+
+* service: `POST /v1/retrieval` with an EmbedDoc (`k`=4, similarity) to the retriever served on a
+  loopback socket by uvicorn in this process (TCP_NODELAY, as `megaservice serve` runs it), through
+  megaservice's pooled HTTP client; the
+  retriever's store is the one the raw queries use, so both share one connection pool;
+* raw SQL: the statement the store runs (`ORDER BY embedding <=> $1 LIMIT 4`, same columns),
+  on a connection of that pool, rows fetched.
+
+It prints p50/p99 of both and their ratio (target: service ≤ 1.2x raw), and recall@10 of the
+store's search against exact top-10 (numpy over the same vectors) for several `hnsw.ef_search`
+(target ≥ 0.95), with their p50. Everything runs at c=1 on this machine's two cores, shared with
+whatever else runs: the load average is printed with each table.
+"""
+
+import argparse
+import asyncio
+import atexit
+import contextlib
+import dataclasses
+import os
+import shutil
+import socket
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import uvicorn
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from pgvector_recall import N_QUERIES, exact_topk, pct, read_corpus, recall, split_corpus  # noqa: E402
+
+from megaservice.client import Timeout, UpstreamClient  # noqa: E402
+from megaservice.components._store import Chunk, Store, StoreSettings  # noqa: E402
+from megaservice.components._store.queries import nearest  # noqa: E402
+from megaservice.components.embedding.minilm import DIMENSION, MODEL_ID  # noqa: E402
+from megaservice.components.retriever import RetrieverSettings, create_service  # noqa: E402
+from megaservice.components.retriever.pgvector import PgvectorBackend  # noqa: E402
+from megaservice.testing.postgres import EmbeddedPostgres  # noqa: E402
+
+FILE_CHUNKS = 1000
+K = 4
+
+
+@contextlib.asynccontextmanager
+async def serve_tcp(app: Any) -> AsyncIterator[str]:
+    """Serve `app` with uvicorn in this loop on a loopback port; yield its URL.
+
+    The socket is made with `IPPROTO_TCP`: asyncio sets TCP_NODELAY only on such sockets, and without
+    it a response written in two parts waits for the client's delayed ACK (40 ms). `megaservice serve`
+    runs on uvloop, which sets it anyway.
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on"))
+    server.config.setup_event_loop = lambda: None  # type: ignore[method-assign]
+    task = asyncio.get_running_loop().create_task(server.serve(sockets=[sock]))
+    try:
+        while not server.started:
+            if task.done():
+                task.result()
+            await asyncio.sleep(0.01)
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        await task
+        sock.close()
+
+
+def load_average() -> str:
+    return f"{os.getloadavg()[0]:.1f}"
+
+
+async def fill(store: Store, docs: list[dict[str, Any]], vecs: np.ndarray) -> float:
+    """Store the chunks as files of FILE_CHUNKS; seconds taken."""
+    started = time.perf_counter()
+    for start in range(0, len(docs), FILE_CHUNKS):
+        part = docs[start : start + FILE_CHUNKS]
+        chunks = [Chunk(d["text"], i, {"kind": d["source"], "corpus_id": d["id"]}) for i, d in enumerate(part)]
+        await store.replace_file(f"file-{start // FILE_CHUNKS:04d}", chunks, vecs[start : start + FILE_CHUNKS])
+    return time.perf_counter() - started
+
+
+async def latency(store: Store, url: str, queries: list[str], qvecs: np.ndarray, rounds: int) -> dict[str, list[float]]:
+    """Per-query seconds through the service and as raw SQL on the store's pool, alternating."""
+    assert store.collection is not None
+    statement = nearest(store.collection.chunks_table, None)
+    client = UpstreamClient()
+    timeout = Timeout(total=30)
+    headers = {"content-type": "application/json"}
+    bodies = [
+        orjson.dumps({"text": q, "embedding": v.tolist(), "k": K, "search_type": "similarity"})
+        for q, v in zip(queries, qvecs, strict=True)
+    ]
+    times: dict[str, list[float]] = {"service": [], "raw": []}
+
+    async def service(i: int) -> None:
+        t0 = time.perf_counter()
+        _, answer = await client.post("retriever", f"{url}/v1/retrieval", bodies[i], headers=headers, timeout=timeout)
+        assert len(orjson.loads(answer)["retrieved_docs"]) == K
+        times["service"].append(time.perf_counter() - t0)
+
+    async def raw(i: int) -> None:
+        t0 = time.perf_counter()
+        async with store.pool.connection() as conn:
+            cur = await conn.execute(statement, {"v": qvecs[i], "k": K})
+            rows = await cur.fetchall()
+        assert len(rows) == K
+        times["raw"].append(time.perf_counter() - t0)
+
+    for i in range(min(20, len(queries))):  # warm-up: prepared statements, pages in cache
+        await service(i)
+        await raw(i)
+    times = {"service": [], "raw": []}
+    for r in range(rounds):
+        for i in range(len(queries)):
+            first, second = (service, raw) if (i + r) % 2 == 0 else (raw, service)
+            await first(i)
+            await second(i)
+    await client.aclose()
+    return times
+
+
+async def recall_table(settings: StoreSettings, vecs: np.ndarray, qvecs: np.ndarray, efs: list[int]) -> None:
+    truth = exact_topk(vecs, qvecs, 10)
+    print("\n| hnsw.ef_search | recall@10 | p50 ms (store.search, k=10) | p99 ms |")
+    print("|---|---|---|---|")
+    for ef in efs:
+        store = await Store.open(dataclasses.replace(settings, ef_search=ef))
+        try:
+            found: list[list[int]] = []
+            lat: list[float] = []
+            for q in qvecs[:20]:
+                await store.search(q, k=10)
+            for q in qvecs:
+                t0 = time.perf_counter()
+                hits = await store.search(q, k=10)
+                lat.append(time.perf_counter() - t0)
+                found.append([h.metadata["corpus_id"] for h in hits])
+        finally:
+            await store.aclose()
+        print(
+            f"| {ef} | {recall(found, truth):.3f} | {pct(lat, 50) * 1000:.2f} | {pct(lat, 99) * 1000:.2f} |", flush=True
+        )
+
+
+async def bench_size(
+    server: EmbeddedPostgres, docs: list[dict[str, Any]], vecs: np.ndarray, args: argparse.Namespace
+) -> None:
+    size = len(vecs)
+    base, queries = split_corpus(docs, size)
+    qvecs = np.load(args.vectors / "queries.npy")[: args.queries]
+    queries = queries[: args.queries]
+    settings = StoreSettings(connection=server.conninfo, collection=f"bench_{size}")
+    store = await Store.open(settings, model=MODEL_ID, dimension=DIMENSION)
+    try:
+        stored = await store.count()
+        if stored != size:
+            await store.delete(None)
+            took = await fill(store, base, vecs)
+            print(
+                f"\n## {size} chunks: stored in {took:.0f} s ({size / took:.0f} chunks/s, HNSW m=16 ef_construction=64)"
+            )
+        else:
+            print(f"\n## {size} chunks (already stored)")
+        backend = PgvectorBackend(RetrieverSettings(store=settings), store=store)
+        async with serve_tcp(create_service(RetrieverSettings(store=settings), backend).app) as url:
+            times = await latency(store, url, queries, qvecs, args.rounds)
+        svc, raw = times["service"], times["raw"]
+        print(f"\nLatency, k={K}, c=1, {len(svc)} queries each (load average {load_average()}):")
+        print("| path | p50 ms | p99 ms |")
+        print("|---|---|---|")
+        print(f"| raw SQL over the store's pool | {pct(raw, 50) * 1000:.2f} | {pct(raw, 99) * 1000:.2f} |")
+        print(f"| through the retriever (HTTP) | {pct(svc, 50) * 1000:.2f} | {pct(svc, 99) * 1000:.2f} |")
+        print(f"| ratio | {pct(svc, 50) / pct(raw, 50):.2f}x | {pct(svc, 99) / pct(raw, 99):.2f}x |")
+        await recall_table(settings, vecs, qvecs, args.ef_search)
+    finally:
+        await store.aclose()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--corpus", type=Path, required=True)
+    parser.add_argument("--vectors", type=Path, required=True, help="directory with chunks-N.npy and queries.npy")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
+    parser.add_argument("--data-dir", type=Path, help="keep the database here (default: a temporary directory)")
+    parser.add_argument("--rounds", type=int, default=3, help="timed passes over the queries")
+    parser.add_argument("--queries", type=int, default=N_QUERIES)
+    parser.add_argument("--ef-search", type=int, nargs="+", default=[40, 64, 100, 200])
+    args = parser.parse_args()
+    docs = read_corpus(args.corpus)
+    data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="megaservice-bench-pg-"))
+    if args.data_dir is None:
+        atexit.register(shutil.rmtree, data_dir, ignore_errors=True)
+    with EmbeddedPostgres(data_dir) as server:
+        print(f"PostgreSQL: {server.conninfo}; load average {load_average()}")
+        for size in args.sizes:
+            path = args.vectors / f"chunks-{size}.npy"
+            vecs = np.load(path if path.exists() else args.vectors / "chunks.npy")[:size]
+            if len(vecs) < size:
+                sys.exit(f"only {len(vecs)} vectors in {args.vectors}")
+            asyncio.run(bench_size(server, docs[:size] + docs[-N_QUERIES:], vecs, args))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,101 @@
+"""The search statements, one per search type, and maximal marginal relevance over fetched candidates.
+
+Every statement orders by `embedding <=> %(v)b` (cosine distance), which the HNSW index answers.
+With a metadata filter the caller sets `hnsw.iterative_scan = relaxed_order` (the index keeps
+scanning until `k` rows pass the filter) and the rows are sorted again by exact distance.
+`hybrid` is one statement: the `n` nearest by vector and the `n` best full-text matches (any word
+of the query, ranked by `ts_rank_cd`), fused by reciprocal rank: score = Σ 1 / (60 + rank).
+"""
+
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from psycopg import sql
+
+from megaservice.components._store.schema import TEXT_SEARCH_CONFIG
+
+__all__ = ["RRF_K", "hybrid", "mmr_order", "nearest"]
+
+RRF_K = 60
+"""The constant of reciprocal rank fusion (Cormack et al.; what Elasticsearch and others use)."""
+
+_COLUMNS = sql.SQL("id, source, chunk_index, text, metadata")
+
+
+def _where(condition: sql.Composable | None, prefix: str = "WHERE") -> sql.Composable:
+    return sql.SQL(f" {prefix} {{}}").format(condition) if condition is not None else sql.SQL("")
+
+
+def nearest(
+    table: str,
+    condition: sql.Composable | None,
+    *,
+    with_embedding: bool = False,
+    max_distance: bool = False,
+) -> sql.Composed:
+    """The `%(k)s` rows nearest to `%(v)b` (ties by id), matching `condition`; `%(t)s` caps the distance."""
+    extra = sql.SQL(", embedding") if with_embedding else sql.SQL("")
+    inner = sql.SQL(
+        "SELECT {cols}, embedding <=> %(v)b AS distance{extra} FROM {table}{where} "
+        "ORDER BY embedding <=> %(v)b LIMIT %(k)s"
+    ).format(cols=_COLUMNS, extra=extra, table=sql.Identifier(table), where=_where(condition))
+    if condition is None and not max_distance:
+        return inner
+    cap = sql.SQL(" WHERE distance <= %(t)s") if max_distance else sql.SQL("")
+    return sql.SQL("WITH nn AS MATERIALIZED ({inner}) SELECT * FROM nn{cap} ORDER BY distance, id").format(
+        inner=inner, cap=cap
+    )
+
+
+def hybrid(table: str, condition: sql.Composable | None) -> sql.Composed:
+    """Reciprocal-rank fusion of the `%(n)s` nearest to `%(v)b` and the `%(n)s` best matches of text `%(q)s`."""
+    ident = sql.Identifier(table)
+    return sql.SQL(
+        "WITH query AS (SELECT replace(plainto_tsquery({config}, %(q)s)::text, '&', '|')::tsquery AS tsq),"
+        " vec AS (SELECT id, row_number() OVER (ORDER BY distance, id) AS r FROM"
+        " (SELECT id, embedding <=> %(v)b AS distance FROM {table}{where}"
+        " ORDER BY embedding <=> %(v)b LIMIT %(n)s) v),"
+        " txt AS (SELECT id, row_number() OVER (ORDER BY rank DESC, id) AS r FROM"
+        " (SELECT c.id, ts_rank_cd(c.tsv, query.tsq) AS rank FROM {table} c, query"
+        " WHERE c.tsv @@ query.tsq{and_where} ORDER BY rank DESC, c.id LIMIT %(n)s) t),"
+        " fused AS (SELECT id, coalesce(1.0 / ({rrf} + vec.r), 0) + coalesce(1.0 / ({rrf} + txt.r), 0) AS score"
+        " FROM vec FULL JOIN txt USING (id) ORDER BY score DESC, id LIMIT %(k)s)"
+        " SELECT c.id, c.source, c.chunk_index, c.text, c.metadata, c.embedding <=> %(v)b AS distance,"
+        " fused.score::float8 AS score FROM fused JOIN {table} c USING (id) ORDER BY fused.score DESC, c.id"
+    ).format(
+        config=sql.Literal(TEXT_SEARCH_CONFIG),
+        table=ident,
+        where=_where(condition),
+        and_where=_where(condition, "AND"),
+        rrf=sql.Literal(RRF_K),
+    )
+
+
+def mmr_order(
+    query: "npt.NDArray[np.float32]", candidates: "npt.NDArray[np.float32]", k: int, lambda_mult: float
+) -> list[int]:
+    """Maximal marginal relevance: `k` candidate rows, each the best trade of relevance and novelty.
+
+    Each step takes the candidate maximising `λ·sim(query, c) - (1 - λ)·max sim(c, taken)`
+    (cosine similarities; λ = 1 is plain similarity order, λ = 0 only novelty).
+    """
+    if len(candidates) == 0:
+        return []
+    unit = candidates / np.maximum(np.linalg.norm(candidates, axis=1, keepdims=True), 1e-12)
+    q = query / max(float(np.linalg.norm(query)), 1e-12)
+    relevance = unit @ q
+    taken: list[int] = [int(np.argmax(relevance))]
+    closest = unit @ unit[taken[0]]  # each candidate's highest similarity to what is taken
+    while len(taken) < min(k, len(candidates)):
+        value = lambda_mult * relevance - (1.0 - lambda_mult) * closest
+        value[taken] = -np.inf
+        best = int(np.argmax(value))
+        taken.append(best)
+        closest = np.maximum(closest, unit @ unit[best])
+    return taken
+
+
+def params(vector: Any, **values: Any) -> dict[str, Any]:
+    """A statement's parameters: the query vector as `v`, and the others."""
+    return {"v": vector, **values}
