@@ -452,3 +452,39 @@ async def test_opea_codes_telemetry_decorator_makes_spans_while_tracing_is_on():
     named = by_name(spans)
     outer = named["test_opea_codes_telemetry_decorator_makes_spans_while_tracing_is_on.<locals>.embedding"]
     assert named["inner"].parent_id == outer.span_id and named["inner"].attributes == {"size": 2}
+
+
+class FoundTwo:
+    """A retriever backend that finds two chunks for any query."""
+
+    name = "found-two"
+
+    async def start(self) -> None:
+        pass
+
+    async def ready(self) -> bool:
+        return True
+
+    async def search(self, search: Any) -> list[Any]:
+        from megaservice.components._store.types import Hit
+
+        return [Hit(i, "a.txt", i, f"chunk {i}", {"source": "a.txt"}, 0.1, 0.9) for i in range(2)]
+
+    async def aclose(self) -> None:
+        pass
+
+
+async def test_the_retrievers_work_span_counts_the_documents_found():
+    from megaservice.components.retriever import RetrieverSettings, create_service
+    from megaservice.testing import client_for
+
+    async with receiving() as (receiver, endpoint):
+        service = create_service(RetrieverSettings(), FoundTwo())
+        async with traced(endpoint), client_for(service.app) as client:
+            answer = await client.post("/v1/retrieval", json={"text": "where?", "embedding": [0.1, 0.2], "k": 2})
+            assert answer.status_code == 200 and len(answer.json()["retrieved_docs"]) == 2
+        spans = await receiver.wait_for(lambda spans: len(spans) >= 2)
+    named = by_name(spans)
+    search = named["retrieval.search"]
+    assert search.parent_id == named["POST /v1/retrieval"].span_id
+    assert search.attributes == {"k": 2, "search_type": "similarity", "megaservice.retrieved_docs": 2}
