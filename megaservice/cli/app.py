@@ -6,6 +6,8 @@ import typer
 
 from megaservice.cli import up
 from megaservice.cli.export import export_app
+from megaservice.cli.gateway import gateway
+from megaservice.cli.ingest import ingest
 from megaservice.components import COMPONENTS
 
 __all__ = ["app", "main"]
@@ -46,6 +48,8 @@ def serve(
 app.command()(up.up)
 app.command()(up.ask)
 app.command()(up.pipelines)
+app.command()(gateway)
+app.command()(ingest)
 
 
 def main() -> None:

@@ -287,3 +287,16 @@ def test_opea_connection_strings_and_collection_names_are_read():
     assert both.collection == "mine"
     assert StoreSettings.from_env({}).collection == "rag_pgvector"
     assert StoreSettings.from_env({"MEGASERVICE_DATA_DIR": "/srv/ms"}).data_dir.as_posix() == "/srv/ms"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+async def test_after_a_restart_the_same_store_writes_and_reads_at_once(postgres, store, minilm):
+    await store_files(store, minilm, {"a.md": ["the first file"]})
+    await asyncio.gather(*(store.count() for _ in range(6)))  # several pooled connections, soon all broken
+    await asyncio.to_thread(postgres.restart)
+    texts = ["the second file, stored after the restart"]
+    assert await store.replace_file("b.md", [Chunk(texts[0], 0)], embed(minilm, texts)) == 1
+    assert sorted(f.source for f in await store.files()) == ["a.md", "b.md"]
+    hits = await store.search(embed(minilm, ["stored after the restart"])[0], k=1)
+    assert hits[0].source == "b.md"

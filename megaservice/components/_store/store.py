@@ -17,6 +17,7 @@ PostgreSQL of the data directory, or starts it (`megaservice.components.postgres
 
 import asyncio
 import logging
+import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Self, TypeVar
@@ -140,6 +141,10 @@ class Store:
                 )
             except EmbeddedUnavailable as exc:
                 raise StoreUnavailable(str(exc), url=str(exc.location)) from exc
+            except (OSError, subprocess.SubprocessError) as exc:  # the data directory, or starting its owner
+                raise StoreUnavailable(
+                    f"the embedded PostgreSQL of {data_dir} could not be started: {exc}", url=str(data_dir)
+                ) from exc
             self._location = self._lease.location
         return str(self._lease.conninfo)
 
@@ -200,8 +205,12 @@ class Store:
         except _BROKEN as exc:
             raise StoreUnavailable(_reason(exc), url=self._location) from exc
 
-    async def _read(self, work: Callable[[_Conn], Awaitable[_T]]) -> _T:
-        """`work` on a connection; once more on a fresh one if the first was broken (PostgreSQL restarted)."""
+    async def _retrying(self, work: Callable[[_Conn], Awaitable[_T]]) -> _T:
+        """`work` on a connection; once more on a fresh one if the first was broken (PostgreSQL restarted).
+
+        `work` is one read, or one transaction that may run twice (a transaction cut by a broken
+        connection did not commit, or committed what the second run commits again).
+        """
         try:
             async with self._connection() as conn:
                 return await work(conn)
@@ -268,15 +277,20 @@ class Store:
         """
         matrix = _matrix(vectors)
         _check_chunks(source, chunks, matrix)
-        async with self._connection() as conn:
+        file_metadata = dict(metadata or {})
+
+        async def work(conn: _Conn) -> int:
             collection = await self._writable(conn, matrix.shape[1])
             _check_dimension(collection, matrix.shape[1], "the vectors have")
             try:
                 async with conn.transaction():
-                    await self._replace(conn, collection, source, chunks, matrix, dict(metadata or {}))
+                    await _no_time_limit(conn)
+                    await self._replace(conn, collection, source, chunks, matrix, file_metadata)
             except (psycopg.DataError, psycopg.IntegrityError) as exc:
                 raise InputError(f"{source}: the database refused the chunks: {_reason(exc)}") from exc
-        return len(chunks)
+            return len(chunks)
+
+        return await self._retrying(work)  # the same transaction again: replacing a file twice is one copy
 
     async def _writable(self, conn: _Conn, dimension: int) -> Collection:
         found = await self._known_collection(conn)
@@ -331,12 +345,14 @@ class Store:
 
     async def delete(self, source: str | None) -> int:
         """Remove file `source`, or every file (`None`), in one transaction; the number of chunks removed."""
-        async with self._connection() as conn:
+
+        async def work(conn: _Conn) -> int:
             collection = await self._known_collection(conn)
             if collection is None:
                 return 0
             files, table = sql.Identifier(collection.files_table), sql.Identifier(collection.chunks_table)
             async with conn.transaction():
+                await _no_time_limit(conn)
                 if source is None:
                     await conn.execute(sql.SQL("DELETE FROM {}").format(files))
                     cur = await conn.execute(sql.SQL("DELETE FROM {}").format(table))
@@ -344,6 +360,8 @@ class Store:
                     await conn.execute(sql.SQL("DELETE FROM {} WHERE source = %s").format(files), (source,))
                     cur = await conn.execute(sql.SQL("DELETE FROM {} WHERE source = %s").format(table), (source,))
             return max(cur.rowcount, 0)
+
+        return await self._retrying(work)
 
     # -- reading --------------------------------------------------------------------------------------
 
@@ -361,7 +379,7 @@ class Store:
             )
             return [FileInfo(*row) for row in await cur.fetchall()]
 
-        return await self._read(work)
+        return await self._retrying(work)
 
     async def count(self) -> int:
         """How many chunks the collection holds."""
@@ -374,7 +392,7 @@ class Store:
             row = await cur.fetchone()
             return int(row[0]) if row else 0
 
-        return await self._read(work)
+        return await self._retrying(work)
 
     async def search(
         self,
@@ -421,7 +439,7 @@ class Store:
             return plan.hits(rows, q)
 
         try:
-            return await self._read(work)
+            return await self._retrying(work)
         except psycopg.DataError as exc:
             raise InputError(f"the database refused the search: {_reason(exc)}") from exc
 
@@ -495,6 +513,11 @@ class _Plan:
             candidates = np.stack([np.asarray(r[6].to_numpy(), dtype=np.float32) for r in rows])
             rows = [rows[i] for i in queries.mmr_order(q, candidates, self.k, self.options["lambda_mult"])]
         return [Hit(r[0], r[1], r[2], r[3], r[4], float(r[5]), 1.0 - float(r[5])) for r in rows]
+
+
+async def _no_time_limit(conn: _Conn) -> None:
+    """No `statement_timeout` for this transaction's writes (a large file may take long into the HNSW index)."""
+    await conn.execute("SELECT set_config('statement_timeout', '0', true)")
 
 
 def _check_count(name: str, value: int) -> None:

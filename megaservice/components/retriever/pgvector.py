@@ -52,6 +52,11 @@ class PgvectorBackend:
             except ModelMismatch as exc:
                 self._problem = exc
                 break
+            except Exception as exc:  # anything else: say it, stay unready, try again
+                logger.exception("connecting to %s failed; retrying every %g s", self.store.location, _RETRY)
+                self._problem = StoreUnavailable(f"{type(exc).__name__}: {exc}", url=self.store.location)
+                await asyncio.sleep(_RETRY)
+                continue
             self._problem = None
             self._connected.set()
             logger.info("connected to %s, collection %r", self.store.location, self.store_settings.collection)
