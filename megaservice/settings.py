@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from megaservice.limits import InputLimits, Limits
     from megaservice.messages import ImageSettings
     from megaservice.resilience import CircuitBreaker, Retry, Timeout
+    from megaservice.tracing import TracingSettings
 
 __all__ = [
     "FALSE_WORDS",
@@ -381,6 +382,7 @@ class Settings:
     breaker: CircuitBreaker | None = None
     client: ClientSettings = field(default_factory=_default("megaservice.client", "ClientSettings"))
     images: ImageSettings = field(default_factory=_default("megaservice.messages", "ImageSettings"))
+    tracing: TracingSettings = field(default_factory=_default("megaservice.tracing", "TracingSettings"))
     gc_tuning: bool = True
     http_metrics: bool = True
     access_log: bool = True
@@ -398,6 +400,7 @@ class Settings:
         from megaservice.limits import InputLimits, Limits
         from megaservice.messages import ImageSettings
         from megaservice.resilience import Retry, Timeout, breaker_from_env
+        from megaservice.tracing import TracingSettings
 
         env = dict(os.environ if environ is None else environ)
         switches = _Switches.from_env(env)
@@ -409,6 +412,7 @@ class Settings:
             breaker=breaker_from_env(env, "MEGASERVICE_", None),
             client=ClientSettings.from_env(env),
             images=ImageSettings.from_env(env),
+            tracing=TracingSettings.from_env(env),
             gc_tuning=switches.gc_tuning,
             http_metrics=switches.http_metrics,
             access_log=switches.access_log,
