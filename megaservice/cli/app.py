@@ -4,6 +4,9 @@ from typing import Annotated
 
 import typer
 
+from megaservice.cli import up
+from megaservice.cli.export import export_app
+from megaservice.cli.gateway import gateway
 from megaservice.cli.ingest import ingest
 from megaservice.components import COMPONENTS
 
@@ -15,6 +18,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
+
+
+app.add_typer(export_app)
 
 
 @app.callback()
@@ -39,6 +45,10 @@ def serve(
     serve_component(name, backend=backend, host=host, port=port)
 
 
+app.command()(up.up)
+app.command()(up.ask)
+app.command()(up.pipelines)
+app.command()(gateway)
 app.command()(ingest)
 
 
