@@ -116,7 +116,10 @@ async def fill(store: Store, docs: list[dict[str, Any]], vecs: np.ndarray) -> fl
     started = time.perf_counter()
     for start in range(0, len(docs), FILE_CHUNKS):
         part = docs[start : start + FILE_CHUNKS]
-        chunks = [Chunk(d["text"], i, {"kind": d["source"], "corpus_id": d["id"]}) for i, d in enumerate(part)]
+        chunks = [
+            Chunk(d["text"], i, {"kind": d["source"], "corpus_id": d["id"], "bucket": d["id"] % 100})
+            for i, d in enumerate(part)
+        ]
         await store.replace_file(f"file-{start // FILE_CHUNKS:04d}", chunks, vecs[start : start + FILE_CHUNKS])
     return time.perf_counter() - started
 
@@ -205,6 +208,30 @@ async def recall_table(settings: StoreSettings, vecs: np.ndarray, qvecs: np.ndar
         )
 
 
+async def search_types(store: Store, qvecs: np.ndarray, queries: list[str]) -> None:
+    """p50/p99 of each search type through `store.search` (after ANALYZE, as autovacuum leaves it)."""
+    assert store.collection is not None
+    async with store.pool.connection() as conn:
+        await conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(store.collection.chunks_table)))
+    kinds: list[tuple[str, dict[str, Any]]] = [
+        ("similarity, k=4", {}),
+        ("mmr, k=4, fetch_k=20", {"search_type": "mmr"}),
+        ("hybrid, k=4, fetch_k=20", {"search_type": "hybrid"}),
+        ("similarity, filter 1 % (corpus_id % 100 = 7)", {"filters": {"bucket": 7}}),
+        ("similarity, filter 'kind' = 'man'", {"filters": {"kind": "man"}}),
+    ]
+    print("\n| search (through store.search) | p50 ms | p99 ms |")
+    print("|---|---|---|")
+    for label, options in kinds:
+        lat: list[float] = []
+        for i, (q, text) in enumerate(zip(qvecs, queries, strict=True)):
+            t0 = time.perf_counter()
+            await store.search(q, k=4, text=text, **options)
+            if i >= 10:
+                lat.append(time.perf_counter() - t0)
+        print(f"| {label} | {pct(lat, 50) * 1000:.2f} | {pct(lat, 99) * 1000:.2f} |", flush=True)
+
+
 async def bench_size(
     server: EmbeddedPostgres, docs: list[dict[str, Any]], vecs: np.ndarray, args: argparse.Namespace
 ) -> None:
@@ -239,6 +266,8 @@ async def bench_size(
         print(f"| through the retriever (HTTP) | {pct(svc, 50) * 1000:.2f} | {pct(svc, 99) * 1000:.2f} |")
         print(f"| ratio | {pct(svc, 50) / pct(raw, 50):.2f}x | {pct(svc, 99) / pct(raw, 99):.2f}x |")
         await recall_table(settings, vecs, qvecs, args.ef_search)
+        await store.connect()  # the service closed it when it stopped
+        await search_types(store, qvecs, queries)
     finally:
         await store.aclose()
 

@@ -442,7 +442,7 @@ class Store:
             extra = {"common": await self._common_words(conn, collection)} if plan.search_type == "hybrid" else {}
             statement, args = plan.statement(collection.chunks_table, condition, q, {**values, **extra})
             if condition is None and plan.candidates <= self.settings.ef_search:
-                cur = await conn.execute(statement, args)
+                cur = await conn.execute(statement, args, binary=plan.binary)
                 rows = await cur.fetchall()
             else:
                 async with conn.transaction():
@@ -451,7 +451,7 @@ class Store:
                         "SELECT set_config('hnsw.ef_search', %s, true), set_config('hnsw.iterative_scan', %s, true)",
                         (str(ef), "relaxed_order" if condition is not None else "off"),
                     )
-                    cur = await conn.execute(statement, args)
+                    cur = await conn.execute(statement, args, binary=plan.binary)
                     rows = await cur.fetchall()
             return plan.hits(rows, q)
 
@@ -469,6 +469,8 @@ class _Plan:
         self.k = k
         self.candidates = candidates
         self.options = options
+        self.binary = search_type == "mmr"
+        """Rows in binary: the candidates' vectors come as float32 bytes, not text to parse."""
 
     @classmethod
     def make(
