@@ -10,7 +10,7 @@ the HNSW index as dataprep stores them). Then, for 200 held-out queries (first s
 never stored), in `--rounds` passes, alternating which goes first:
 
 * service: `POST /v1/retrieval` with an EmbedDoc (`k`=4, similarity) to the retriever served on a
-  loopback socket by uvicorn in this process (TCP_NODELAY, as `megaservice serve` runs it), through
+  loopback socket by uvicorn in this process (on uvloop, TCP_NODELAY, as `megaservice serve` runs it), through
   megaservice's pooled HTTP client; the
   retriever's store is the one the raw queries use, so both share one connection pool;
 * raw SQL: the statement the store runs (`ORDER BY embedding <=> $1 LIMIT 4`, same columns),
@@ -105,6 +105,15 @@ def vectors(folder: Path, size: int, noise: float) -> np.ndarray:
     extra /= np.linalg.norm(extra, axis=1, keepdims=True)
     print(f"{len(real)} embedded vectors, {size - len(real)} perturbed copies (noise {noise})")
     return np.concatenate([real, extra]).astype(np.float32)
+
+
+def loop_factory(name: str) -> Any:
+    """The event loop the benchmark runs on: uvloop, as `megaservice serve` runs services, or asyncio's."""
+    if name == "uvloop":
+        import uvloop
+
+        return uvloop.new_event_loop
+    return asyncio.new_event_loop
 
 
 def load_average() -> str:
@@ -281,6 +290,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="timed passes over the queries")
     parser.add_argument("--queries", type=int, default=N_QUERIES)
     parser.add_argument("--ef-search", type=int, nargs="+", default=[40, 64, 100, 200])
+    parser.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop", help="the event loop (both sides)")
     parser.add_argument(
         "--bulk", action="store_true", help="store without the HNSW index, then build it (faster than inserting)"
     )
@@ -296,7 +306,8 @@ def main() -> None:
             vecs = vectors(args.vectors, size, args.noise)
             texts = docs[: len(docs) - N_QUERIES]
             base = [{**texts[i % len(texts)], "id": i} for i in range(size)]
-            asyncio.run(bench_size(server, base + docs[-N_QUERIES:], vecs, args))
+            with asyncio.Runner(loop_factory=loop_factory(args.loop)) as runner:
+                runner.run(bench_size(server, base + docs[-N_QUERIES:], vecs, args))
 
 
 if __name__ == "__main__":

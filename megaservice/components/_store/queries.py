@@ -9,6 +9,7 @@ rank: score = Σ 1 / (60 + rank). `common_words` reads the common words from Pos
 statistics of the full-text column (ANALYZE's most common elements).
 """
 
+import functools
 from typing import Any
 
 import numpy as np
@@ -37,6 +38,17 @@ def nearest(
     max_distance: bool = False,
 ) -> sql.Composed:
     """The `%(k)s` rows nearest to `%(v)b` (ties by id), matching `condition`; `%(t)s` caps the distance."""
+    if condition is None:
+        return _unfiltered_nearest(table, with_embedding, max_distance)
+    return _nearest(table, condition, with_embedding, max_distance)
+
+
+@functools.lru_cache(maxsize=256)
+def _unfiltered_nearest(table: str, with_embedding: bool, max_distance: bool) -> sql.Composed:
+    return _nearest(table, None, with_embedding, max_distance)
+
+
+def _nearest(table: str, condition: sql.Composable | None, with_embedding: bool, max_distance: bool) -> sql.Composed:
     extra = sql.SQL(", embedding") if with_embedding else sql.SQL("")
     inner = sql.SQL(
         "SELECT {cols}, embedding <=> %(v)b AS distance{extra} FROM {table}{where} "
@@ -51,6 +63,16 @@ def nearest(
 
 
 def hybrid(table: str, condition: sql.Composable | None) -> sql.Composed:
+    """See `_hybrid` (the statement without a filter is made once per table)."""
+    return _unfiltered_hybrid(table) if condition is None else _hybrid(table, condition)
+
+
+@functools.lru_cache(maxsize=256)
+def _unfiltered_hybrid(table: str) -> sql.Composed:
+    return _hybrid(table, None)
+
+
+def _hybrid(table: str, condition: sql.Composable | None) -> sql.Composed:
     """Reciprocal-rank fusion of the `%(n)s` nearest to `%(v)b` and the `%(n)s` best matches of text `%(q)s`.
 
     The text side matches any word of the query but those in `%(common)s` (a text array: the words in

@@ -25,12 +25,13 @@ from typing import Any, Self, TypeVar
 
 import numpy as np
 import numpy.typing as npt
+import orjson
 import psycopg
 import psycopg.errors
 from pgvector.psycopg import register_vector_async
 from psycopg import AsyncConnection, sql
 from psycopg.rows import TupleRow
-from psycopg.types.json import Jsonb
+from psycopg.types.json import Jsonb, set_json_loads
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from megaservice.components._store import queries, schema
@@ -183,6 +184,7 @@ class Store:
 
     async def _configure(self, conn: _Conn) -> None:
         await register_vector_async(conn)
+        set_json_loads(orjson.loads, conn)  # the metadata of each row: orjson is several times the stdlib's speed
         await conn.execute(
             "SELECT set_config('hnsw.ef_search', %s, false), set_config('statement_timeout', %s, false),"
             " set_config('jit', 'off', false)",
