@@ -6,6 +6,8 @@ generator against one gateway while the others idle; prints a table and writes t
     python benchmarks/bench.py                                  # megaservice vs lean
     python benchmarks/bench.py --opea-python .bench/opea/bin/python    # and opea-comps
     bash benchmarks/run.sh                                      # creates the opea-comps venv, runs all
+    python benchmarks/bench.py --tracing                        # and megaservice exporting its spans
+    python benchmarks/bench.py --baseline ../main               # and megaservice from another checkout
 
 Scenarios: `ns-cN` non-streaming, `s-cN` streaming, N concurrent clients. On a machine with two or
 more cores the gateway under test gets CPU 0 and everything else the other cores, so the gateway's
@@ -82,6 +84,17 @@ def main() -> None:
     parser.add_argument("--token-ms", type=float, default=0.0)
     parser.add_argument("--prefill-ms", type=float, default=0.0)
     parser.add_argument("--opea-python", default=os.environ.get("OPEA_PYTHON"), help="a python with opea-comps")
+    parser.add_argument(
+        "--baseline",
+        metavar="CHECKOUT",
+        help="also run megaservice from another checkout (`baseline`: PYTHONPATH=CHECKOUT), e.g. the build before "
+        "a change, to compare the two back to back",
+    )
+    parser.add_argument(
+        "--tracing",
+        action="store_true",
+        help="also run megaservice with tracing on (`megaservice+tracing`), exporting to an OTLP receiver",
+    )
     parser.add_argument("--out", default=str(HERE / "results"))
     args = parser.parse_args()
 
@@ -92,9 +105,11 @@ def main() -> None:
     logs = Path(args.out) / time.strftime("%Y%m%d-%H%M%S")
     logs.mkdir(parents=True, exist_ok=True)
 
-    def start(cmd: list[str], name: str, cpus: set[int]) -> subprocess.Popen[bytes]:
+    def start(cmd: list[str], name: str, cpus: set[int], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         log = (logs / f"{name}.log").open("wb")
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=HERE)
+        proc = subprocess.Popen(
+            cmd, stdout=log, stderr=subprocess.STDOUT, cwd=HERE, env={**os.environ, **env} if env else None
+        )
         pin(proc.pid, cpus)
         procs.append(proc)
         return proc
@@ -117,10 +132,20 @@ def main() -> None:
         }
         if args.opea_python:
             commands["opea-comps"] = [args.opea_python, "pipeline.py", "--package", "comps"]
+        envs: dict[str, dict[str, str]] = {}
+        if args.tracing:  # the same pipeline, exporting its spans to a receiver on the other cores
+            port = free_port()
+            receiver = [sys.executable, "-m", "megaservice.testing.otlp", "--port", str(port), "--quiet"]
+            wait_port(port, start(receiver, "otlp-receiver", aux_cpus))
+            commands["megaservice+tracing"] = commands["megaservice"]
+            envs["megaservice+tracing"] = {"TELEMETRY_ENDPOINT": f"http://127.0.0.1:{port}/v1/traces"}
+        if args.baseline:
+            commands["baseline"] = commands["megaservice"]
+            envs["baseline"] = {"PYTHONPATH": str(Path(args.baseline).resolve())}
         targets = {}
         for name, cmd in commands.items():
             port = free_port()
-            proc = start([*cmd, "--port", str(port), "--backends", spec], f"target-{name}", target_cpus)
+            proc = start([*cmd, "--port", str(port), "--backends", spec], f"target-{name}", target_cpus, envs.get(name))
             wait_port(port, proc)
             targets[name] = (proc, f"http://127.0.0.1:{port}/v1/chatqna")
 

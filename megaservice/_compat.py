@@ -86,12 +86,25 @@ def _delta_text(payload: Any) -> str | None:
     return None
 
 
+def _one_line_chunk(raw: bytes) -> str | None:
+    """The text of the usual event, an OpenAI chunk on one line, without SSE parsing; `None` for any other."""
+    if not (raw.startswith(b"data: {") and raw.endswith(b"\n\n") and raw.count(b"\n") == 2):
+        return None
+    try:
+        return _delta_text(orjson.loads(raw[6:]))
+    except orjson.JSONDecodeError:
+        return None
+
+
 def event_text(raw: bytes) -> tuple[str, bool]:
     """Return `(text, is_done)` of one upstream event, whatever its framing.
 
     Understands OpenAI/vLLM/TGI JSON chunks, OPEA's `b'…'` frames, `[DONE]`, and bare text
     (servers that stream plain text as `text/event-stream`).
     """
+    text = _one_line_chunk(raw)
+    if text is not None:
+        return text, False
     event = parse_event(raw)
     if event is None:
         if raw.lstrip().startswith((b"data:", b":", b"event:", b"id:", b"retry:")):

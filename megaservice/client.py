@@ -6,7 +6,9 @@ A call names the node it is for; the client picks the transport that carries it 
     http://…                                   PoolTransport: pooled httptools connections (a quarter of aiohttp's CPU)
     https://…                                  SessionTransport: one aiohttp session, imported on the first https call
 
-Every failure of any transport is raised as an `UpstreamError` subclass naming that node.
+Every failure of any transport is raised as an `UpstreamError` subclass naming that node. While
+tracing is on, a call made inside a trace is a client span, and its `traceparent` header carries
+the trace to the node (`megaservice.tracing`), whatever the transport.
 """
 
 import asyncio
@@ -19,6 +21,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import orjson
 from pydantic import BaseModel
 
+from megaservice import tracing
 from megaservice._transport.base import StreamedAnswer, Transport
 from megaservice._transport.pool import Pool, PoolTransport
 from megaservice.resilience import Timeout
@@ -148,13 +151,25 @@ class UpstreamClient:
         `timeout.total` bounds the whole call, `timeout.first_byte` the wait for the response headers.
         """
         # Not a coroutine itself: the transport's coroutine is awaited directly (one layer less per call).
-        return self.transport_for(url).post(node, url, body, headers, timeout, self.max_response_bytes)
+        transport = self.transport_for(url)
+        if tracing.tracer is not None:
+            limit = self.max_response_bytes
+            return tracing.tracer.client(
+                "POST", node, url, headers, lambda sent: transport.post(node, url, body, sent, timeout, limit)
+            )
+        return transport.post(node, url, body, headers, timeout, self.max_response_bytes)
 
     def get(
         self, node: str, url: str, *, headers: Mapping[str, str] | None = None, timeout: Timeout
     ) -> Awaitable[tuple[str, bytes]]:
         """GET `url` and return `(content_type, body)` of a 2xx answer; raise `UpstreamError` otherwise."""
-        return self.transport_for(url).get(node, url, headers or {}, timeout, self.max_response_bytes)
+        transport = self.transport_for(url)
+        if tracing.tracer is not None:
+            limit = self.max_response_bytes
+            return tracing.tracer.client(
+                "GET", node, url, headers or {}, lambda sent: transport.get(node, url, sent, timeout, limit)
+            )
+        return transport.get(node, url, headers or {}, timeout, self.max_response_bytes)
 
     def open_stream(
         self, node: str, url: str, body: bytes, *, headers: Mapping[str, str], timeout: Timeout
@@ -162,8 +177,14 @@ class UpstreamClient:
         """POST `body` and return the answer once its headers arrived; the caller reads and releases it.
 
         A stream has no total time limit (`timeout.total` is not applied): a long answer is not a failure.
+        Traced, its client span ends when the headers are in.
         """
-        return self.transport_for(url).open_stream(node, url, body, headers, timeout)
+        transport = self.transport_for(url)
+        if tracing.tracer is not None:
+            return tracing.tracer.client(
+                "POST", node, url, headers, lambda sent: transport.open_stream(node, url, body, sent, timeout)
+            )
+        return transport.open_stream(node, url, body, headers, timeout)
 
     async def aclose(self) -> None:
         """Close every transport with its connections (mounted ones included)."""

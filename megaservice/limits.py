@@ -97,3 +97,12 @@ class InputLimits(EnvSettings):
         "`0`: no limit.",
     )
     """Tokens one request may ask the LLM to generate (`max_tokens`, `max_new_tokens`)."""
+    max_question_chars: int | None = variable(
+        "MAX_QUESTION_CHARS",
+        4000,
+        zero_off=True,
+        minimum=0,
+        help="Characters of the question (the last user message) a megaservice's chat routes accept (422 beyond). "
+        "`0`: no limit.",
+    )
+    """Characters of the question a megaservice's chat routes accept (`megaservice.gateway`)."""

@@ -15,7 +15,8 @@ The life of one `schedule()` call (the machinery is in `megaservice._pipeline`):
    (`_pipeline.call`) → `align_outputs`. A streaming LLM/LVM node instead returns a stream whose
    body is read from the upstream as it arrives and relayed event by event through
    `align_generator` (`_pipeline.relay`), and (if the LLM has a downstream node, e.g. an output
-   guardrail) sentence by sentence through that node (`_pipeline.guard`).
+   guardrail) sentence by sentence through that node, several at once and released in order
+   (`_pipeline.guard`).
 5. Failures raise one `UpstreamError` naming the node; after a stream has started they end it
    with an SSE error event. The pending-request gauge is decremented on every exit path.
 """

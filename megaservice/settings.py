@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from megaservice.limits import InputLimits, Limits
     from megaservice.messages import ImageSettings
     from megaservice.resilience import CircuitBreaker, Retry, Timeout
+    from megaservice.tracing import TracingSettings
 
 __all__ = [
     "FALSE_WORDS",
@@ -55,6 +56,7 @@ __all__ = [
     "markdown_table",
     "node_prefix",
     "parse_bool",
+    "set_default",
     "settings_classes",
     "variable",
     "work_offline",
@@ -298,6 +300,10 @@ class NodeSettings:
     retry: Retry
     breaker: CircuitBreaker | None
     fallback_url: str | None
+    fail_open: bool = False
+    """When the node fails (unreachable, 5xx, timeout, circuit open), pass its input on as its answer."""
+    stream_in_flight: int = 8
+    """For a node after a streaming LLM: its sentences being checked at once, at most, per stream."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -333,6 +339,26 @@ class _Fallback(EnvSettings):
     )
 
 
+@dataclass(frozen=True, slots=True)
+class _Guarding(EnvSettings):
+    env_prefix: ClassVar[str] = NODE_PREFIX
+
+    fail_open: bool = variable(
+        "FAIL_OPEN",
+        False,
+        help="Per node only (`MEGASERVICE_NODE_<NAME>_FAIL_OPEN=1`), for a guardrail: when the node fails "
+        "(unreachable, 5xx, timed out, circuit open) its input passes on unchecked as its answer, a warning is "
+        "logged. Unset, the pipeline fails closed: 502/503/504 naming the node, or a stream's final error event.",
+    )
+    stream_in_flight: int = variable(
+        "STREAM_IN_FLIGHT",
+        8,
+        minimum=1,
+        help="Per node only, for a node after a streaming LLM (an output guardrail): sentences of one stream "
+        "sent to it and not yet passed on, at most; then the LLM's stream waits.",
+    )
+
+
 def _default(module: str, name: str) -> Callable[[], Any]:
     def make() -> Any:
         return getattr(__import__(module, fromlist=[name]), name)()
@@ -356,6 +382,7 @@ class Settings:
     breaker: CircuitBreaker | None = None
     client: ClientSettings = field(default_factory=_default("megaservice.client", "ClientSettings"))
     images: ImageSettings = field(default_factory=_default("megaservice.messages", "ImageSettings"))
+    tracing: TracingSettings = field(default_factory=_default("megaservice.tracing", "TracingSettings"))
     gc_tuning: bool = True
     http_metrics: bool = True
     access_log: bool = True
@@ -373,6 +400,7 @@ class Settings:
         from megaservice.limits import InputLimits, Limits
         from megaservice.messages import ImageSettings
         from megaservice.resilience import Retry, Timeout, breaker_from_env
+        from megaservice.tracing import TracingSettings
 
         env = dict(os.environ if environ is None else environ)
         switches = _Switches.from_env(env)
@@ -384,6 +412,7 @@ class Settings:
             breaker=breaker_from_env(env, "MEGASERVICE_", None),
             client=ClientSettings.from_env(env),
             images=ImageSettings.from_env(env),
+            tracing=TracingSettings.from_env(env),
             gc_tuning=switches.gc_tuning,
             http_metrics=switches.http_metrics,
             access_log=switches.access_log,
@@ -403,11 +432,14 @@ class Settings:
 
         prefix = node_prefix(name)
         env = self.environ
+        guarding = _Guarding.from_env(env, prefix=prefix)
         return NodeSettings(
             timeout=Timeout.from_env(env, prefix=prefix, base=timeout or self.timeout),
             retry=Retry.from_env(env, prefix=prefix, base=retry or self.retry),
             breaker=breaker_from_env(env, prefix, breaker if breaker is not None else self.breaker),
             fallback_url=_Fallback.from_env(env, prefix=prefix).url,
+            fail_open=guarding.fail_open,
+            stream_in_flight=guarding.stream_in_flight,
         )
 
 
@@ -472,3 +504,14 @@ def markdown_table(classes: list[type[EnvSettings]]) -> str:
         row = rows[name]
         lines.append(f"| `{row.name}` | {row.default} | {row.help} |")
     return "\n".join(lines) + "\n"
+
+
+def set_default(name: str, value: str) -> str:
+    """The process's environment variable `name`, set to `value` first if it is unset or blank.
+
+    For a native library that reads its configuration from the environment once, when it is loaded
+    (OpenMP's `OMP_WAIT_POLICY` for llama.cpp): call it before the library is imported.
+    """
+    if not os.environ.get(name, "").strip():
+        os.environ[name] = value
+    return os.environ[name]

@@ -4,5 +4,5 @@ plan.py    the topology frozen once; each node's URL, headers and policies resol
 run.py     one request's walk through the DAG, node by node
 call.py    one call to one node: circuit, retries, fallback, latency and error series
 relay.py   a streaming LLM answer on its way to the client: one loop, hook, token clock
-guard.py   a node after the LLM, fed the stream sentence by sentence (OPEA's output guardrail)
+guard.py   a node after the LLM (an output guardrail), fed the stream sentence by sentence, pipelined
 """

@@ -10,12 +10,13 @@ coroutine above it, so a layer per policy would cost on every request, configure
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from typing import Any
 
 import orjson
 from pydantic import BaseModel
 
+from megaservice import tracing
 from megaservice._pipeline.plan import Node
 from megaservice._transport.base import StreamedAnswer
 from megaservice.client import UpstreamClient, dumps
@@ -63,11 +64,22 @@ class Attempt:
             node.circuit.record(outcome)
 
 
-async def post(
+def post(
     client: UpstreamClient, metrics: OrchestratorMetrics, node: Node, url: str, data: Any, *, retry: bool = True
-) -> Any:
-    """Call a node (its retries and circuit breaker included) and decode its answer; then its fallback."""
+) -> Awaitable[Any]:
+    """Call a node (its retries and circuit breaker included) and decode its answer; then its fallback.
+
+    Traced, the call (retries and fallback included) is the node's span (`megaservice.tracing`).
+    """
     body = dumps(data)
+    if tracing.tracer is None:
+        return _post(client, metrics, node, url, body, retry)
+    return tracing.tracer.node(_post(client, metrics, node, url, body, retry), node.name, body)
+
+
+async def _post(
+    client: UpstreamClient, metrics: OrchestratorMetrics, node: Node, url: str, body: bytes, retry: bool
+) -> Any:
     policy = node.retry if retry else None
     attempt = 0
     fell_back = False
@@ -101,10 +113,21 @@ def fallback(metrics: OrchestratorMetrics, node: Node, exc: UpstreamError) -> No
     return stand_in
 
 
-async def open_stream(
+def open_stream(
+    client: UpstreamClient, metrics: OrchestratorMetrics, node: Node, url: str, body: bytes
+) -> Awaitable[tuple[StreamedAnswer, Node, str]]:
+    """Open a stream from `node`, else from its fallback; return the answer, the node answering and its URL.
+
+    Traced, the node's span lasts until the answer is released or closed (`megaservice.tracing`).
+    """
+    if tracing.tracer is None:
+        return _open_stream(client, metrics, node, url, body)
+    return tracing.tracer.node_stream(_open_stream(client, metrics, node, url, body), node.name, body)
+
+
+async def _open_stream(
     client: UpstreamClient, metrics: OrchestratorMetrics, node: Node, url: str, body: bytes
 ) -> tuple[StreamedAnswer, Node, str]:
-    """Open a stream from `node`, else from its fallback; return the answer, the node answering and its URL."""
     try:
         with Attempt(metrics, node, url):
             answer = await client.open_stream(node.name, url, body, headers=node.headers, timeout=node.timeout)

@@ -41,6 +41,10 @@ class Node:
     """How to retry a failed call (`None`: never; always `None` for an LLM and the nodes after it)."""
     circuit: Circuit | None = None
     fallback: "Node | None" = None
+    fail_open: bool = False
+    """When the call fails (the node is unwell, not the request), its input passes on as its answer (a guardrail's)."""
+    stream_in_flight: int = 8
+    """After a streaming LLM: the sentences of one stream sent to this node and not yet passed on, at most."""
 
     def url_for(self, model: str | None = None) -> str:
         """The URL to call (`model` picks the endpoint of an `api_key` node whose URL depends on it)."""
@@ -109,6 +113,9 @@ def _node(
         latency=orchestrator.metrics.node_latency.labels(name),
         timeout=timeout,
     )
+    if fallback_of is None:
+        node.fail_open = configured.fail_open
+        node.stream_in_flight = configured.stream_in_flight
     if retry is not None and retry.attempts > 1 and pre_llm:
         node.retry = retry
     if breaker is not None:

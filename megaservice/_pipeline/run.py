@@ -18,12 +18,12 @@ from typing import TYPE_CHECKING, Any
 
 from megaservice import _compat
 from megaservice._pipeline import call
-from megaservice._pipeline.guard import through_node
+from megaservice._pipeline.guard import fails_open, first_batch, through_node
 from megaservice._pipeline.plan import Node, Plan
 from megaservice._pipeline.relay import EventReader, Relay, RelayedStream, StreamGuard, read_batches, singletons
 from megaservice.client import UpstreamClient, dumps
 from megaservice.dag import RuntimeGraph
-from megaservice.exceptions import ConfigurationError
+from megaservice.exceptions import ConfigurationError, UpstreamError
 from megaservice.protocol.docs import LLMParams
 from megaservice.responses import StreamingResponse, flatten
 
@@ -156,7 +156,12 @@ class Run:
             url = node.service.endpoint_path(model)
         if node.is_llm and self.params.stream:
             return await self._open_llm_stream(node, url, inputs)
-        data = await call.post(self.client, orchestrator.metrics, node, url, call.payload(inputs))
+        try:
+            data = await call.post(self.client, orchestrator.metrics, node, url, call.payload(inputs))
+        except UpstreamError as exc:
+            if not fails_open(node, exc):
+                raise
+            data = call.payload(inputs)  # a guardrail configured to fail open: its input passes as its answer
         return orchestrator.align_outputs(data, name, inputs, self.graph, self.params_dict, **self.kwargs), name
 
     async def _open_llm_stream(self, node: Node, url: str, inputs: Any) -> tuple[RelayedStream, str]:
@@ -192,7 +197,12 @@ class Run:
         stored_as = node.name
         if downstream:
             stored_as = downstream[0]
-            source = through_node(self.client, metrics, self.plan.nodes[stored_as], source)
+            try:  # its first sentence checked before the response starts: a node that is down gets its status
+                source = await first_batch(through_node(self.client, metrics, self.plan.nodes[stored_as], source))
+            except BaseException:
+                if bridge is not None:
+                    bridge.close()
+                raise
         if async_hook:
             source = singletons(hook(flatten(source), **self.kwargs))
         stream.attach(source)

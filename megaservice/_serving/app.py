@@ -1,20 +1,22 @@
 """`ServiceApp`: the FastAPI app of a service, and the one coroutine every request goes through.
 
-Each request is admitted or refused (`admission`), counted in flight unless public, watched for
-its client's disconnect (`disconnect`), served by its direct route if it has one and nothing
-could tell the difference (`direct`), by FastAPI otherwise, and counted in the `http_*` series.
+Each request is admitted or refused (`admission`), counted in flight unless public, traced unless
+public when tracing is on (`megaservice.tracing`), watched for its client's disconnect
+(`disconnect`), served by its direct route if it has one and nothing could tell the difference
+(`direct`), by FastAPI otherwise, and counted in the `http_*` series.
 """
 
 import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
 from pydantic import BaseModel
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from megaservice import tracing
 from megaservice._serving.access import log_access
 from megaservice._serving.admission import admit, refuse_busy
 from megaservice._serving.direct import DirectRoute, direct_form
@@ -23,6 +25,9 @@ from megaservice._serving.errors import install_exception_handlers
 from megaservice._serving.openapi import Route, add_body_models, body_reference
 from megaservice.limits import Limits
 from megaservice.metrics import get_http_metrics
+
+if TYPE_CHECKING:
+    from megaservice.tracing._otel import ServerSpan
 
 __all__ = ["ServiceApp"]
 
@@ -109,12 +114,15 @@ class ServiceApp(FastAPI):
         started = time.perf_counter()
         target: ASGIApp | None = None
         counted = False
+        span = None
         try:
             admitted = await admit(self.limits, scope, receive, exchange)
             if admitted is None:
                 return
             receive, origin, public = admitted
             if not public:
+                if tracing.tracer is not None:
+                    span = tracing.tracer.server(scope)  # current until the answer is sent
                 limits = self.limits
                 if limits.max_inflight is not None and self.inflight >= limits.max_inflight:
                     await refuse_busy(exchange.send, limits, self.inflight)
@@ -144,9 +152,7 @@ class ServiceApp(FastAPI):
                 self.inflight -= 1
             exchange.close()
             scope.pop(SERVER_SEND, None)  # the scope must not keep the server's connection (a reference cycle)
-            self._count(scope, exchange, target, started)
-            if self.access_log and exchange.status:
-                log_access(scope, exchange.status)
+            self._finish(scope, exchange, target, started, span)
 
     def _target(self, scope: Scope, origin: bool) -> ASGIApp:
         """The direct route of the request, if it can take it (`megaservice._serving.direct`); FastAPI otherwise."""
@@ -161,17 +167,21 @@ class ServiceApp(FastAPI):
                 return route
         return super().__call__
 
-    def _count(self, scope: Scope, exchange: Exchange, target: ASGIApp | None, started: float) -> None:
-        """Record a finished request in the `http_*` series (handler: the route template, or `none`)."""
+    def _finish(
+        self, scope: Scope, exchange: Exchange, target: ASGIApp | None, started: float, span: "ServerSpan | None"
+    ) -> None:
+        """A request is over: its `http_*` series (handler: the route template, or `none`), access line, span."""
+        status = exchange.status
         meter = self.http_metrics
-        if meter is None or not exchange.status:
-            return
-        if target is None or isinstance(target, DirectRoute):
-            handler = scope["path"] if (scope["method"], scope["path"]) in self._direct else "none"
-        else:
-            route = scope.get("route")
-            handler = getattr(route, "path", "none") if route is not None else "none"
-        seconds = time.perf_counter() - started
-        meter.observe(
-            scope["method"], exchange.status, handler, exchange.request_bytes, exchange.response_bytes, seconds
-        )
+        if meter is not None and status:
+            if target is None or isinstance(target, DirectRoute):
+                handler = scope["path"] if (scope["method"], scope["path"]) in self._direct else "none"
+            else:
+                route = scope.get("route")
+                handler = getattr(route, "path", "none") if route is not None else "none"
+            seconds = time.perf_counter() - started
+            meter.observe(scope["method"], status, handler, exchange.request_bytes, exchange.response_bytes, seconds)
+        if self.access_log and status:
+            log_access(scope, status)
+        if span is not None:
+            span.end(scope, status, exchange.cancelled)

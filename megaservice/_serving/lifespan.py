@@ -4,12 +4,16 @@ import asyncio
 import contextlib
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
 
+from megaservice import tracing
 from megaservice._serving.server import tune_garbage_collector
 from megaservice.client import close_client
+
+if TYPE_CHECKING:
+    from megaservice.tracing import TracingSettings
 
 __all__ = ["Lifecycle", "ReadinessCheck"]
 
@@ -20,7 +24,9 @@ ReadinessCheck = Callable[[], Awaitable[bool] | bool]
 class Lifecycle:
     """A service's startup tasks, shutdown callbacks and readiness checks, and its ASGI lifespan running them."""
 
-    def __init__(self, *, gc_tuning: bool = True) -> None:
+    def __init__(
+        self, *, gc_tuning: bool = True, tracing: "TracingSettings | None" = None, service_name: str = "megaservice"
+    ) -> None:
         self.startup: list[Callable[[], Awaitable[Any]] | Awaitable[Any]] = []
         """Run as background tasks from startup to shutdown (coroutines, or async functions)."""
         self.shutdown: list[Callable[[], Awaitable[Any] | Any]] = []
@@ -30,11 +36,14 @@ class Lifecycle:
         self.started = False
         """Whether the lifespan is between its startup and its shutdown."""
         self._gc_tuning = gc_tuning
+        self._tracing = tracing
+        self._service_name = service_name
         self._background: list[asyncio.Task[Any]] = []
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: FastAPI) -> AsyncIterator[None]:
-        """The app's lifespan: tune the GC, start the startup tasks; at shutdown cancel them and call back."""
+        """The app's lifespan: tracing on (if set), tune the GC, start the startup tasks; at shutdown the reverse."""
+        traced = self._tracing is not None and tracing.start(self._tracing, self._service_name)
         if self._gc_tuning:
             tune_garbage_collector()
         for item in self.startup:
@@ -54,6 +63,8 @@ class Lifecycle:
                 if inspect.isawaitable(result):
                     await result
             await close_client()
+            if traced:
+                await asyncio.to_thread(tracing.stop)  # exports the last spans: not on the event loop
 
     async def status(self) -> dict[str, str]:
         """`{"status": "ready"}`; else `starting`, or `not ready` with the `reason` (the first check failing)."""

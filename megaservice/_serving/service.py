@@ -110,7 +110,9 @@ class HTTPService(BaseService):
         """Options passed on to `uvicorn.Config` (OPEA passes `ssl_keyfile` and `ssl_certfile`)."""
         self.cors = cors
         self.limits = limits if limits is not None else self.settings.limits
-        self._lifecycle = Lifecycle(gc_tuning=self.settings.gc_tuning)
+        self._lifecycle = Lifecycle(
+            gc_tuning=self.settings.gc_tuning, tracing=self.settings.tracing, service_name=self.title or self.name
+        )
         self._sockets: list[socket.socket] = []
         self._app = self._create_app()
 

@@ -72,6 +72,8 @@ def _clean(text: str) -> bool:
 
 
 _RESERVED = frozenset({"host", "content-length", "transfer-encoding", "connection"})
+_TRACE_HEADERS = ("traceparent", "tracestate")
+_USER_AGENT = f"User-Agent: megaservice/{__version__}\r\n"
 _header_blocks: dict[tuple[tuple[str, str], ...], bytes] = {}
 
 
@@ -80,16 +82,29 @@ def _header_lines(headers: Mapping[str, str], length: int) -> bytes:
     key = tuple(headers.items())
     block = _header_blocks.get(key)
     if block is None:
-        lines = [f"User-Agent: megaservice/{__version__}\r\n"]
-        for name, value in key:
-            if not _clean(name) or "\r" in value or "\n" in value or "\0" in value:
-                raise ValueError(f"header {name!r} has a line break or NUL in it")
-            if name.lower() not in _RESERVED:  # this client frames the request itself
-                lines.append(f"{name}: {value}\r\n")
-        block = "".join(lines).encode("latin-1")
+        if "traceparent" in headers:  # new in every request: the node's own headers are kept, not these
+            return _traced_lines(headers, length)
+        block = _encode(key)
         if len(_header_blocks) < 1024:
             _header_blocks[key] = block
     return b"Content-Length: %d\r\n%s\r\n" % (length, block)
+
+
+def _encode(headers: tuple[tuple[str, str], ...], *, agent: bool = True) -> bytes:
+    lines = [_USER_AGENT] if agent else []
+    for name, value in headers:
+        if not _clean(name) or "\r" in value or "\n" in value or "\0" in value:
+            raise ValueError(f"header {name!r} has a line break or NUL in it")
+        if name.lower() not in _RESERVED:  # this client frames the request itself
+            lines.append(f"{name}: {value}\r\n")
+    return "".join(lines).encode("latin-1")
+
+
+def _traced_lines(headers: Mapping[str, str], length: int) -> bytes:
+    """The header lines of a traced call: the node's own (cached), then the trace context's (`megaservice.tracing`)."""
+    own = {name: value for name, value in headers.items() if name not in _TRACE_HEADERS}
+    trace = _encode(tuple((name, headers[name]) for name in _TRACE_HEADERS if name in headers), agent=False)
+    return _header_lines(own, length)[:-2] + trace + b"\r\n"
 
 
 class Response:

@@ -4,6 +4,10 @@ from typing import Annotated
 
 import typer
 
+from megaservice.cli import up
+from megaservice.cli.export import export_app
+from megaservice.cli.gateway import gateway
+from megaservice.cli.ingest import ingest
 from megaservice.components import COMPONENTS
 
 __all__ = ["app", "main"]
@@ -14,6 +18,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
+
+
+app.add_typer(export_app)
 
 
 @app.callback()
@@ -36,6 +43,13 @@ def serve(
     from megaservice.components._shared.runner import serve as serve_component
 
     serve_component(name, backend=backend, host=host, port=port)
+
+
+app.command()(up.up)
+app.command()(up.ask)
+app.command()(up.pipelines)
+app.command()(gateway)
+app.command()(ingest)
 
 
 def main() -> None:

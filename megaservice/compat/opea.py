@@ -7,6 +7,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any, ClassVar, TypeVar
 
+from megaservice import tracing
 from megaservice.orchestrator_yaml import ServiceOrchestratorWithYaml
 
 __all__ = [
@@ -44,27 +45,18 @@ class CustomLogger:
         """Nothing to close (kept for OPEA code)."""
 
 
-class _NoopSpan:
-    def __enter__(self) -> "_NoopSpan":
-        return self
+class _Tracer:
+    """OPEA's `tracer`: its spans are megaservice's (`megaservice.tracing.span`), nothing while tracing is off."""
 
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-    def set_attribute(self, key: str, value: Any) -> None:
-        """Ignore an attribute."""
+    def start_as_current_span(self, name: str, *args: Any, **kwargs: Any) -> tracing.NoSpan:
+        return tracing.span(name)
 
 
-class _NoopTracer:
-    def start_as_current_span(self, name: str, *args: Any, **kwargs: Any) -> _NoopSpan:
-        return _NoopSpan()
-
-
-tracer = _NoopTracer()
+tracer = _Tracer()
 
 
 def opea_telemetry(func: F) -> F:
-    """OPEA's span decorator: a span named after the function when tracing is configured, else nothing."""
+    """OPEA's span decorator: a span named after the function while tracing is on (`megaservice.tracing`)."""
     name = func.__qualname__
     if inspect.iscoroutinefunction(func):
 

@@ -52,6 +52,7 @@ COMPONENT_NODES: dict[str, NodeRole] = {
 """The components that can be nodes of a flow (dataprep, the model server and PostgreSQL serve the others)."""
 
 DEFAULT_PORTS: dict[str, int] = {
+    "postgres": 5430,  # the embedded PostgreSQL's status service (PostgreSQL itself listens on a Unix socket)
     "dataprep": 5000,
     "embedding": 6000,
     "clip": 6990,

@@ -6,6 +6,8 @@ from megaservice.testing.embeddings import FakeOpenAIEmbeddings, FakeTEI
 from megaservice.testing.fakes import FakeEmbedding, FakeGuardrail, FakeLLM, FakeReranker, FakeRetriever, FakeService
 from megaservice.testing.faults import Fault, FaultyServer, unused_url
 from megaservice.testing.judge import FakeJudge
+from megaservice.testing.knowledge import KnowledgeBase
+from megaservice.testing.rerank import FakeTEIReranker
 from megaservice.testing.server import serve
 
 if TYPE_CHECKING:
@@ -22,9 +24,11 @@ __all__ = [
     "FakeRetriever",
     "FakeService",
     "FakeTEI",
+    "FakeTEIReranker",
     "Fault",
     "FaultyServer",
     "InProcess",
+    "KnowledgeBase",
     "client_for",
     "serve",
     "unused_url",

@@ -186,6 +186,8 @@ class FakeLLM(FakeService):
     * **models** - the models it serves: listed by `GET /v1/models`, the first one answering a request
       that names none, and a request naming another one refused with OpenAI's 404 `model_not_found`
       (default: any model is answered, `fake-llm` is listed).
+    * **hold_after** - stream this many tokens, then hold the rest until `release()` is called (or the
+      client leaves): a generation still in progress, for exactly as long as a test needs.
 
     `cancelled` counts streams the client dropped before the end; `active` counts streams in progress;
     `model_lists` counts `GET …/models` requests (answered with `status` when that is an error).
@@ -198,9 +200,12 @@ class FakeLLM(FakeService):
         token_delay: float = 0.0,
         prefill_delay: float = 0.0,
         models: Sequence[str] | None = None,
+        hold_after: int | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.hold_after = hold_after
+        self._released = asyncio.Event()
         self.tokens = list(tokens) if tokens is not None else None
         self.token_delay = token_delay
         self.prefill_delay = prefill_delay
@@ -224,6 +229,10 @@ class FakeLLM(FakeService):
             await self.send_json(send, {"object": "list", "data": listed})
             return
         await super().__call__(scope, receive, send)
+
+    def release(self) -> None:
+        """Let the streams held after `hold_after` tokens go on (and later ones not stop)."""
+        self._released.set()
 
     def answer_tokens(self, request: Any) -> list[str]:
         """The tokens of the answer to `request`: the given tokens, or the first document of a RAG prompt."""
@@ -266,7 +275,9 @@ class FakeLLM(FakeService):
         watcher = asyncio.get_running_loop().create_task(watch())
         try:
             await send({"type": "http.response.start", "status": 200, "headers": _SSE})
-            for token in tokens:
+            for sent, token in enumerate(tokens):
+                if sent == self.hold_after:
+                    await self._released.wait()
                 if self.token_delay:
                     await asyncio.sleep(self.token_delay)
                 await send({"type": "http.response.body", "body": _chunk(model, token), "more_body": True})

@@ -54,7 +54,16 @@ def servers(data_dir: Path) -> list[int]:
                 continue
             if argv[0].endswith(b"/postgres") and pgdata in argv:
                 found.append(int(entry.name))
-    return found
+    # a backend the postmaster just forked has its parent's command line until it sets its own title
+    return [pid for pid in found if _parent(pid) not in found]
+
+
+def _parent(pid: int) -> int | None:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    return next((int(line.split()[1]) for line in status.splitlines() if line.startswith("PPid:")), None)
 
 
 def wait_for(condition, timeout: float = 30.0) -> bool:
@@ -194,7 +203,7 @@ def test_the_component_is_served_by_the_runner_and_a_pipeline_may_run_it(tmp_pat
     service = build("postgres", environ={"MEGASERVICE_DATA_DIR": str(tmp_path)})
     assert service.port == 5430 and service.host == "127.0.0.1"
     spec = ServiceSpec(component="postgres")
-    assert spec.started and spec.port is None
+    assert spec.started and spec.port == 5430  # its status service, the default port of the pipeline file
     pipeline = Pipeline.model_validate(
         {
             "name": "p",

@@ -26,6 +26,7 @@ def test_the_shipped_pipelines_load_with_their_default_ports():
     chatqna = load_pipeline("chatqna", environ={})
     ports = {name: spec.port for name, spec in chatqna.services.items() if spec.port is not None}
     assert ports == {
+        "postgres": 5430,
         "dataprep": 5000,
         "embedding": 6000,
         "retriever": 7000,

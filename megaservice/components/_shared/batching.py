@@ -10,6 +10,7 @@ come back in order. Beyond `max_pending` items waiting, a request is refused at 
 """
 
 import asyncio
+import contextvars
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -73,7 +74,8 @@ class Batcher(Generic[_In, _Out]):
         self._pending += len(items)
         if self._task is None or self._task.done():
             self._wake = asyncio.Event()
-            self._task = loop.create_task(self._run())
+            # Its own empty context: the task outlives this request, whose trace (and span) it must not keep.
+            self._task = loop.create_task(self._run(), context=contextvars.Context())
         assert self._wake is not None
         self._wake.set()
         try:

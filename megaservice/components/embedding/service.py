@@ -21,6 +21,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from megaservice import tracing
 from megaservice.components.embedding.backend import Embedded, EmbeddingBackend, EmbeddingSettings, load_backend
 from megaservice.components.embedding.inputs import (
     EmbedRequest,
@@ -82,7 +83,11 @@ class _Routes:
         known = self.backend.dimension
         if known is not None:
             check_dimensions(dimensions, known)  # before the work, when the model's size is known
-        return await self.backend.embed(texts, model)
+        with tracing.span("embedding.embed", texts=len(texts), backend=self.backend.name) as work:
+            embedded = await self.backend.embed(texts, model)
+            work.set("gen_ai.usage.input_tokens", embedded.tokens)
+            work.content("megaservice.input", texts)
+        return embedded
 
     async def embeddings(self, request: Request) -> Response:
         """`POST /v1/embeddings`: OPEA's three shapes."""

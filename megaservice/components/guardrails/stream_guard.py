@@ -7,7 +7,8 @@
     if stream.stopped is not None:                     # a check failed: the stream ended early
         await send([stream.stopped.sse()])             # event: error, naming the check(s)
 
-How it runs:
+How it runs (the unit machinery is `megaservice.checked_stream`, shared with the pipeline's guard of a
+remote guardrail node after the LLM):
 
 * The source's items are grouped into units: a unit ends with the item whose text ends a sentence
   (`. ? !` before a space, CJK marks, a newline) or makes the unit `max_chars` long. Items without
@@ -28,21 +29,18 @@ How it runs:
   source is closed: the relay's usual error event follows.
 """
 
-import asyncio
-import contextlib
-import re
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
 import orjson
 
+from megaservice.checked_stream import CheckedUnits, ItemCutter, Unit
 from megaservice.components.guardrails.checks import Outcome, Violation, refusal_text
 
 __all__ = ["GuardStop", "GuardedStream", "StreamChecker", "StreamGuard"]
 
 _T = TypeVar("_T")
-_BOUNDARY = re.compile(r"[.?!](?=\s|$)|[。，！？；\n]")  # noqa: RUF001  # CJK sentence marks on purpose
 
 
 class StreamChecker(Protocol):
@@ -79,16 +77,6 @@ class GuardStop:
         return b"event: error\ndata: " + orjson.dumps(self.to_dict()) + b"\n\n"
 
 
-_END = object()
-_CARRY_CHARS = 200
-
-
-@dataclass(slots=True)
-class _Unit(Generic[_T]):
-    items: list[_T]
-    check: "asyncio.Task[Outcome] | None"
-
-
 class GuardedStream(Generic[_T]):
     """One guarded stream: iterate it for batches of items that passed; `stopped` says whether it was cut."""
 
@@ -101,13 +89,12 @@ class GuardedStream(Generic[_T]):
         max_chars: int,
         max_pending: int,
     ) -> None:
-        self._source = source
-        self._check = check
-        self._text_of = text_of
-        self._max_chars = max_chars
-        self._units: asyncio.Queue[_Unit[_T] | object] = asyncio.Queue(max_pending)
-        self._reader: asyncio.Task[None] | None = None
-        self._closed = False
+        def check_unit(unit: Unit[_T]) -> Coroutine[Any, Any, Outcome]:
+            return check(unit.context + unit.text)
+
+        self._units: CheckedUnits[_T, Outcome] = CheckedUnits(
+            source, ItemCutter(text_of, max_chars), check_unit, max_pending=max_pending
+        )
         self.stopped: GuardStop | None = None
         """The violations that ended the stream early, or `None`."""
 
@@ -115,87 +102,16 @@ class GuardedStream(Generic[_T]):
         return self
 
     async def __anext__(self) -> list[_T]:
-        if self._closed:
+        unit, outcome = await self._units.__anext__()
+        if outcome is not None and (not outcome.allowed or outcome.masked):
+            self.stopped = GuardStop(outcome.violations or (Violation("pii", ", ".join(outcome.masked)),))
+            await self._units.aclose()
             raise StopAsyncIteration
-        if self._reader is None:
-            self._reader = asyncio.get_running_loop().create_task(self._read())
-        try:
-            items = await self._next_unit()
-        except BaseException:
-            await self.aclose()
-            raise
-        if items is None:
-            await self.aclose()
-            raise StopAsyncIteration
-        return items
-
-    async def _next_unit(self) -> list[_T] | None:
-        """The next unit's items once its check passed; `None` at the end, or when it failed (`stopped` says why)."""
-        unit = await self._units.get()
-        if isinstance(unit, BaseException):
-            raise unit
-        if not isinstance(unit, _Unit):
-            return None
-        if unit.check is not None:
-            outcome = await unit.check
-            if not outcome.allowed or outcome.masked:
-                self.stopped = GuardStop(outcome.violations or (Violation("pii", ", ".join(outcome.masked)),))
-                return None
         return unit.items
-
-    async def _read(self) -> None:
-        """Read the source into units, starting each unit's check as it closes."""
-        items: list[_T] = []
-        text = carry = ""
-        try:
-            async for item in self._source:
-                items.append(item)
-                piece = self._text_of(item)
-                if not piece:
-                    continue
-                text += piece
-                cut = _last_boundary(text)
-                if cut is not None or len(text) >= self._max_chars:
-                    await self._put(items, carry + text)
-                    carry = (text[cut:] if cut is not None else text)[-_CARRY_CHARS:]
-                    items, text = [], ""
-            if items:
-                await self._put(items, carry + text if text else "")
-            await self._units.put(_END)
-        except Exception as exc:  # noqa: BLE001  # the source failed: the consumer raises it after the units before
-            await self._units.put(exc)
-
-    async def _put(self, items: list[_T], text: str) -> None:
-        check = asyncio.get_running_loop().create_task(self._check(text)) if text.strip() else None
-        await self._units.put(_Unit(items, check))
 
     async def aclose(self) -> None:
         """Stop reading, cancel the checks not awaited yet, close the source (idempotent)."""
-        if self._closed and self._reader is None:
-            return
-        self._closed = True
-        reader, self._reader = self._reader, None
-        if reader is not None:
-            reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reader
-        while not self._units.empty():
-            unit = self._units.get_nowait()
-            if isinstance(unit, _Unit) and unit.check is not None:
-                if unit.check.done() and not unit.check.cancelled():
-                    unit.check.exception()  # retrieved: a failed check of an unsent unit is not an error to log
-                unit.check.cancel()
-        closer = getattr(self._source, "aclose", None)
-        if closer is not None:
-            await closer()
-
-
-def _last_boundary(text: str) -> int | None:
-    """Where the text after the last sentence end starts, or `None` if no sentence ended."""
-    end = None
-    for match in _BOUNDARY.finditer(text):
-        end = match.end()
-    return end
+        await self._units.aclose()
 
 
 class StreamGuard:

@@ -24,6 +24,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from megaservice import tracing
 from megaservice.client import dumps
 from megaservice.components.llm.backend import LLMBackend, LLMSettings, load_backend
 from megaservice.components.llm.request import build_request
@@ -69,7 +70,11 @@ def create_service(settings: LLMSettings | None = None, backend: LLMBackend | No
                 return UpstreamStream(
                     answer, backend.node, backend.url, started=started, on_end=statistics.append_latency
                 )
-            content_type, answer_body = await backend.complete(body)
+            with tracing.span("llm.generate", {"gen_ai.request.model": upstream.body.get("model") or ""}) as work:
+                content_type, answer_body = await backend.complete(body)
+                if work.recording:
+                    work.content("gen_ai.prompt", upstream.body.get("messages"))
+                    _usage(work, answer_body)
         except UpstreamStatusError as exc:
             if 400 <= exc.upstream_status < 500 and exc.upstream_status not in _NOT_RELAYED:
                 return _relayed(exc)
@@ -88,6 +93,21 @@ def create_service(settings: LLMSettings | None = None, backend: LLMBackend | No
 
 
 _BODY_MODEL = "megaservice.protocol.openai:ChatCompletionRequest"
+
+
+def _usage(work: tracing.NoSpan, answer_body: bytes) -> None:
+    """Token counts (and, content tracing on, the answer) of a chat completion, on its span."""
+    try:
+        answer = orjson.loads(answer_body)
+    except orjson.JSONDecodeError:
+        return
+    usage = answer.get("usage") if isinstance(answer, dict) else None
+    if isinstance(usage, dict):
+        work.set("gen_ai.usage.input_tokens", usage.get("prompt_tokens", 0))
+        work.set("gen_ai.usage.output_tokens", usage.get("completion_tokens", 0))
+    choices = answer.get("choices") if isinstance(answer, dict) else None
+    if isinstance(choices, list) and choices and isinstance(choices[0], dict):
+        work.content("gen_ai.completion", (choices[0].get("message") or {}).get("content", ""))
 
 
 def _relayed(exc: UpstreamStatusError) -> Response:

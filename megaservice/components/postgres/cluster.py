@@ -174,6 +174,7 @@ class Cluster:
         self.root.mkdir(parents=True, exist_ok=True)
         if user is not None:
             _make_traversable(self.root, user)
+            _make_traversable(binaries(), user)  # a virtualenv in a private folder (`mktemp -d`) too
         if not (self.pgdata / "PG_VERSION").exists():
             self._initdb(user)
         if user is not None:

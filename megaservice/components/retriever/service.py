@@ -17,6 +17,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from megaservice import tracing
 from megaservice.components._store.types import Hit
 from megaservice.components.retriever.backend import RetrieverBackend, RetrieverSettings, load_backend
 from megaservice.components.retriever.inputs import Asked, Shape, read_request
@@ -80,7 +81,11 @@ class _Routes:
         except orjson.JSONDecodeError as exc:
             raise InputError(f"the body is not JSON: {exc}", status_code=422) from None
         asked = read_request(body)
-        hits = await self.backend.search(asked.search)
+        search = asked.search
+        with tracing.span("retrieval.search", k=search.k, search_type=search.search_type) as work:
+            hits = await self.backend.search(search)
+            work.set("megaservice.retrieved_docs", len(hits))
+            work.content("megaservice.input", search.text)
         body = orjson.dumps(answer(asked, hits))
         self.statistics.append_latency(time.perf_counter() - started)
         return Response(body, media_type="application/json")

@@ -1,0 +1,165 @@
+"""`megaservice up`, `megaservice ask`, `megaservice pipelines`: run a whole pipeline, ask it, list the shipped ones."""
+
+import asyncio
+import itertools
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+__all__ = ["ask", "pipelines", "up"]
+
+_COLORS = ("cyan", "green", "magenta", "yellow", "blue", "bright_cyan", "bright_green", "bright_magenta", "red")
+
+
+class _Prefixer:
+    """Each service's log lines prefixed with its name, in a color of its own."""
+
+    def __init__(self, console: Console, names: list[str]) -> None:
+        self.console = console
+        self.width = max(len(n) for n in [*names, "up"])
+        self.colors = dict(zip(names, itertools.cycle(_COLORS), strict=False))
+        self.colors["up"] = "bold white"
+
+    def __call__(self, name: str, line: str) -> None:
+        prefix = Text(f"{name:<{self.width}} | ", style=self.colors.get(name, "white"))
+        self.console.print(prefix + Text(line), soft_wrap=True, highlight=False)
+
+
+def up(
+    pipeline: Annotated[
+        str, typer.Argument(help="A shipped pipeline (`megaservice pipelines`) or a pipeline file.")
+    ] = ("chatqna"),
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Where stored data lives (default: $MEGASERVICE_DATA_DIR).")
+    ] = None,
+    demo: Annotated[bool, typer.Option(help="Ingest the pipeline's demo corpus on the first start.")] = True,
+    ready_timeout: Annotated[float, typer.Option(help="Seconds each service may take to get ready.")] = 300.0,
+    restarts: Annotated[
+        int, typer.Option(help="Restarts allowed per service within 5 minutes before up stops everything (0: none).")
+    ] = 3,
+    dry_run: Annotated[bool, typer.Option(help="Print the command of each service and exit.")] = False,
+) -> None:
+    """Run every service of a pipeline, each as its own process, until Ctrl-C."""
+    from megaservice.exceptions import ConfigurationError
+    from megaservice.launcher import Launcher, LaunchError
+    from megaservice.launcher.supervisor import describe, load_for_launch
+    from megaservice.settings import StorageSettings
+
+    console = Console(highlight=False)
+    try:
+        loaded, path = load_for_launch(pipeline)
+    except ConfigurationError as exc:
+        console.print(Text(f"error: {exc}", style="red"))
+        raise typer.Exit(2) from None
+    folder = data_dir if data_dir is not None else StorageSettings.from_env().data_dir
+    names = [*loaded.start_order(), "megaservice"]
+    launcher = Launcher(
+        loaded,
+        path,
+        data_dir=folder,
+        emit=_Prefixer(console, names),
+        ready_timeout=ready_timeout,
+        demo=demo,
+        max_restarts=restarts,
+    )
+    if dry_run:
+        console.print(describe(launcher.commands), soft_wrap=True)
+        return
+    try:
+        code = asyncio.run(launcher.run())
+    except LaunchError as exc:
+        console.print(Text(f"error: {exc}", style="red"))
+        raise typer.Exit(2) from None
+    raise typer.Exit(code)
+
+
+def ask(
+    question: Annotated[str, typer.Argument(help="The question.")],
+    url: Annotated[str, typer.Option(help="The megaservice.")] = "http://127.0.0.1:8888",
+    max_tokens: Annotated[int, typer.Option(help="Most tokens in the answer.")] = 256,
+    api_key: Annotated[str | None, typer.Option(help="The megaservice's API key, if it has one.")] = None,
+) -> None:
+    """Ask a running pipeline a question; the answer streams in, then its sources."""
+    console = Console(highlight=False)
+    try:
+        sources = asyncio.run(_ask(console, url.rstrip("/"), question, max_tokens, api_key))
+    except _AskError as exc:
+        console.print(Text(f"\nerror: {exc}", style="red"))
+        raise typer.Exit(1) from None
+    if sources:
+        console.print(Text("\nsources:", style="bold"))
+        for number, source in enumerate(sources, 1):
+            console.print(Text(f"  [{number}] {_source_line(source)}", style="dim"))
+
+
+class _AskError(Exception):
+    pass
+
+
+def _source_line(source: Any) -> str:
+    if not isinstance(source, dict):
+        return str(source)
+    name = source.get("source") or source.get("name") or source.get("file") or "?"
+    chunk = source.get("chunk", source.get("chunk_index"))
+    page = source.get("page")
+    parts = [str(name)]
+    if page is not None:
+        parts.append(f"page {page}")
+    if chunk is not None:
+        parts.append(f"chunk {chunk}")
+    return ", ".join(parts)
+
+
+async def _ask(console: Console, url: str, question: str, max_tokens: int, api_key: str | None) -> list[Any]:
+    import aiohttp
+    import orjson
+
+    from megaservice.sse import EventSplitter, parse_event
+
+    body = {"messages": [{"role": "user", "content": question}], "stream": True, "max_tokens": max_tokens}
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    sources: list[Any] = []
+    timeout = aiohttp.ClientTimeout(total=None, connect=5, sock_read=120)
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=timeout) as session,
+            session.post(f"{url}/v1/chat/completions", json=body, headers=headers) as answer,
+        ):
+            if answer.status >= 400:
+                raise _AskError(f"{answer.status}: {(await answer.text())[:500]}")
+            splitter = EventSplitter()
+            async for chunk in answer.content.iter_any():
+                for raw in splitter.feed(chunk):
+                    event = parse_event(raw)
+                    if event is None or event.data == "[DONE]":
+                        continue
+                    data = orjson.loads(event.data)
+                    if event.event == "error" or "error" in data:
+                        raise _AskError(str(data.get("error", data)))
+                    for choice in data.get("choices") or ():
+                        text = (choice.get("delta") or {}).get("content")
+                        if text:
+                            console.out(text, end="", highlight=False)
+                    sources.extend(data.get("sources") or ())
+    except aiohttp.ClientError as exc:
+        raise _AskError(f"cannot reach the megaservice at {url}: {exc} (is `megaservice up` running?)") from None
+    console.out("")
+    return sources
+
+
+def pipelines() -> None:
+    """List the pipelines that ship with megaservice."""
+    from megaservice.pipeline.loader import load_pipeline, shipped_pipelines
+
+    table = Table("name", "description", "file", box=None)
+    for name, path in sorted(shipped_pipelines().items()):
+        try:
+            description = load_pipeline(path).description
+        except Exception as exc:  # noqa: BLE001  # a listing shows a broken file instead of failing
+            description = f"(invalid: {exc})"
+        table.add_row(name, description, str(path))
+    Console().print(table)

@@ -1,0 +1,136 @@
+import asyncio
+import os
+import socket
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from megaservice.launcher import Launcher, LaunchError, service_commands
+from megaservice.launcher.process import ServiceProcess
+from megaservice.pipeline import load_pipeline
+from megaservice.pipeline.loader import find_pipeline, parse_pipeline
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend():
+    return "asyncio"
+
+
+def test_commands_start_what_is_needed_first_and_the_megaservice_last(tmp_path: Path) -> None:
+    path = find_pipeline("chatqna")
+    pipeline = load_pipeline(path)
+    commands = service_commands(pipeline, path, data_dir=tmp_path)
+    names = [c.name for c in commands]
+    assert names[-1] == "megaservice"
+    assert names[:-1] == pipeline.start_order()
+    assert names.index("postgres") < names.index("retriever") < names.index("megaservice")
+    assert names.index("embedding") < names.index("dataprep")
+    assert names.index("llm-server") < names.index("llm")
+    by_name = {c.name: c for c in commands}
+    embedding = by_name["embedding"].argv
+    assert embedding[1:3] == ["-m", "megaservice.components.embedding"]
+    assert embedding[embedding.index("--port") + 1] == "6000"
+    assert embedding[embedding.index("--backend") + 1] == "local"
+    assert by_name["dataprep"].env["EMBEDDING_ENDPOINT"] == "http://127.0.0.1:6000"
+    assert all(c.env["MEGASERVICE_DATA_DIR"] == str(tmp_path) for c in commands)
+    gateway = by_name["megaservice"].argv
+    assert gateway[1:5] == ["-m", "megaservice.cli", "gateway", str(path)]
+    assert gateway[gateway.index("--port") + 1] == "8888"
+
+
+def _pipeline(tmp_path: Path, port: int, env: str = "") -> tuple[object, Path]:
+    text = textwrap.dedent(
+        f"""
+        name: tiny
+        services:
+          llm:
+            component: llm
+            port: {port}
+            env: {{LLM_ENDPOINT: "http://127.0.0.1:9", {env}}}
+        megaservice:
+          port: {port + 1 if port < 65535 else 1}
+          flow: [llm]
+        """
+    )
+    path = tmp_path / "tiny.yaml"
+    path.write_text(text)
+    return parse_pipeline(text, str(path)), path
+
+
+def test_a_taken_port_is_named_with_its_service_before_anything_starts(tmp_path: Path) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        pipeline, path = _pipeline(tmp_path, port)
+        lines: list[tuple[str, str]] = []
+        launcher = Launcher(pipeline, path, data_dir=tmp_path, emit=lambda n, s: lines.append((n, s)))  # type: ignore[arg-type]
+        with pytest.raises(LaunchError, match=rf"port {port} is taken; llm needs it"):
+            launcher.check_ports()
+        with pytest.raises(LaunchError):
+            asyncio.run(launcher.run())
+    assert lines == []  # nothing was started
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def test_a_service_that_dies_before_it_is_ready_is_reported_and_up_fails(tmp_path: Path) -> None:
+    pipeline, path = _pipeline(tmp_path, _free_port(), env='LLM_CONNECT_TIMEOUT: "soon"')
+    lines: list[tuple[str, str]] = []
+    launcher = Launcher(pipeline, path, data_dir=tmp_path, emit=lambda n, s: lines.append((n, s)), ready_timeout=60)  # type: ignore[arg-type]
+    assert await launcher.run() == 1
+    assert any(n == "llm" and "LLM_CONNECT_TIMEOUT" in s for n, s in lines), lines  # its own error, prefixed
+    assert ("up", "llm exited with code 1 before it was ready") in lines
+    assert not any(s.startswith("starting megaservice") for n, s in lines if n == "up")
+
+
+async def test_stop_ends_the_service_and_what_it_started(tmp_path: Path) -> None:
+    script = textwrap.dedent(
+        """
+        import subprocess, sys, time
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+        print("grandchild", child.pid, flush=True)
+        time.sleep(600)
+        """
+    )
+    lines: list[tuple[str, str]] = []
+    got_line = asyncio.Event()
+
+    def emit(name: str, line: str) -> None:
+        lines.append((name, line))
+        got_line.set()
+
+    process = ServiceProcess("sleepy", [sys.executable, "-c", script], dict(os.environ), emit)
+    await process.start()
+    await asyncio.wait_for(got_line.wait(), 30)
+    name, line = lines[0]
+    assert name == "sleepy" and line.startswith("grandchild ")
+    grandchild = int(line.split()[1])
+    pid = process.pid
+    assert pid is not None
+    code = await process.stop(grace=5)
+    assert code is not None and code < 0  # ended by a signal
+    for gone in (pid, grandchild):
+        for _ in range(100):
+            if not _alive(gone):
+                break
+            await asyncio.sleep(0.05)
+        else:
+            pytest.fail(f"process {gone} is still alive")
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie waiting for a parent that is not ours to reap it counts as ended)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
