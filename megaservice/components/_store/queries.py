@@ -4,7 +4,7 @@ Every statement orders by `embedding <=> %(v)b` (cosine distance), which the HNS
 With a metadata filter the caller sets `hnsw.iterative_scan = relaxed_order` (the index keeps
 scanning until `k` rows pass the filter) and the rows are sorted again by exact distance.
 `hybrid` is one statement: the `n` nearest by vector and the `n` best full-text matches (any word
-of the query that is not common in the collection, ranked by `ts_rank_cd`), fused by reciprocal
+of the query's 8 longest words that are not common in the collection, ranked by `ts_rank_cd`), fused by reciprocal
 rank: score = Σ 1 / (60 + rank). `common_words` reads the common words from PostgreSQL's own
 statistics of the full-text column (ANALYZE's most common elements).
 """
@@ -18,7 +18,7 @@ from psycopg import sql
 
 from megaservice.components._store.schema import TEXT_SEARCH_CONFIG
 
-__all__ = ["COMMON_SHARE", "COMMON_WORDS", "RRF_K", "hybrid", "mmr_order", "nearest"]
+__all__ = ["COMMON_SHARE", "COMMON_WORDS", "HYBRID_WORDS", "RRF_K", "hybrid", "mmr_order", "nearest"]
 
 RRF_K = 60
 """The constant of reciprocal rank fusion (Cormack et al.; what Elasticsearch and others use)."""
@@ -75,14 +75,16 @@ def _unfiltered_hybrid(table: str) -> sql.Composed:
 def _hybrid(table: str, condition: sql.Composable | None) -> sql.Composed:
     """Reciprocal-rank fusion of the `%(n)s` nearest to `%(v)b` and the `%(n)s` best matches of text `%(q)s`.
 
-    The text side matches any word of the query but those in `%(common)s` (a text array: the words in
-    so many chunks that they say little, and that would make the full-text side rank most of the table).
+    The text side matches any of the query's `HYBRID_WORDS` longest words that are not in `%(common)s`
+    (a text array: words in so many chunks that they say little, and would make the full-text side
+    rank much of the table).
     """
     ident = sql.Identifier(table)
     return sql.SQL(
-        "WITH query AS (SELECT (SELECT string_agg(quote_literal(lexeme), ' | ')"
-        " FROM unnest(tsvector_to_array(to_tsvector({config}, %(q)s))) AS lexeme"
-        " WHERE lexeme <> ALL(%(common)s::text[]) AND strpos(lexeme, E'\\\\') = 0)::tsquery AS tsq),"
+        "WITH words AS (SELECT lexeme FROM unnest(tsvector_to_array(to_tsvector({config}, %(q)s))) AS lexeme"
+        " WHERE lexeme <> ALL(%(common)s::text[]) AND strpos(lexeme, E'\\\\') = 0"
+        " ORDER BY length(lexeme) DESC, lexeme LIMIT {words}),"
+        " query AS (SELECT (SELECT string_agg(quote_literal(lexeme), ' | ') FROM words)::tsquery AS tsq),"
         " vec AS (SELECT id, row_number() OVER (ORDER BY distance, id) AS r FROM"
         " (SELECT id, embedding <=> %(v)b AS distance FROM {table}{where}"
         " ORDER BY embedding <=> %(v)b LIMIT %(n)s) v),"
@@ -99,6 +101,7 @@ def _hybrid(table: str, condition: sql.Composable | None) -> sql.Composed:
         where=_where(condition),
         and_where=_where(condition, "AND"),
         rrf=sql.Literal(RRF_K),
+        words=sql.Literal(HYBRID_WORDS),
     )
 
 
@@ -110,8 +113,11 @@ COMMON_WORDS = sql.SQL(
 )
 """The words (lexemes) of a chunks table's full text found in more than a given share of its chunks."""
 
-COMMON_SHARE = 0.02
+COMMON_SHARE = 0.01
 """A word in more than this share of the chunks is left out of hybrid search's full-text side."""
+
+HYBRID_WORDS = 8
+"""Most words of the query hybrid search's full-text side looks for (the longest: the more specific)."""
 
 
 def mmr_order(

@@ -241,7 +241,7 @@ class Store:
         return self._collection
 
     async def _common_words(self, conn: _Conn, collection: Collection) -> list[str]:
-        """The words hybrid search leaves out (in over 2 % of the chunks), from PostgreSQL's statistics.
+        """The words hybrid search leaves out (in over 1 % of the chunks), from PostgreSQL's statistics.
 
         Read again after a minute: autovacuum's ANALYZE renews them as the collection grows.
         """
