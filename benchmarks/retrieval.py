@@ -10,7 +10,7 @@ the HNSW index as dataprep stores them). Then, for 200 held-out queries (first s
 never stored), in `--rounds` passes, alternating which goes first:
 
 * service: `POST /v1/retrieval` with an EmbedDoc (`k`=4, similarity) to the retriever served on a
-  loopback socket by uvicorn in this process (TCP_NODELAY, as `megaservice serve` runs it), through
+  loopback socket by uvicorn in this process (on uvloop, TCP_NODELAY, as `megaservice serve` runs it), through
   megaservice's pooled HTTP client; the
   retriever's store is the one the raw queries use, so both share one connection pool;
 * raw SQL: the statement the store runs (`ORDER BY embedding <=> $1 LIMIT 4`, same columns),
@@ -107,6 +107,15 @@ def vectors(folder: Path, size: int, noise: float) -> np.ndarray:
     return np.concatenate([real, extra]).astype(np.float32)
 
 
+def loop_factory(name: str) -> Any:
+    """The event loop the benchmark runs on: uvloop, as `megaservice serve` runs services, or asyncio's."""
+    if name == "uvloop":
+        import uvloop
+
+        return uvloop.new_event_loop
+    return asyncio.new_event_loop
+
+
 def load_average() -> str:
     return f"{os.getloadavg()[0]:.1f}"
 
@@ -116,7 +125,10 @@ async def fill(store: Store, docs: list[dict[str, Any]], vecs: np.ndarray) -> fl
     started = time.perf_counter()
     for start in range(0, len(docs), FILE_CHUNKS):
         part = docs[start : start + FILE_CHUNKS]
-        chunks = [Chunk(d["text"], i, {"kind": d["source"], "corpus_id": d["id"]}) for i, d in enumerate(part)]
+        chunks = [
+            Chunk(d["text"], i, {"kind": d["source"], "corpus_id": d["id"], "bucket": d["id"] % 100})
+            for i, d in enumerate(part)
+        ]
         await store.replace_file(f"file-{start // FILE_CHUNKS:04d}", chunks, vecs[start : start + FILE_CHUNKS])
     return time.perf_counter() - started
 
@@ -205,6 +217,30 @@ async def recall_table(settings: StoreSettings, vecs: np.ndarray, qvecs: np.ndar
         )
 
 
+async def search_types(store: Store, qvecs: np.ndarray, queries: list[str]) -> None:
+    """p50/p99 of each search type through `store.search` (after ANALYZE, as autovacuum leaves it)."""
+    assert store.collection is not None
+    async with store.pool.connection() as conn:
+        await conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(store.collection.chunks_table)))
+    kinds: list[tuple[str, dict[str, Any]]] = [
+        ("similarity, k=4", {}),
+        ("mmr, k=4, fetch_k=20", {"search_type": "mmr"}),
+        ("hybrid, k=4, fetch_k=20", {"search_type": "hybrid"}),
+        ("similarity, filter 1 % (corpus_id % 100 = 7)", {"filters": {"bucket": 7}}),
+        ("similarity, filter 'kind' = 'man'", {"filters": {"kind": "man"}}),
+    ]
+    print("\n| search (through store.search) | p50 ms | p99 ms |")
+    print("|---|---|---|")
+    for label, options in kinds:
+        lat: list[float] = []
+        for i, (q, text) in enumerate(zip(qvecs, queries, strict=True)):
+            t0 = time.perf_counter()
+            await store.search(q, k=4, text=text, **options)
+            if i >= 10:
+                lat.append(time.perf_counter() - t0)
+        print(f"| {label} | {pct(lat, 50) * 1000:.2f} | {pct(lat, 99) * 1000:.2f} |", flush=True)
+
+
 async def bench_size(
     server: EmbeddedPostgres, docs: list[dict[str, Any]], vecs: np.ndarray, args: argparse.Namespace
 ) -> None:
@@ -239,6 +275,8 @@ async def bench_size(
         print(f"| through the retriever (HTTP) | {pct(svc, 50) * 1000:.2f} | {pct(svc, 99) * 1000:.2f} |")
         print(f"| ratio | {pct(svc, 50) / pct(raw, 50):.2f}x | {pct(svc, 99) / pct(raw, 99):.2f}x |")
         await recall_table(settings, vecs, qvecs, args.ef_search)
+        await store.connect()  # the service closed it when it stopped
+        await search_types(store, qvecs, queries)
     finally:
         await store.aclose()
 
@@ -252,6 +290,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="timed passes over the queries")
     parser.add_argument("--queries", type=int, default=N_QUERIES)
     parser.add_argument("--ef-search", type=int, nargs="+", default=[40, 64, 100, 200])
+    parser.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop", help="the event loop (both sides)")
     parser.add_argument(
         "--bulk", action="store_true", help="store without the HNSW index, then build it (faster than inserting)"
     )
@@ -267,7 +306,8 @@ def main() -> None:
             vecs = vectors(args.vectors, size, args.noise)
             texts = docs[: len(docs) - N_QUERIES]
             base = [{**texts[i % len(texts)], "id": i} for i in range(size)]
-            asyncio.run(bench_size(server, base + docs[-N_QUERIES:], vecs, args))
+            with asyncio.Runner(loop_factory=loop_factory(args.loop)) as runner:
+                runner.run(bench_size(server, base + docs[-N_QUERIES:], vecs, args))
 
 
 if __name__ == "__main__":

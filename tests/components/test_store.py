@@ -300,3 +300,19 @@ async def test_after_a_restart_the_same_store_writes_and_reads_at_once(postgres,
     assert sorted(f.source for f in await store.files()) == ["a.md", "b.md"]
     hits = await store.search(embed(minilm, ["stored after the restart"])[0], k=1)
     assert hits[0].source == "b.md"
+
+
+async def test_hybrid_leaves_out_words_most_chunks_have(store, minilm):
+    topics = ["planets", "bread", "roses", "bonds", "chains"]
+    texts = [f"widget note {i} about {topics[i % 5]}" for i in range(300)] + ["the zorblax manual for gadgets"]
+    await store.replace_file("notes.md", [Chunk(t, i) for i, t in enumerate(texts)], embed(minilm, texts))
+    async with store.pool.connection() as conn:
+        await conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(store.collection.chunks_table)))
+    vector = embed(minilm, ["widget"])[0]
+    plain = await store.search(vector, k=5)
+    hybrid = await store.search(vector, k=5, search_type="hybrid", text="widget")
+    assert [h.id for h in hybrid] == [h.id for h in plain]  # "widget" is in every chunk: no full-text side
+    assert [h.score for h in hybrid] == pytest.approx([1 / (RRF_K + rank) for rank in range(1, 6)])
+    both = await store.search(vector, k=5, search_type="hybrid", text="widget zorblax")
+    (found,) = [h for h in both if h.text == "the zorblax manual for gadgets"]  # first on the full-text side
+    assert found.score >= 1 / (RRF_K + 1) - 1e-9

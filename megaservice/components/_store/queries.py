@@ -4,9 +4,12 @@ Every statement orders by `embedding <=> %(v)b` (cosine distance), which the HNS
 With a metadata filter the caller sets `hnsw.iterative_scan = relaxed_order` (the index keeps
 scanning until `k` rows pass the filter) and the rows are sorted again by exact distance.
 `hybrid` is one statement: the `n` nearest by vector and the `n` best full-text matches (any word
-of the query, ranked by `ts_rank_cd`), fused by reciprocal rank: score = Σ 1 / (60 + rank).
+of the query's 8 longest words that are not common in the collection, ranked by `ts_rank_cd`), fused by reciprocal
+rank: score = Σ 1 / (60 + rank). `common_words` reads the common words from PostgreSQL's own
+statistics of the full-text column (ANALYZE's most common elements).
 """
 
+import functools
 from typing import Any
 
 import numpy as np
@@ -15,7 +18,7 @@ from psycopg import sql
 
 from megaservice.components._store.schema import TEXT_SEARCH_CONFIG
 
-__all__ = ["RRF_K", "hybrid", "mmr_order", "nearest"]
+__all__ = ["COMMON_SHARE", "COMMON_WORDS", "HYBRID_WORDS", "RRF_K", "hybrid", "mmr_order", "nearest"]
 
 RRF_K = 60
 """The constant of reciprocal rank fusion (Cormack et al.; what Elasticsearch and others use)."""
@@ -35,6 +38,17 @@ def nearest(
     max_distance: bool = False,
 ) -> sql.Composed:
     """The `%(k)s` rows nearest to `%(v)b` (ties by id), matching `condition`; `%(t)s` caps the distance."""
+    if condition is None:
+        return _unfiltered_nearest(table, with_embedding, max_distance)
+    return _nearest(table, condition, with_embedding, max_distance)
+
+
+@functools.lru_cache(maxsize=256)
+def _unfiltered_nearest(table: str, with_embedding: bool, max_distance: bool) -> sql.Composed:
+    return _nearest(table, None, with_embedding, max_distance)
+
+
+def _nearest(table: str, condition: sql.Composable | None, with_embedding: bool, max_distance: bool) -> sql.Composed:
     extra = sql.SQL(", embedding") if with_embedding else sql.SQL("")
     inner = sql.SQL(
         "SELECT {cols}, embedding <=> %(v)b AS distance{extra} FROM {table}{where} "
@@ -49,10 +63,28 @@ def nearest(
 
 
 def hybrid(table: str, condition: sql.Composable | None) -> sql.Composed:
-    """Reciprocal-rank fusion of the `%(n)s` nearest to `%(v)b` and the `%(n)s` best matches of text `%(q)s`."""
+    """See `_hybrid` (the statement without a filter is made once per table)."""
+    return _unfiltered_hybrid(table) if condition is None else _hybrid(table, condition)
+
+
+@functools.lru_cache(maxsize=256)
+def _unfiltered_hybrid(table: str) -> sql.Composed:
+    return _hybrid(table, None)
+
+
+def _hybrid(table: str, condition: sql.Composable | None) -> sql.Composed:
+    """Reciprocal-rank fusion of the `%(n)s` nearest to `%(v)b` and the `%(n)s` best matches of text `%(q)s`.
+
+    The text side matches any of the query's `HYBRID_WORDS` longest words that are not in `%(common)s`
+    (a text array: words in so many chunks that they say little, and would make the full-text side
+    rank much of the table).
+    """
     ident = sql.Identifier(table)
     return sql.SQL(
-        "WITH query AS (SELECT replace(plainto_tsquery({config}, %(q)s)::text, '&', '|')::tsquery AS tsq),"
+        "WITH words AS (SELECT lexeme FROM unnest(tsvector_to_array(to_tsvector({config}, %(q)s))) AS lexeme"
+        " WHERE lexeme <> ALL(%(common)s::text[]) AND strpos(lexeme, E'\\\\') = 0"
+        " ORDER BY length(lexeme) DESC, lexeme LIMIT {words}),"
+        " query AS (SELECT (SELECT string_agg(quote_literal(lexeme), ' | ') FROM words)::tsquery AS tsq),"
         " vec AS (SELECT id, row_number() OVER (ORDER BY distance, id) AS r FROM"
         " (SELECT id, embedding <=> %(v)b AS distance FROM {table}{where}"
         " ORDER BY embedding <=> %(v)b LIMIT %(n)s) v),"
@@ -69,7 +101,23 @@ def hybrid(table: str, condition: sql.Composable | None) -> sql.Composed:
         where=_where(condition),
         and_where=_where(condition, "AND"),
         rrf=sql.Literal(RRF_K),
+        words=sql.Literal(HYBRID_WORDS),
     )
+
+
+COMMON_WORDS = sql.SQL(
+    "SELECT coalesce(array_agg(e.lexeme), '{{}}') FROM pg_stats s,"
+    " unnest(s.most_common_elems::text::text[]) WITH ORDINALITY AS e(lexeme, i)"
+    " WHERE s.schemaname = current_schema() AND s.tablename = %s AND s.attname = 'tsv'"
+    " AND s.most_common_elem_freqs[e.i] > %s"
+)
+"""The words (lexemes) of a chunks table's full text found in more than a given share of its chunks."""
+
+COMMON_SHARE = 0.01
+"""A word in more than this share of the chunks is left out of hybrid search's full-text side."""
+
+HYBRID_WORDS = 8
+"""Most words of the query hybrid search's full-text side looks for (the longest: the more specific)."""
 
 
 def mmr_order(

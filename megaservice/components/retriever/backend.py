@@ -8,12 +8,16 @@ OPEA's `RETRIEVER_COMPONENT_NAME=OPEA_RETRIEVER_PGVECTOR` selects it too.
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Protocol, Self
+from typing import TYPE_CHECKING, Any, Protocol, Self
 
 from megaservice.components._store.settings import StoreSettings
 from megaservice.components._store.types import Hit
 from megaservice.exceptions import ConfigurationError
 from megaservice.settings import EnvSettings, variable
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
 
 __all__ = ["BACKENDS", "RetrieverBackend", "RetrieverSettings", "Search", "load_backend"]
 
@@ -67,7 +71,7 @@ class RetrieverSettings(EnvSettings):
 class Search:
     """One retrieval, read from the request."""
 
-    vector: Sequence[float]
+    vector: "Sequence[float] | npt.NDArray[np.floating[Any]]"
     text: str
     k: int = 4
     search_type: str = "similarity"

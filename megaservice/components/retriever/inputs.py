@@ -18,6 +18,9 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
+
 from megaservice.components._store import MAX_K, SEARCH_TYPES
 from megaservice.components.retriever.backend import Search
 from megaservice.exceptions import InputError
@@ -87,7 +90,7 @@ def _one(value: Any, field: str) -> Any:
     return value
 
 
-def _vector(value: Any, *, single: bool = False) -> list[float]:
+def _vector(value: Any, *, single: bool = False) -> "list[float] | npt.NDArray[np.float32]":
     """The query vector: a list of numbers, an OpenAI embeddings response, or (EmbedDoc) a list of one vector."""
     if isinstance(value, dict):  # an EmbeddingResponse: {"data": [{"embedding": [...]}]}
         data = value.get("data")
@@ -100,6 +103,12 @@ def _vector(value: Any, *, single: bool = False) -> list[float]:
         raise _fail("`embedding` is missing or empty: send the query through the embedding service first")
     if not isinstance(value, list):
         raise _fail(f"`embedding` must be a list of numbers, not {_kind(value)}")
+    try:
+        fast = np.asarray(value)
+    except ValueError:  # ragged nesting
+        fast = None
+    if fast is not None and fast.dtype.kind in "fi" and fast.ndim == 1 and np.isfinite(fast).all():
+        return fast.astype(np.float32)  # the usual case, checked in C; anything else is looked at item by item
     for index, item in enumerate(value):
         if isinstance(item, bool) or not isinstance(item, int | float):
             raise _fail(f"`embedding[{index}]` must be a number, not {_kind(item)}")
@@ -108,7 +117,7 @@ def _vector(value: Any, *, single: bool = False) -> list[float]:
     return value
 
 
-def _search(body: dict[str, Any], text: Any, field: str, vector: list[float]) -> Search:
+def _search(body: dict[str, Any], text: Any, field: str, vector: "list[float] | npt.NDArray[np.float32]") -> Search:
     if not isinstance(text, str):
         raise _fail(f"`{field}` must be the query's text, not {_kind(text)}")
     if not text.strip():
