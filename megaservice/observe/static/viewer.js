@@ -87,7 +87,7 @@ async function showTrace(id) {
       { class: "label" },
       chip(span.service),
       el("span", { class: span.status === "error" ? "name err" : "name", text: span.name }),
-      el("span", { class: "keys", text: `  ${keyText(span.key_attributes)}` }),
+      el("span", { class: "keys", text: keyText(span.key_attributes) }),
     );
     label.style.paddingLeft = `${0.5 + span.depth * 1.1}em`;
     const bar = el("div", { class: span.status === "error" ? "bar error" : "bar" });
