@@ -204,3 +204,50 @@ async def _the_trace(client: httpx.AsyncClient, receiver: Receiver, services: se
                     return trace
         await asyncio.sleep(0.3)
     raise AssertionError(f"no trace over {services}: {listed}")
+
+
+def test_the_command_line_turns_it_on_or_off_and_names_a_clash(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from megaservice.cli import app
+
+    path = tmp_path / "tiny.yaml"
+    path.write_text(tiny(7100, observe="true"))
+    observed = CliRunner().invoke(app, ["up", str(path), "--dry-run"], env={"COLUMNS": "300"})
+    assert observed.exit_code == 0, observed.output
+    lines = observed.output.splitlines()
+    assert lines[0].startswith("traces") and "-m megaservice.observe" in lines[0] and "--port 4318" in lines[0]
+    plain = CliRunner().invoke(app, ["up", str(path), "--dry-run", "--no-observe"], env={"COLUMNS": "300"})
+    assert plain.exit_code == 0 and "megaservice.observe" not in plain.output
+    path.write_text(tiny(7100))
+    ported = CliRunner().invoke(
+        app, ["up", str(path), "--dry-run", "--observe-ui-port", "7200"], env={"COLUMNS": "300"}
+    )
+    assert "--port 4318 --ui-port 7200" in ported.output.splitlines()[0]
+    clash = CliRunner().invoke(app, ["up", str(path), "--observe", "--observe-port", "7101"], env={"COLUMNS": "300"})
+    assert clash.exit_code == 2 and "port 7101 is also the port of megaservice" in clash.output
+
+
+def test_observe_without_the_tracing_extra_is_refused_before_anything_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "opentelemetry.sdk" else real(name, *a)
+    )
+    pipeline = parse_pipeline(tiny(_free_port()), "tiny.yaml")
+    lines: list[tuple[str, str]] = []
+    launcher = Launcher(
+        pipeline,
+        tmp_path / "tiny.yaml",
+        data_dir=tmp_path,
+        emit=lambda n, s: lines.append((n, s)),
+        receiver=receiver_for(pipeline, port=_free_port(), ui_port=_free_port()),
+    )
+    with pytest.raises(
+        LaunchError, match=r"--observe .* opentelemetry\.sdk is not installed: pip install 'megaservice\[tracing\]'"
+    ):
+        asyncio.run(launcher.run())
+    assert lines == []
