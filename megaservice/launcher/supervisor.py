@@ -141,8 +141,8 @@ class Launcher:
             if self.receiver is not None and any(service == self.receiver.name for service, _ in taken):
                 hint += (
                     f" {self.receiver.name} is the trace receiver of --observe: if Jaeger or another OTLP receiver"
-                    " already listens there, run without --observe and set TELEMETRY_ENDPOINT to it; or pass"
-                    " --observe-port / --observe-ui-port."
+                    " already listens there, run with --no-observe and TELEMETRY_ENDPOINT set to it; or choose"
+                    " other ports with --observe-port / --observe-ui-port (or the pipeline file's `observe:`)."
                 )
             raise LaunchError("; ".join(lines) + hint)
 

@@ -10,6 +10,7 @@ services:
 megaservice:
   port: 8888
   flow: [embedding, retriever, llm]                    # a chain; or edges: ["a -> b", "a -> c"]
+observe: true                                          # `up` starts a trace receiver + viewer, traces everything
 ```
 
 One schema for every use: `load_pipeline()` builds the `ServiceOrchestrator` from it,
