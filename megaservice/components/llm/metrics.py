@@ -50,11 +50,13 @@ class TokenClock:
     def tick(self, events: int) -> None:
         """`events` (at least one) go out now."""
         now = time.monotonic()
-        if not self._last:
-            self._first.observe(now - self.started)
-        else:
-            self._inter.observe(now - self._last)
+        last = self._last
         self._last = now
-        observe = self._inter.observe
-        for _ in range(events - 1):
-            observe(0.0)
+        if last:
+            self._inter.observe(now - last)
+        else:
+            self._first.observe(now - self.started)
+        if events > 1:
+            observe = self._inter.observe
+            for _ in range(events - 1):
+                observe(0.0)
