@@ -1,13 +1,16 @@
 """The dataprep service's ingestion progress (on `/metrics`).
 
-dataprep_ingest_in_progress          gauge    ingest requests being worked on
-dataprep_chunks_embedded_total       counter  chunks embedded so far (moves while a long file is
-                                              embedded: its rate() is the ingestion's speed)
-dataprep_files_total                 counter  files (and links) stored
-dataprep_chunks_total                counter  chunks stored (counted once their file's transaction committed)
-dataprep_failures_total{kind}        counter  ingest requests that failed: `input` (a 4xx: a file
-                                              that cannot be read, too large, ...), `upstream` (the
-                                              embedding service or the database), `internal`
+    dataprep_ingest_in_progress        gauge    ingest requests being worked on
+    dataprep_chunks_embedded_total     counter  chunks embedded so far (moves while a long file is
+                                                embedded: its rate() is the ingestion's speed)
+    dataprep_files_total               counter  files (and links) stored
+    dataprep_chunks_total              counter  chunks stored (once their file's transaction committed)
+    dataprep_failures_total{kind}      counter  ingest requests that failed: `input` (a 4xx: a file
+                                                that cannot be read, too large, ...), `unavailable`
+                                                (a 503: the service not ready), `upstream` (the
+                                                embedding service or the database), `internal`
+
+A request the client left before its answer is no failure.
 """
 
 from prometheus_client import Counter, Gauge
@@ -32,7 +35,7 @@ class DataprepMetrics:
 def failure_kind(exc: BaseException) -> str:
     """The `kind` label of a failed ingest request."""
     if isinstance(exc, InputError):
-        return "input"
+        return "input" if exc.status_code < 500 else "unavailable"
     if isinstance(exc, UpstreamError):
         return "upstream"
     return "internal"

@@ -1,7 +1,9 @@
 """The retriever service's series (on `/metrics`), by `search_type` (OPEA's: `similarity`, `mmr`, `hybrid`, ...).
 
-retrieval_latency_seconds{search_type}   histogram  one search: the query sent to the store → its documents
-retrieval_documents{search_type}         histogram  documents one search returned (0 counts too)
+    retrieval_latency_seconds{search_type}   histogram  one search: the query sent to the store → its documents
+    retrieval_documents{search_type}         histogram  documents one search returned (0 counts too)
+
+A request refused before its search (bad input) is in neither.
 """
 
 from megaservice.metrics import FastHistogram, per_process
