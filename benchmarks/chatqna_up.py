@@ -38,6 +38,7 @@ import json
 import math
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -261,6 +262,7 @@ class Stack:
                 for line in process.stdout:
                     stack.lines.append(line.rstrip("\n"))
                     log.write(line)
+                    log.flush()
 
         threading.Thread(target=read, daemon=True).start()
         return stack
@@ -328,6 +330,7 @@ class Answer:
     total: float
     chunks: int
     error: str | None = None
+    first_event: float | None = None  # any event, an empty one (the role chunk) included
 
 
 async def ask(session: Any, url: str, route: str, question: str, max_tokens: int, seed: int) -> Answer:
@@ -342,6 +345,7 @@ async def ask(session: Any, url: str, route: str, question: str, max_tokens: int
     started = time.perf_counter()
     ttft: float | None = None
     chunks = 0
+    first_event: float | None = None
     async with session.post(url + ROUTES[route], data=orjson.dumps(body), headers=_JSON) as answer:
         if answer.status != 200:
             return Answer(None, time.perf_counter() - started, 0, f"{answer.status}: {(await answer.text())[:300]}")
@@ -351,10 +355,13 @@ async def ask(session: Any, url: str, route: str, question: str, max_tokens: int
                 event = parse_event(raw)
                 if event is None or event.data == "[DONE]":
                     continue
+                if first_event is None:
+                    first_event = time.perf_counter() - started
                 if route == "openai":
                     parsed = orjson.loads(event.data)
                     if "error" in parsed:
-                        return Answer(ttft, time.perf_counter() - started, chunks, str(parsed["error"])[:300])
+                        error = str(parsed["error"])[:300]
+                        return Answer(ttft, time.perf_counter() - started, chunks, error, first_event)
                     texts = [(c.get("delta") or {}).get("content") for c in parsed.get("choices") or ()]
                     if not any(texts):
                         continue
@@ -363,7 +370,7 @@ async def ask(session: Any, url: str, route: str, question: str, max_tokens: int
                 chunks += 1
                 if ttft is None:
                     ttft = time.perf_counter() - started
-    return Answer(ttft, time.perf_counter() - started, chunks)
+    return Answer(ttft, time.perf_counter() - started, chunks, None, first_event)
 
 
 _JSON = {"content-type": "application/json"}
@@ -407,6 +414,7 @@ def measure(
     done = [a for a in answers if a.error is None]
     ttfts = [a.ttft for a in done if a.ttft is not None]
     totals = [a.total for a in done]
+    firsts = [a.first_event for a in done if a.first_event is not None]
     services = {
         name: route_timing(before[name], after[name]) for name in metrics if name != "gateway"
     }  # POST routes: what the gateway (or llm) sent them
@@ -420,7 +428,9 @@ def measure(
             "count": node.count,
             "mean_ms": _ms(node.mean),
             "p50_ms": _ms(node.p50),
-            "hop_minus_service_ms": _ms(node.mean - own) if node.mean is not None and own is not None else None,
+            "hop_minus_service_ms": (
+                _ms(node.mean - own) if node.mean is not None and own is not None and name != flow[-1] else None
+            ),  # the last node streams: its hop ends at the stream's headers, its service at the last byte
         }
     g = before["gateway"], after["gateway"]
     first = delta(*g, "megaservice_first_token_latency_sum"), delta(*g, "megaservice_first_token_latency_count")
@@ -436,6 +446,7 @@ def measure(
             "total_p50_ms": _ms(percentile(totals, 0.5)),
             "total_p90_ms": _ms(percentile(totals, 0.9)),
             "total_mean_ms": _ms(sum(totals) / len(totals) if totals else None),
+            "first_event_mean_ms": _ms(sum(firsts) / len(firsts) if firsts else None),
         },
         "gateway_ttft_mean_ms": _ms(first[0] / first[1] if first[1] else None),
         "split_ms": {
@@ -492,16 +503,24 @@ def markdown(levels: Sequence[dict[str, Any]], flow: Sequence[str]) -> str:
         ("sum", "**Σ services**"),
         ("gateway", "gateway route"),
         ("overhead", "**overhead** (gateway - Σ)"),
-        ("client_hop", "client hop (client total - gateway)"),
     ):
         lines.append(row(label, (lv["split_ms"][key] for lv in levels)))
-    lines.append(row("gateway TTFT (server side)", (lv["gateway_ttft_mean_ms"] for lv in levels)))
+    lines.append(row("  of which the hops' HTTP (Σ hop - service, non-streamed)", (_hops(lv) for lv in levels)))
+    lines.append(row("client hop (client total - gateway)", (lv["split_ms"]["client_hop"] for lv in levels)))
+    lines.append(row("first event, mean: client", (lv["client"]["first_event_mean_ms"] for lv in levels)))
+    lines.append(row("first event, mean: gateway", (lv["gateway_ttft_mean_ms"] for lv in levels)))
     for lv in levels:
         for warning in lv["warnings"]:
             lines.append(f"\nwarning (c={lv['concurrency']}): {warning}")
         for error in lv["errors"][:3]:
             lines.append(f"\nerror (c={lv['concurrency']}): {error}")
     return "\n".join(lines)
+
+
+def _hops(level: Mapping[str, Any]) -> float | None:
+    hops = [node["hop_minus_service_ms"] for node in level["nodes"].values()]
+    known = [h for h in hops if h is not None]
+    return round(sum(known), 1) if known else None
 
 
 def _load_text(level: Mapping[str, Any]) -> str:
@@ -519,6 +538,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json", type=Path, help="also write the results as JSON to this file")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary data directory and up's log")
     args = parser.parse_args(argv)
     levels = [int(c) for c in args.concurrency.split(",")]
 
@@ -546,6 +566,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     finally:
         if stack is not None:
             print(f"stopping `megaservice up` (exit code {stack.stop()})")
+        if args.keep or (stack is not None and stack.process.returncode != 0):
+            print(f"kept: {folder}")
+        else:
+            shutil.rmtree(folder, ignore_errors=True)
     record = {
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
@@ -562,10 +586,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(markdown(results, flow))
     print()
     print(
-        "Services: each one's own http_request_duration_seconds (ASGI call → last byte sent, streams included),"
-        " mean over the level. Overhead: the gateway's route time minus the sum of the flow's services"
-        " (llm includes llm-server): orchestration, the hops' HTTP and JSON, event-loop waits, the stream's"
-        " relay after the LLM's last byte."
+        "TTFT: request sent → first answer text. Services: each one's own http_request_duration_seconds"
+        " (ASGI call → last byte sent, streams included), mean over the level. Overhead: the gateway's route"
+        " time minus the sum of the flow's services (llm includes llm-server): orchestration, the hops' HTTP"
+        " and JSON, waits for a CPU and the event loops, the stream's relay after the LLM's last byte; the"
+        " hops' HTTP is the part measured per non-streamed hop (the gateway's node latency - the service's"
+        " time). First event: the first SSE event, the role chunk without text included (the gateway's is"
+        " megaservice_first_token_latency)."
     )
     if args.json is not None:
         args.json.write_text(json.dumps(record, indent=2))
