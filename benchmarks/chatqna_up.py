@@ -580,7 +580,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         "levels": results,
     }
     print()
-    print(f"{record['route']} streamed, max_tokens {args.max_tokens}, temperature 0, seed {args.seed}; ")
+    seed = f", seed {args.seed}" if args.route == "openai" else ""  # OPEA's ChatQnA request has no seed
+    print(f"{record['route']} streamed, max_tokens {args.max_tokens}, temperature 0{seed}")
     print(f"machine: {record['load_end']['cpus']} CPUs; at the end: {record['load_end']['uptime']}")
     print()
     print(markdown(results, flow))
