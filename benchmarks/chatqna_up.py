@@ -340,8 +340,9 @@ async def ask(session: Any, url: str, route: str, question: str, max_tokens: int
     from megaservice.sse import EventSplitter, parse_event
 
     body: dict[str, Any] = {"messages": question, "stream": True, "max_tokens": max_tokens, "temperature": 0}
+    body["seed"] = seed  # both routes take OpenAI's chat request
     if route == "openai":
-        body = {**body, "messages": [{"role": "user", "content": question}], "model": "chatqna", "seed": seed}
+        body = {**body, "messages": [{"role": "user", "content": question}], "model": "chatqna"}
     started = time.perf_counter()
     ttft: float | None = None
     chunks = 0
@@ -580,8 +581,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "levels": results,
     }
     print()
-    seed = f", seed {args.seed}" if args.route == "openai" else ""  # OPEA's ChatQnA request has no seed
-    print(f"{record['route']} streamed, max_tokens {args.max_tokens}, temperature 0{seed}")
+    print(f"{record['route']} streamed, max_tokens {args.max_tokens}, temperature 0, seed {args.seed}")
     print(f"machine: {record['load_end']['cpus']} CPUs; at the end: {record['load_end']['uptime']}")
     print()
     print(markdown(results, flow))
