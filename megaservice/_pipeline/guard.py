@@ -135,14 +135,14 @@ class _NodeCheck:
             answer = await post(self.client, self.metrics, node, self.url, {"text": unit.text}, retry=False)
         except UpstreamError as exc:
             if isinstance(exc, UpstreamStatusError) and exc.upstream_status == REFUSAL_STATUS:
-                return _Answer("", _refusal_of(exc.body, node.name))
+                return _Answer("", _refusal_of(exc.body, node.label))
             if fails_open(node, exc, warn=not self.failed_open):  # warned once per stream
                 self.failed_open = True
                 return _Answer(unit.text)
             raise
-        text = answer_text(answer, node.name, self.url)
+        text = answer_text(answer, node.label, self.url)
         if isinstance(answer, Mapping) and answer.get("downstream_black_list"):
-            return _Answer(text, _refusal(text, node.name, answer.get("violations")))
+            return _Answer(text, _refusal(text, node.label, answer.get("violations")))
         return _Answer(text)
 
 
@@ -190,7 +190,7 @@ def fails_open(node: Node, exc: UpstreamError, *, warn: bool = True) -> bool:
     if not node.fail_open or not is_node_failure(exc):
         return False
     if warn:
-        logger.warning("%s failed (%s); passing its input on unchecked (FAIL_OPEN)", node.name, exc)
+        logger.warning("%s failed (%s); passing its input on unchecked (FAIL_OPEN)", node.label, exc)
     return True
 
 

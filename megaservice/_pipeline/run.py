@@ -191,9 +191,9 @@ class Run:
         guard.track(answer)
         self.streams.append(guard)
         if not downstream and not async_hook:
-            stream.attach(answer.content.iter_any(), EventReader(answering.name, url), answer)
+            stream.attach(answer.content.iter_any(), EventReader(answering.label, url), answer)
             return stream, node.name
-        source: AsyncIterator[list[Any]] = read_batches(answer, answering.name, url)
+        source: AsyncIterator[list[Any]] = read_batches(answer, answering.label, url)
         stored_as = node.name
         if downstream:
             stored_as = downstream[0]

@@ -327,7 +327,7 @@ async def test_opea_style_refusals_end_the_stream_too(kind):
     text = "".join(ast.literal_eval(frame[len("data: ") :]).decode() for frame in frames[:-1])
     assert text == GOOD + " " + message
     body = orjson.loads(frames[-1].split(b"data: ", 1)[1])
-    assert body["message"] == message and body["node"] == f"{GUARD}/MicroService" and body["violations"] == []
+    assert body["message"] == message and body["node"] == GUARD and body["violations"] == []
 
 
 class FailsAfterFirst(FakeService):
@@ -352,7 +352,7 @@ async def test_a_guardrail_failing_mid_stream_ends_it_with_an_error_event_naming
     text = "".join(ast.literal_eval(frame[len("data: ") :]).decode() for frame in frames[:-1])
     assert text == first
     body = orjson.loads(frames[-1].split(b"data: ", 1)[1])
-    assert frames[-1].startswith(b"event: error") and body["node"] == f"{GUARD}/MicroService"
+    assert frames[-1].startswith(b"event: error") and body["node"] == GUARD
     assert body["upstream_status"] == 500
 
 
