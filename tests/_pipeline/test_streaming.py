@@ -6,6 +6,7 @@ import time
 
 import aiohttp
 import anyio
+import orjson
 import pytest
 from fastapi import Request
 from prometheus_client import REGISTRY
@@ -142,7 +143,10 @@ async def test_a_failure_after_the_stream_started_ends_it_with_an_error_event():
     assert r.status == 200
     assert events[0].startswith(b"data: {")
     assert events[-2] == b"event: error"
-    assert b'"node":"llm"' in events[-1]
+    body = orjson.loads(events[-1].removeprefix(b"data: "))
+    assert body["node"] == "llm" and body["type"].startswith("upstream_") and body["code"] in (502, 504)
+    error = {"message": body["message"], "type": body["type"], "code": body["code"]}
+    assert body["error"] == error  # OpenAI's error object: OpenAI's clients raise APIError on it
     assert pending() == before
 
 
@@ -266,8 +270,10 @@ async def test_a_hook_failing_mid_stream_sends_what_it_yielded_then_an_error_eve
         with anyio.fail_after(5):
             frames = await stream_frames(FailsOnSecond().add(node("llm", llm_url, ServiceType.LLM)), served)
     assert frames[0] == b"data: first"
-    error = b'event: error\ndata: {"object":"error","type":"internal_error","message":"ValueError"}'
-    assert b"\n".join(frames[1:]) == error
+    error: dict[str, object] = {"object": "error", "type": "internal_error", "message": "ValueError"}
+    error["error"] = {"message": "ValueError", "type": "internal_error", "code": 500}
+    event, _, data = b"\n".join(frames[1:]).partition(b"\n")
+    assert event == b"event: error" and orjson.loads(data.removeprefix(b"data: ")) == error
     assert pending() == before
 
 
