@@ -19,7 +19,8 @@ rest of the answer.
 * A node that fails (unreachable, 5xx, timed out, circuit open) fails the stream closed: before
   anything was sent, `schedule()` raises (`first_batch()`), so the client gets a 502/503/504 naming
   the node; later, the relay's final error event names it. With `MEGASERVICE_NODE_<NAME>_FAIL_OPEN=1`
-  the sentence passes unchecked instead, with a warning.
+  the sentence passes unchecked instead, with a warning. A fail-closed node without a fallback whose
+  circuit is open fails the request with its 503 before the LLM is called (`run`).
 """
 
 import logging
