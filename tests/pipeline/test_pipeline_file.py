@@ -88,6 +88,14 @@ def test_a_broken_pipeline_is_refused_naming_the_line_and_the_problem(change, li
         assert text.startswith(f"small.yaml:{line}:"), text
 
 
+def test_an_unknown_component_is_refused_listing_each_known_one_once_sorted():
+    with pytest.raises(PipelineFileError) as refused:
+        parse_pipeline(GOOD.replace("component: retriever", "component: retriver"), "small.yaml")
+    known = str(refused.value).split("the components are: ", 1)[1].split(", ")
+    assert "postgres" in known and "retriever" in known
+    assert known == sorted(set(known))
+
+
 def test_an_unknown_pipeline_names_the_shipped_ones():
     with pytest.raises(Exception, match="chatqna"):
         load_pipeline("no-such-pipeline")
