@@ -3,6 +3,7 @@
     safe_path(directory, filename)     a path inside `directory`, whatever the client sent
     read_upload(upload, max_bytes)     an upload's bytes, refused past `max_bytes`
     check_url(url, allow_private=...)  an http(s) URL whose host does not resolve to a private address
+    public_addresses(hostname, port)   the host's addresses, all of them public (what to connect to)
 
 Each refusal raises `InputError` (an HTTP 400/413 with a message saying what was wrong).
 """
@@ -18,7 +19,7 @@ from urllib.parse import urlsplit
 
 from megaservice.exceptions import InputError
 
-__all__ = ["check_url", "check_url_blocking", "read_upload", "safe_path"]
+__all__ = ["check_url", "check_url_blocking", "public_addresses", "read_upload", "safe_path"]
 
 _CHUNK = 64 * 1024
 
@@ -100,17 +101,28 @@ async def check_url(url: str, *, allow_private: bool = False) -> str:
 
     Every address the host resolves to is checked (a name with one public and one private
     address is refused). `allow_private=True` allows loopback, link-local and private ranges
-    (an intranet crawler, a test). The caller should fetch with redirects off, or check each hop.
+    (an intranet crawler, a test). The caller should fetch with redirects off, or check each hop,
+    and connect only to addresses `public_addresses()` returned: the name may resolve to another
+    address a moment later (DNS rebinding).
     """
     hostname, port = _split_url(url)
     if allow_private:
         return url
+    await public_addresses(hostname, port)
+    return url
+
+
+async def public_addresses(hostname: str, port: int, family: int = socket.AF_UNSPEC) -> list[Any]:
+    """`getaddrinfo()`'s answers for `hostname` if every address is public; else raise `InputError`.
+
+    Connect to these addresses (not to the name, which is resolved again) to fetch what was checked.
+    """
     try:
-        infos = await asyncio.get_running_loop().getaddrinfo(hostname, port, type=socket.SOCK_STREAM)
+        infos = await asyncio.get_running_loop().getaddrinfo(hostname, port, family=family, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
         raise InputError(f"cannot resolve {hostname!r}") from exc
     _check_addresses(hostname, infos)
-    return url
+    return infos
 
 
 def check_url_blocking(url: str, *, allow_private: bool = False) -> str:

@@ -141,12 +141,16 @@ class ServiceOrchestrator(DAG):
         super().delete_edge(ind_node, dep_node, graph)
         self._plan = None
 
-    def circuit(self, node: str, breaker: CircuitBreaker) -> Circuit:
-        """The circuit of `node` (kept across plan rebuilds while its breaker stays the same)."""
+    def circuit(self, node: str, breaker: CircuitBreaker, *, label: str | None = None) -> Circuit:
+        """The circuit of `node` (kept across plan rebuilds while its breaker stays the same).
+
+        `label` is how its errors and logs name the node (default: `node`).
+        """
         circuit = self._circuits.get(node)
         if circuit is None or circuit.breaker != breaker:
             gauge = self.metrics.circuit_open.labels(node)
-            circuit = self._circuits[node] = Circuit(breaker, node, clock=lambda: self.clock(), on_change=gauge.set)
+            named = node if label is None else label
+            circuit = self._circuits[node] = Circuit(breaker, named, clock=lambda: self.clock(), on_change=gauge.set)
         return circuit
 
     def _get_plan(self) -> Plan:

@@ -233,15 +233,24 @@ class Circuit:
         """Let a call through, or raise `UpstreamUnavailable` while the circuit is open."""
         if self.opened_at is None:
             return
-        waited = self._clock() - self.opened_at
-        if self.probing or waited < self.breaker.reset_after:
-            retry_in = max(0.0, self.breaker.reset_after - waited)
-            raise UpstreamUnavailable(
-                f"{self.node} failed {self.failures} times in a row; not calling it for another {retry_in:.1f} s",
-                node=self.node,
-                url=url,
-            )
+        refused = self.refusal(url)
+        if refused is not None:
+            raise refused
         self.probing = True  # half-open: this call is the trial
+
+    def refusal(self, url: str) -> UpstreamUnavailable | None:
+        """The error `check()` would raise now, else `None`; changes nothing (a trial call stays to be made)."""
+        if self.opened_at is None:
+            return None
+        waited = self._clock() - self.opened_at
+        if not self.probing and waited >= self.breaker.reset_after:
+            return None
+        retry_in = max(0.0, self.breaker.reset_after - waited)
+        return UpstreamUnavailable(
+            f"{self.node} failed {self.failures} times in a row; not calling it for another {retry_in:.1f} s",
+            node=self.node,
+            url=url,
+        )
 
     def record(self, ok: bool | None) -> None:
         """Count the outcome of a call (`None`: cancelled, which says nothing about the node)."""

@@ -491,19 +491,54 @@ def settings_classes(package: str = "megaservice.") -> list[type[EnvSettings]]:
 
 
 def markdown_table(classes: list[type[EnvSettings]]) -> str:
-    """docs/configuration.md's table of `classes`' variables (per-node variants included), sorted by name."""
-    rows: dict[str, Documented] = {}
+    """docs/configuration.md's table of `classes`' variables (per-node variants included), sorted by name.
+
+    A variable several components read names them all (sorted, so the table does not depend on
+    import order); where their defaults or descriptions differ, each component's is shown.
+    """
+    readers: dict[str, dict[str, Documented]] = {}
     for cls in classes:
+        component = _component(cls)
         for row in describe(cls):
-            rows[row.name] = row
+            readers.setdefault(row.name, {})[component] = row
         if cls.per_node:
             for row in describe(cls, NODE_PREFIX):
-                rows[row.name] = Documented(row.name, "the variable without `NODE_<NAME>_`", row.help)
+                per_node = Documented(row.name, "the variable without `NODE_<NAME>_`", row.help)
+                readers.setdefault(row.name, {})[component] = per_node
     lines = ["| variable | default | what it does |", "|---|---|---|"]
-    for name in sorted(rows):
-        row = rows[name]
-        lines.append(f"| `{row.name}` | {row.default} | {row.help} |")
+    for name in sorted(readers):
+        default, text = _shared_row(readers[name])
+        lines.append(f"| `{name}` | {default} | {text} |")
     return "\n".join(lines) + "\n"
+
+
+def _component(cls: type[EnvSettings]) -> str:
+    """The component a settings class belongs to (`llm` for `megaservice.components.llm.backend`)."""
+    parts = cls.__module__.split(".")
+    if len(parts) > 2 and parts[1] == "components":
+        return parts[2]
+    return "megaservice" if len(parts) < 2 else parts[1]
+
+
+def _shared_row(rows: dict[str, Documented]) -> tuple[str, str]:
+    """The default and description cells of a variable read by the components `rows` maps to their row."""
+    if len(rows) == 1:
+        (row,) = rows.values()
+        return row.default, row.help
+    groups: dict[tuple[str, str], list[str]] = {}
+    for component in sorted(rows):
+        row = rows[component]
+        groups.setdefault((row.default, row.help), []).append(f"`{component}`")
+    if len(groups) == 1:
+        ((default, text), components) = next(iter(groups.items()))
+        return default, f"{text} Read by {', '.join(components)}."
+    defaults = {default for default, _ in groups}
+    if len(defaults) == 1:
+        default = next(iter(defaults))
+    else:
+        default = "<br>".join(f"{', '.join(names)}: {d}" for (d, _), names in groups.items())
+    text = "<br>".join(f"{', '.join(names)}: {t}" for (_, t), names in groups.items())
+    return default, text
 
 
 def set_default(name: str, value: str) -> str:

@@ -6,6 +6,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from megaservice import (
+    CircuitBreaker,
     ConfigurationError,
     LLMParams,
     ServiceOrchestrator,
@@ -13,6 +14,7 @@ from megaservice import (
     UpstreamConnectError,
     UpstreamStatusError,
     UpstreamTimeout,
+    UpstreamUnavailable,
 )
 from megaservice.testing import FakeGuardrail, FakeLLM, FakeService, InProcess, serve
 from tests.helpers import node
@@ -184,7 +186,7 @@ async def test_a_failing_node_raises_an_error_naming_it_and_nothing_stays_pendin
         orchestrator.flow_to(first, broken)
         with pytest.raises(UpstreamStatusError) as caught:
             await orchestrator.schedule({"text": "x"})
-    assert caught.value.node == "broken/MicroService"
+    assert caught.value.node == "broken"
     assert caught.value.upstream_status == 500
     assert "fake failure" in caught.value.body
     assert pending() == before
@@ -193,7 +195,21 @@ async def test_a_failing_node_raises_an_error_naming_it_and_nothing_stays_pendin
 async def test_a_refused_connection_names_the_node():
     with pytest.raises(UpstreamConnectError) as caught:
         await ServiceOrchestrator().add(node("gone", "http://127.0.0.1:9")).schedule({"text": "x"})
-    assert caught.value.node == "gone/MicroService"
+    assert caught.value.node == "gone"
+
+
+async def test_upstream_errors_name_the_node_as_it_was_named_not_its_id(nodes):
+    async with nodes.serve(FakeService(status=500)) as url:
+        orchestrator = ServiceOrchestrator(client=nodes.client, breaker=CircuitBreaker(failures=1, reset_after=60))
+        orchestrator.add(node("retriever", url))
+        with pytest.raises(UpstreamStatusError) as failed:
+            await orchestrator.schedule({"text": "x"})
+        with pytest.raises(UpstreamUnavailable) as refused:  # the circuit is open now
+            await orchestrator.schedule({"text": "x"})
+    for caught in (failed, refused):
+        assert caught.value.node == "retriever"
+        assert str(caught.value).startswith("retriever ") and "MicroService" not in str(caught.value)
+    assert "retriever/MicroService" in orchestrator.services  # the node's id stays OPEA's
 
 
 async def test_timeouts_are_configurable_per_node(nodes):

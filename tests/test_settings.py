@@ -17,6 +17,7 @@ from megaservice.settings import (
     TRUE_WORDS,
     EnvSettings,
     Settings,
+    describe,
     markdown_table,
     node_prefix,
     parse_bool,
@@ -144,6 +145,18 @@ def test_docs_list_every_variable_with_its_default():
     assert begin in text and end in text
     table = text[text.index(begin) + len(begin) : text.index(end)]
     assert table == markdown_table(settings_classes()), "regenerate with: python scripts/configuration_table.py"
+
+
+def test_a_variable_two_components_read_is_listed_with_each_ones_description_whatever_the_order():
+    from megaservice.components.embedding import EmbeddingSettings
+    from megaservice.components.llm import LLMSettings
+
+    table = markdown_table([LLMSettings, EmbeddingSettings])
+    assert table == markdown_table([EmbeddingSettings, LLMSettings])
+    (row,) = [line for line in table.splitlines() if line.startswith("| `OPENAI_API_KEY` |")]
+    for component, cls in (("embedding", EmbeddingSettings), ("llm", LLMSettings)):
+        (described,) = [r for r in describe(cls) if r.name == "OPENAI_API_KEY"]
+        assert f"`{component}`: {described.help}" in row
 
 
 def test_no_other_module_reads_the_environment():

@@ -167,14 +167,14 @@ async def test_a_request_to_a_megaservice_is_one_trace_continuing_the_callers(up
     server = named["POST /v1/ask"]
     assert (server.kind, server.parent_id, server.service) == ("server", CALLER_SPAN, "asker-svc")
     assert server.attributes["http.response.status_code"] == 200
-    for node, fake in (("retriever/MicroService", retriever), ("llm/MicroService", llm)):
+    for node, fake in (("retriever", retriever), ("llm", llm)):
         node_span, client_span = named[f"node {node}"], named[f"POST {node}"]
         assert node_span.parent_id == server.span_id
         assert node_span.attributes["megaservice.status"] == "ok"
         assert (client_span.kind, client_span.parent_id) == ("client", node_span.span_id)
         assert fake.headers[0]["traceparent"].startswith(f"00-{TRACE_ID}-{client_span.span_id}-")
-    assert named["node retriever/MicroService"].attributes["megaservice.retrieved_docs"] >= 1
-    llm_span = named["node llm/MicroService"]
+    assert named["node retriever"].attributes["megaservice.retrieved_docs"] >= 1
+    llm_span = named["node llm"]
     assert llm_span.attributes["gen_ai.usage.output_tokens"] == 0  # what the fake's `usage` says
     assert llm_span.attributes["gen_ai.usage.input_tokens"] == 0
     assert not any(
@@ -187,7 +187,7 @@ async def test_content_is_recorded_only_when_its_switch_is_on(upstream_client):
         environ = {"TELEMETRY_ENDPOINT": endpoint, "MEGASERVICE_TRACING_CONTENT": "1"}
         answer = await ask(FakeLLM(), FakeRetriever(), environ)
         spans = await receiver.wait_for(lambda spans: len(spans) >= 5)
-    llm_span = by_name(spans)["node llm/MicroService"]
+    llm_span = by_name(spans)["node llm"]
     assert "what is traced?" in llm_span.attributes["megaservice.input"]  # the prompt sent to the LLM
     assert llm_span.attributes["megaservice.output"] == answer.json()["answer"]
 
@@ -200,7 +200,7 @@ async def test_a_streaming_node_span_lasts_until_its_stream_ends(upstream_client
         assert answer.text.count("data:") >= 12
         spans = await receiver.wait_for(lambda spans: len(spans) >= 5)
     named = by_name(spans)
-    node, client, server = named["node llm/MicroService"], named["POST llm/MicroService"], named["POST /v1/ask"]
+    node, client, server = named["node llm"], named["POST llm"], named["POST /v1/ask"]
     assert node.attributes["megaservice.stream"] is True
     assert node.attributes["megaservice.stream.events"] >= 12
     assert client.attributes["http.response.status_code"] == 200
@@ -215,13 +215,13 @@ async def test_a_failing_node_marks_its_spans_as_errors(upstream_client):
         assert answer.status_code == 502
         spans = await receiver.wait_for(lambda spans: len(spans) >= 3)
     named = by_name(spans)
-    node, client = named["node retriever/MicroService"], named["POST retriever/MicroService"]
+    node, client = named["node retriever"], named["POST retriever"]
     for span in (node, client):
         assert span.status == "error"
         assert span.attributes["http.response.status_code"] == 503
         assert span.attributes["error.type"] == "upstream_status"
     assert named["POST /v1/ask"].attributes["http.response.status_code"] == 502
-    assert "node llm/MicroService" not in named
+    assert "node llm" not in named
 
 
 # -- traceparent on every transport -------------------------------------------------------------------

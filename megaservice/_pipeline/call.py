@@ -74,7 +74,7 @@ def post(
     body = dumps(data)
     if tracing.tracer is None:
         return _post(client, metrics, node, url, body, retry)
-    return tracing.tracer.node(_post(client, metrics, node, url, body, retry), node.name, body)
+    return tracing.tracer.node(_post(client, metrics, node, url, body, retry), node.label, body)
 
 
 async def _post(
@@ -87,9 +87,9 @@ async def _post(
         try:
             with Attempt(metrics, node, url):
                 content_type, answer = await client.post(
-                    node.name, url, body, headers=node.headers, timeout=node.timeout
+                    node.label, url, body, headers=node.headers, timeout=node.timeout
                 )
-                return decode(node.name, url, content_type, answer)  # bad JSON counts as the node's failure
+                return decode(node.label, url, content_type, answer)  # bad JSON counts as the node's failure
         except UpstreamError as exc:
             if policy is None or attempt + 1 >= policy.attempts or not policy.should_retry(exc):
                 if fell_back:
@@ -109,7 +109,7 @@ def fallback(metrics: OrchestratorMetrics, node: Node, exc: UpstreamError) -> No
     if stand_in is None or not is_node_failure(exc):
         raise exc
     metrics.node_fallbacks.labels(node.name).inc()
-    logger.warning("%s failed (%s); calling its fallback %s", node.name, exc, stand_in.name)
+    logger.warning("%s failed (%s); calling its fallback %s", node.label, exc, stand_in.label)
     return stand_in
 
 
@@ -122,7 +122,7 @@ def open_stream(
     """
     if tracing.tracer is None:
         return _open_stream(client, metrics, node, url, body)
-    return tracing.tracer.node_stream(_open_stream(client, metrics, node, url, body), node.name, body)
+    return tracing.tracer.node_stream(_open_stream(client, metrics, node, url, body), node.label, body)
 
 
 async def _open_stream(
@@ -130,12 +130,12 @@ async def _open_stream(
 ) -> tuple[StreamedAnswer, Node, str]:
     try:
         with Attempt(metrics, node, url):
-            answer = await client.open_stream(node.name, url, body, headers=node.headers, timeout=node.timeout)
+            answer = await client.open_stream(node.label, url, body, headers=node.headers, timeout=node.timeout)
     except UpstreamError as exc:
         node = fallback(metrics, node, exc)
         url = node.url_for()
         with Attempt(metrics, node, url):
-            answer = await client.open_stream(node.name, url, body, headers=node.headers, timeout=node.timeout)
+            answer = await client.open_stream(node.label, url, body, headers=node.headers, timeout=node.timeout)
     return answer, node, url
 
 

@@ -19,7 +19,8 @@ rest of the answer.
 * A node that fails (unreachable, 5xx, timed out, circuit open) fails the stream closed: before
   anything was sent, `schedule()` raises (`first_batch()`), so the client gets a 502/503/504 naming
   the node; later, the relay's final error event names it. With `MEGASERVICE_NODE_<NAME>_FAIL_OPEN=1`
-  the sentence passes unchecked instead, with a warning.
+  the sentence passes unchecked instead, with a warning. A fail-closed node without a fallback whose
+  circuit is open fails the request with its 503 before the LLM is called (`run`).
 """
 
 import logging
@@ -135,14 +136,14 @@ class _NodeCheck:
             answer = await post(self.client, self.metrics, node, self.url, {"text": unit.text}, retry=False)
         except UpstreamError as exc:
             if isinstance(exc, UpstreamStatusError) and exc.upstream_status == REFUSAL_STATUS:
-                return _Answer("", _refusal_of(exc.body, node.name))
+                return _Answer("", _refusal_of(exc.body, node.label))
             if fails_open(node, exc, warn=not self.failed_open):  # warned once per stream
                 self.failed_open = True
                 return _Answer(unit.text)
             raise
-        text = answer_text(answer, node.name, self.url)
+        text = answer_text(answer, node.label, self.url)
         if isinstance(answer, Mapping) and answer.get("downstream_black_list"):
-            return _Answer(text, _refusal(text, node.name, answer.get("violations")))
+            return _Answer(text, _refusal(text, node.label, answer.get("violations")))
         return _Answer(text)
 
 
@@ -190,7 +191,7 @@ def fails_open(node: Node, exc: UpstreamError, *, warn: bool = True) -> bool:
     if not node.fail_open or not is_node_failure(exc):
         return False
     if warn:
-        logger.warning("%s failed (%s); passing its input on unchecked (FAIL_OPEN)", node.name, exc)
+        logger.warning("%s failed (%s); passing its input on unchecked (FAIL_OPEN)", node.label, exc)
     return True
 
 

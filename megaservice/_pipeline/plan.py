@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from megaservice.microservice import MicroService
     from megaservice.orchestrator import ServiceOrchestrator
 
-__all__ = ["Node", "Plan", "build_plan", "remote_node"]
+__all__ = ["Node", "Plan", "build_plan", "node_label", "remote_node"]
 
 _STREAMING_TYPES = (ServiceType.LLM, ServiceType.LVM)
 
@@ -30,6 +30,7 @@ class Node:
     """Everything a call to one node needs, computed once per topology."""
 
     name: str
+    """The node's id (`retriever/MicroService`): results, metrics and `downstream_black_list` use it."""
     service: "MicroService"
     is_llm: bool
     url: str | None
@@ -45,6 +46,8 @@ class Node:
     """When the call fails (the node is unwell, not the request), its input passes on as its answer (a guardrail's)."""
     stream_in_flight: int = 8
     """After a streaming LLM: the sentences of one stream sent to this node and not yet passed on, at most."""
+    label: str = ""
+    """The node as the user named it (`retriever`): what errors, logs and traces say (default: `name`)."""
 
     def url_for(self, model: str | None = None) -> str:
         """The URL to call (`model` picks the endpoint of an `api_key` node whose URL depends on it)."""
@@ -112,6 +115,7 @@ def _node(
         headers=headers,
         latency=orchestrator.metrics.node_latency.labels(name),
         timeout=timeout,
+        label=node_label(service),
     )
     if fallback_of is None:
         node.fail_open = configured.fail_open
@@ -119,7 +123,7 @@ def _node(
     if retry is not None and retry.attempts > 1 and pre_llm:
         node.retry = retry
     if breaker is not None:
-        node.circuit = orchestrator.circuit(name, breaker)
+        node.circuit = orchestrator.circuit(name, breaker, label=node.label)
     if fallback_of is None:
         fallback = service.fallback
         if fallback is None and configured.fallback_url:
@@ -130,6 +134,15 @@ def _node(
         if fallback is not None:
             node.fallback = _node(orchestrator, fallback, pre_llm=False, fallback_of=node)
     return node
+
+
+def node_label(service: "MicroService") -> str:
+    """The name `service` was given (`retriever` for `retriever/MicroService`), else its id as it is."""
+    name = service.name
+    suffix = f"/{type(service).__name__}"
+    if name.endswith(suffix) and len(name) > len(suffix):
+        return name[: -len(suffix)]
+    return name
 
 
 def remote_node(name: str, url: str, service_type: ServiceType, *, what: str) -> "MicroService":

@@ -158,12 +158,21 @@ class Relay:
         return out
 
     def failure(self, exc: Exception) -> bytes:
-        """The SSE event that tells the client the stream failed (logged here)."""
+        """The SSE event that tells the client the stream failed (logged here).
+
+        Its body is the error body (`UpstreamError.to_dict()`, which names the node) plus OpenAI's
+        `error` object (`message`, `type`, `code`), which makes OpenAI's clients raise `APIError`.
+        """
         if isinstance(exc, UpstreamError):
             logger.warning("stream from %s failed after it started: %s", exc.node, exc)
-            return _compat.error_frame(exc.to_dict())
-        logger.error("stream failed after it started", exc_info=exc)
-        return _compat.error_frame({"object": "error", "type": "internal_error", "message": type(exc).__name__})
+            body = exc.to_dict()
+            code: object = exc.status_code
+        else:
+            logger.error("stream failed after it started", exc_info=exc)
+            body = {"object": "error", "type": "internal_error", "message": type(exc).__name__}
+            code = 500
+        body["error"] = {"message": body["message"], "type": body["type"], "code": code}
+        return _compat.error_frame(body)
 
     def close(self) -> None:
         self.guard.finish()

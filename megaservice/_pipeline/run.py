@@ -23,7 +23,7 @@ from megaservice._pipeline.plan import Node, Plan
 from megaservice._pipeline.relay import EventReader, Relay, RelayedStream, StreamGuard, read_batches, singletons
 from megaservice.client import UpstreamClient, dumps
 from megaservice.dag import RuntimeGraph
-from megaservice.exceptions import ConfigurationError, UpstreamError
+from megaservice.exceptions import ConfigurationError, UpstreamError, UpstreamUnavailable
 from megaservice.protocol.docs import LLMParams
 from megaservice.responses import StreamingResponse, flatten
 
@@ -170,6 +170,11 @@ class Run:
             raise ConfigurationError(f"a streaming node can feed one downstream node; {node.name} has {downstream}")
         orchestrator = self.orchestrator
         metrics = orchestrator.metrics
+        if downstream:  # a node that would refuse every sentence: fail before the LLM is asked at all
+            refused = _refused_at_once(self.plan.nodes[downstream[0]])
+            if refused is not None:
+                metrics.node_errors.labels(downstream[0], refused.kind).inc()
+                raise refused
         hook = orchestrator.align_generator
         async_hook = inspect.isasyncgenfunction(getattr(hook, "__func__", hook))
         bridge = None
@@ -191,9 +196,9 @@ class Run:
         guard.track(answer)
         self.streams.append(guard)
         if not downstream and not async_hook:
-            stream.attach(answer.content.iter_any(), EventReader(answering.name, url), answer)
+            stream.attach(answer.content.iter_any(), EventReader(answering.label, url), answer)
             return stream, node.name
-        source: AsyncIterator[list[Any]] = read_batches(answer, answering.name, url)
+        source: AsyncIterator[list[Any]] = read_batches(answer, answering.label, url)
         stored_as = node.name
         if downstream:
             stored_as = downstream[0]
@@ -207,6 +212,18 @@ class Run:
             source = singletons(hook(flatten(source), **self.kwargs))
         stream.attach(source)
         return stream, stored_as
+
+
+def _refused_at_once(node: Node) -> UpstreamUnavailable | None:
+    """The 503 of a node after the LLM whose circuit is open, when nothing would stand in for it.
+
+    Fail-closed (no `FAIL_OPEN`) and without a fallback, its first sentence would fail the stream
+    anyway; asking the LLM first would only cost a generation cancelled at its first sentence.
+    """
+    circuit = node.circuit
+    if circuit is None or node.fail_open or node.fallback is not None:
+        return None
+    return circuit.refusal(node.url_for())
 
 
 def copy_inputs(inputs: Any) -> Any:

@@ -14,6 +14,7 @@ from functools import lru_cache
 from typing import TypeVar
 
 import aiohttp
+import aiohttp.abc
 
 from megaservice._transport.base import NO_CONTENT, no_content
 from megaservice.exceptions import (
@@ -104,8 +105,17 @@ class SessionTransport:
     The session is created on first use, inside the running event loop.
     """
 
-    def __init__(self, *, limit: int, keepalive_timeout: float, ssl_context: ssl.SSLContext | None) -> None:
+    def __init__(
+        self,
+        *,
+        limit: int,
+        keepalive_timeout: float,
+        ssl_context: ssl.SSLContext | None,
+        resolver: aiohttp.abc.AbstractResolver | None = None,
+    ) -> None:
+        """`resolver`: how host names become the addresses connected to (default: aiohttp's, cached 300 s)."""
         self._options = (limit, keepalive_timeout, ssl_context)
+        self._resolver = resolver
         self._client: aiohttp.ClientSession | None = None
 
     @property
@@ -119,6 +129,7 @@ class SessionTransport:
                 ttl_dns_cache=300,
                 enable_cleanup_closed=False,
                 ssl=ssl_context if ssl_context is not None else True,
+                resolver=self._resolver,
             )
             session = self._client = aiohttp.ClientSession(connector=connector, trust_env=False, raise_for_status=False)
         return session

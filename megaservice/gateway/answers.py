@@ -33,11 +33,10 @@ from typing import Any
 import orjson
 
 from megaservice import _compat
-from megaservice.exceptions import UpstreamError
 from megaservice.gateway.metrics import gateway_metrics
 from megaservice.gateway.turn import Turn
 
-__all__ = ["DONE", "answer", "completion_text", "error_event", "refusal", "refusal_stream", "relay", "text_stream"]
+__all__ = ["DONE", "answer", "completion_text", "refusal", "refusal_stream", "relay", "text_stream"]
 
 logger = logging.getLogger("megaservice.gateway")
 
@@ -130,8 +129,8 @@ def _opea_response(turn: Turn, text: str, usage: Any) -> dict[str, Any]:
 def relay(events: AsyncIterator[Any], turn: Turn) -> AsyncIterator[bytes | str]:
     """The LLM's stream (raw SSE events, or OPEA frames after an output guardrail) in the turn's framing.
 
-    An async `align_generator` hook: the LLM node failing midway is raised in here, so it is told in
-    the route's terms (OpenAI's `error` object, which makes the openai client raise) before the end.
+    An async `align_generator` hook: the LLM node failing midway is raised through here, and the
+    core ends the stream with its error event (the node, OpenAI's `error` object).
     """
     if turn.framing == "opea":
         return _opea_stream(events, turn)
@@ -146,66 +145,50 @@ def _first_event(turn: Turn) -> None:
 
 async def _openai_stream(events: AsyncIterator[Any], turn: Turn) -> AsyncIterator[bytes]:
     first = timing = True
-    try:
-        async for event in events:
-            if timing:
-                timing = False
-                _first_event(turn)
-            raw = event if isinstance(event, bytes) else str(event).encode()
-            if raw.startswith(_DATA_JSON):  # an OpenAI chunk: passed on as the LLM wrote it
-                if first:
-                    first = False
-                    _adopt_identity(turn, raw)
-                yield raw
-                continue
-            if _is_error(raw):  # the LLM service's own error event (it has OpenAI's `error`): passed on
-                yield raw
-                await _drain(events)
-                return
-            text, done = _compat.event_text(raw)
-            if text and not done:  # OPEA frames (a node after the LLM re-streams its text): as chunks
-                delta = {"role": "assistant", "content": text} if first else {"content": text}
+    async for event in events:
+        if timing:
+            timing = False
+            _first_event(turn)
+        raw = event if isinstance(event, bytes) else str(event).encode()
+        if raw.startswith(_DATA_JSON):  # an OpenAI chunk: passed on as the LLM wrote it
+            if first:
                 first = False
-                yield _chunk(turn, {"choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}]})
-    except UpstreamError as exc:
-        yield error_event(exc)
-        return
+                _adopt_identity(turn, raw)
+            yield raw
+            continue
+        if _is_error(raw):  # the LLM service's own error event (it has OpenAI's `error`): passed on
+            yield raw
+            await _drain(events)
+            return
+        text, done = _compat.event_text(raw)
+        if text and not done:  # OPEA frames (a node after the LLM re-streams its text): as chunks
+            delta = {"role": "assistant", "content": text} if first else {"content": text}
+            first = False
+            yield _chunk(turn, {"choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}]})
     yield _chunk(turn, {"choices": [], "sources": turn.source_dicts()})
     yield DONE
 
 
 async def _opea_stream(events: AsyncIterator[Any], turn: Turn) -> AsyncIterator[bytes | str]:
     timing = True
-    try:
-        async for event in events:
-            if timing:
-                timing = False
-                _first_event(turn)
-            raw = event if isinstance(event, bytes) else str(event).encode()
-            if raw.startswith(_DATA_JSON):
-                text = _delta_content(raw)
-            elif _is_error(raw):
-                yield raw
-                await _drain(events)
-                return
-            else:
-                text, done = _compat.event_text(raw)
-                if done:
-                    continue
-            if text:
-                yield _compat.opea_token_frame(text)
-    except UpstreamError as exc:
-        yield error_event(exc)
-        return
+    async for event in events:
+        if timing:
+            timing = False
+            _first_event(turn)
+        raw = event if isinstance(event, bytes) else str(event).encode()
+        if raw.startswith(_DATA_JSON):
+            text = _delta_content(raw)
+        elif _is_error(raw):
+            yield raw
+            await _drain(events)
+            return
+        else:
+            text, done = _compat.event_text(raw)
+            if done:
+                continue
+        if text:
+            yield _compat.opea_token_frame(text)
     yield _compat.DONE_FRAME
-
-
-def error_event(exc: UpstreamError) -> bytes:
-    """The `event: error` ending a stream whose node failed: the core's body plus OpenAI's `error` object."""
-    logger.warning("stream from %s failed after it started: %s", exc.node, exc)
-    body = exc.to_dict()
-    body["error"] = {"message": body["message"], "type": body["type"], "code": body["code"]}
-    return _compat.error_frame(body)
 
 
 def refusal_stream(turn: Turn) -> Iterator[bytes | str]:

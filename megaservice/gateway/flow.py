@@ -86,7 +86,10 @@ class GatewayOrchestrator(ServiceOrchestrator):
                 turn.question = data["text"]
                 turn.rewritten = True
         elif role == ServiceType.EMBEDDING:
-            return {"text": turn.question, "embedding": _vector(data, node, self.services[node].endpoint_path())}
+            return {
+                "text": turn.question,
+                "embedding": _vector(data, service_name(node), self.services[node].endpoint_path()),
+            }
         elif role == ServiceType.RETRIEVER:
             turn.retrieved = retrieved(data)
             turn.sources = list(turn.retrieved)

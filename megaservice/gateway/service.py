@@ -23,6 +23,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from megaservice._pipeline.plan import node_label
 from megaservice.client import UpstreamClient
 from megaservice.constants import ServiceRoleType, ServiceType
 from megaservice.exceptions import ConfigurationError, InputError, UpstreamStatusError
@@ -119,8 +120,8 @@ class _Chat:
         self.name = pipeline.name
         self.limits = settings.input_limits
         self.orchestrator = orchestrator
-        self.llm_nodes = frozenset(
-            name for name, node in orchestrator.services.items() if node.service_type == ServiceType.LLM
+        self.llm_nodes = frozenset(  # as errors name them (`UpstreamError.node`)
+            node_label(node) for node in orchestrator.services.values() if node.service_type == ServiceType.LLM
         )
         model = pipeline.megaservice.model
         self.params = {stream: LLMParams(stream=stream, model=model) for stream in (True, False)}

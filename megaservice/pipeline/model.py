@@ -95,7 +95,7 @@ class ServiceSpec(BaseModel):
     @classmethod
     def _known(cls, value: str | None) -> str | None:
         if value is not None and value not in COMPONENTS and value not in INFRASTRUCTURE:
-            known = ", ".join([*COMPONENTS, *INFRASTRUCTURE])
+            known = ", ".join(sorted({*COMPONENTS, *INFRASTRUCTURE}))
             raise ValueError(f"unknown component {value!r}; the components are: {known}")
         return value
 

@@ -21,7 +21,7 @@ from tests.helpers import gateway, node
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("upstream_client")]
 
 TIMEOUT = Timeout(connect=1.0, first_byte=0.5, read=0.5, total=2.0)
-NODE = "faulty/MicroService"
+NODE = "faulty"
 
 
 def pending() -> float:

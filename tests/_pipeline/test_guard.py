@@ -11,7 +11,7 @@ import anyio
 import orjson
 import pytest
 
-from megaservice import CircuitBreaker, ServiceOrchestrator, ServiceType
+from megaservice import CircuitBreaker, ServiceOrchestrator, ServiceType, UpstreamConnectError, UpstreamUnavailable
 from megaservice.components.guardrails import GuardrailsSettings, create_service
 from megaservice.settings import Settings
 from megaservice.testing import FakeGuardrail, FakeLLM, FakeService, serve, unused_url
@@ -211,6 +211,46 @@ async def test_an_open_circuit_answers_503_naming_the_guardrail():
     assert GUARD in body
 
 
+class Clock:
+    """A clock the test steps by hand: the orchestrator's circuits measure time with it."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_a_guardrail_whose_circuit_is_open_fails_fast_without_calling_the_llm():
+    llm, clock = FakeLLM(words(GOOD)), Clock()
+    async with serve(llm) as llm_url:
+        orchestrator = pipeline(llm_url, unused_url(), breaker=CircuitBreaker(failures=1, reset_after=60))
+        orchestrator.clock = clock
+        with pytest.raises(UpstreamConnectError):  # opens the guardrail's circuit
+            await orchestrator.schedule({"text": "q"})
+        assert len(llm.requests) == 1
+        with pytest.raises(UpstreamUnavailable) as refused:
+            await orchestrator.schedule({"text": "q"})
+        assert len(llm.requests) == 1  # the LLM was not asked for an answer nobody could check
+        assert (refused.value.node, refused.value.status_code) == (GUARD, 503)
+        clock.now += 61  # half-open: the trial goes through, the LLM first
+        with pytest.raises(UpstreamConnectError):
+            await orchestrator.schedule({"text": "q"})
+        assert len(llm.requests) == 2
+
+
+async def test_a_guardrail_failing_open_with_its_circuit_open_still_lets_the_answer_through():
+    llm = FakeLLM(words(GOOD))
+    async with serve(llm) as llm_url:
+        breaker = CircuitBreaker(failures=1, reset_after=60)
+        orchestrator = pipeline(llm_url, unused_url(), breaker=breaker, MEGASERVICE_NODE_GUARDRAIL_OUT_FAIL_OPEN="1")
+        for _ in range(2):
+            results, _ = await orchestrator.schedule({"text": "q"})
+            frames = [str(frame) async for frame in results[f"{GUARD}/MicroService"].body_iterator]
+            assert frames and not any("event: error" in frame for frame in frames)
+    assert len(llm.requests) == 2
+
+
 async def test_a_guardrail_configured_to_fail_open_lets_the_answer_through_when_it_is_down():
     llm = FakeLLM(words(GOOD))
     async with serve(llm) as llm_url:
@@ -327,7 +367,7 @@ async def test_opea_style_refusals_end_the_stream_too(kind):
     text = "".join(ast.literal_eval(frame[len("data: ") :]).decode() for frame in frames[:-1])
     assert text == GOOD + " " + message
     body = orjson.loads(frames[-1].split(b"data: ", 1)[1])
-    assert body["message"] == message and body["node"] == f"{GUARD}/MicroService" and body["violations"] == []
+    assert body["message"] == message and body["node"] == GUARD and body["violations"] == []
 
 
 class FailsAfterFirst(FakeService):
@@ -352,7 +392,7 @@ async def test_a_guardrail_failing_mid_stream_ends_it_with_an_error_event_naming
     text = "".join(ast.literal_eval(frame[len("data: ") :]).decode() for frame in frames[:-1])
     assert text == first
     body = orjson.loads(frames[-1].split(b"data: ", 1)[1])
-    assert frames[-1].startswith(b"event: error") and body["node"] == f"{GUARD}/MicroService"
+    assert frames[-1].startswith(b"event: error") and body["node"] == GUARD
     assert body["upstream_status"] == 500
 
 

@@ -54,7 +54,7 @@ def test_it_serves_the_pipelines_megaservice_on_the_port_given(tmp_path):
         assert models is not None, process.stdout.read().decode() if process.poll() is not None else "no answer"
         assert [m["id"] for m in models["data"]] == ["mine"]
         down = httpx.post(f"{url}/v1/chat/completions", json={"messages": "hi"}, timeout=10)
-        assert down.status_code == 502 and down.json()["node"] == "llm/MicroService"
+        assert down.status_code == 502 and down.json()["node"] == "llm"
     finally:
         process.terminate()
         process.wait(timeout=10)

@@ -191,4 +191,4 @@ async def test_an_embedding_node_answering_no_vector_is_a_502_naming_it():
     async with run_stack(embedding=FakeService()) as stack, stack.client() as http:
         response = await http.post("/v1/chat/completions", json={"messages": QUESTION})
     assert response.status_code == 502
-    assert response.json()["node"] == "embedding/MicroService" and "no embedding" in response.json()["message"]
+    assert response.json()["node"] == "embedding" and "no embedding" in response.json()["message"]

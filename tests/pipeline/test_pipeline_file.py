@@ -88,6 +88,26 @@ def test_a_broken_pipeline_is_refused_naming_the_line_and_the_problem(change, li
         assert text.startswith(f"small.yaml:{line}:"), text
 
 
+def test_an_unknown_component_is_refused_listing_each_known_one_once_sorted():
+    with pytest.raises(PipelineFileError) as refused:
+        parse_pipeline(GOOD.replace("component: retriever", "component: retriver"), "small.yaml")
+    known = str(refused.value).split("the components are: ", 1)[1].split(", ")
+    assert "postgres" in known and "retriever" in known
+    assert known == sorted(set(known))
+
+
+def test_the_shipped_chatqnas_chunks_fit_the_embedding_model_so_dataprep_does_not_warn():
+    from megaservice.components.dataprep import DataprepSettings
+    from megaservice.components.dataprep.service import long_chunk_warning
+    from megaservice.components.embedding.minilm import MAX_TOKENS
+
+    settings = DataprepSettings.from_env(load_pipeline("chatqna").services["dataprep"].env)
+    assert (settings.chunk_size, settings.chunk_overlap) == (800, 80)
+    assert long_chunk_warning(settings.chunk_size, "all-MiniLM-L6-v2", MAX_TOKENS) is None
+    default = DataprepSettings.from_env({})  # OPEA's default stays the component's
+    assert "CHUNK_SIZE=800 fits" in str(long_chunk_warning(default.chunk_size, "all-MiniLM-L6-v2", MAX_TOKENS))
+
+
 def test_an_unknown_pipeline_names_the_shipped_ones():
     with pytest.raises(Exception, match="chatqna"):
         load_pipeline("no-such-pipeline")

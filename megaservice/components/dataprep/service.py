@@ -40,7 +40,7 @@ from megaservice.guards import read_upload
 from megaservice.microservice import MicroService
 from megaservice.statistics import BaseStatistics, statistics_dict
 
-__all__ = ["STATISTICS_NAME", "create_service"]
+__all__ = ["STATISTICS_NAME", "create_service", "long_chunk_warning"]
 
 STATISTICS_NAME = "opea_service@dataprep"
 """The name of the service's ingest latencies in `/v1/statistics` (OPEA's)."""
@@ -54,6 +54,18 @@ CHARACTERS_PER_TOKEN = 4.5
 """Characters of English per MiniLM token (benchmarks/dataprep.py: 1500-character chunks hold 331 on average)."""
 _PERMANENT = (ModelMismatch, ConfigurationError, MissingDependencyError)
 """Startup failures that waiting does not cure: reported by `/v1/ready`, not retried."""
+
+
+def long_chunk_warning(chunk_size: int, model_id: str, max_tokens: int) -> str | None:
+    """The startup warning when chunks of `chunk_size` characters are longer than the model reads, else `None`."""
+    tokens = round(chunk_size / CHARACTERS_PER_TOKEN)
+    if tokens <= max_tokens:
+        return None
+    fits = int(max_tokens * CHARACTERS_PER_TOKEN * 0.7) // 100 * 100
+    return (
+        f"CHUNK_SIZE {chunk_size} characters is about {tokens} tokens, and {model_id} reads {max_tokens}: the end "
+        f"of most chunks will be stored but not embedded; CHUNK_SIZE={fits} fits (docs/components/dataprep.md)"
+    )
 
 
 def _json(content: Any, status: int = 200) -> Response:
@@ -113,18 +125,9 @@ class _Routes:
 
     def _warn_of_long_chunks(self) -> None:
         """Say so when the default chunk is longer than the model reads (its end would not be embedded)."""
-        tokens = round(self.defaults.chunk_size / CHARACTERS_PER_TOKEN)
-        most = self.embedder.max_input_length
-        if tokens > most:
-            logger.warning(
-                "CHUNK_SIZE %d characters is about %d tokens, and %s reads %d: the end of most chunks will be stored "
-                "but not embedded; CHUNK_SIZE=%d fits (docs/components/dataprep.md)",
-                self.defaults.chunk_size,
-                tokens,
-                self.embedder.model_id,
-                most,
-                int(most * CHARACTERS_PER_TOKEN * 0.7) // 100 * 100,
-            )
+        warning = long_chunk_warning(self.defaults.chunk_size, self.embedder.model_id, self.embedder.max_input_length)
+        if warning is not None:
+            logger.warning("%s", warning)
 
     async def ready(self) -> bool:
         """Whether requests can be served (raises why not, for `/v1/ready`)."""
