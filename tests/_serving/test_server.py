@@ -9,7 +9,6 @@ import httpx
 import pytest
 import uvicorn
 
-import megaservice.testing.server
 from megaservice import MicroService
 from megaservice.testing import serve
 
@@ -80,7 +79,7 @@ async def test_the_testing_server_answers_without_nagle(monkeypatch: pytest.Monk
             super().__init__(config)
             servers.append(self)
 
-    monkeypatch.setattr(megaservice.testing.server.uvicorn, "Server", Recorded)
+    monkeypatch.setattr(uvicorn, "Server", Recorded)  # as megaservice.testing.serve looks it up
     service = MicroService("nodelay")
     async with serve(service.app) as url, httpx.AsyncClient(base_url=url) as client:
         assert (await client.get("/v1/health_check")).status_code == 200
