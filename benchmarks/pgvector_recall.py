@@ -267,8 +267,9 @@ def embed_cmd(args: argparse.Namespace) -> None:
     """Embed the queries and the first --limit chunks (row i = chunk id i) with the int8 ONNX MiniLM
     (set up here, or with --packaged the project's `MiniLM`, as the embedding service runs it).
 
-    Chunks go in blocks of --block (10,000) in corpus order (each block saved as it is done, so the 10k set is ready first
-    and an interrupted run resumes); within a block texts are sorted by length to cut padding. Writes
+    Chunks go in blocks of --block (10,000) in corpus order (each block saved as it is done, so the first
+    set is ready first and an interrupted run resumes); within a block texts are sorted by length to cut
+    padding. Writes
     queries.npy, chunks.npy and chunks-<n>.npy.
     """
     import numpy as np
