@@ -22,13 +22,19 @@ services expose and dashboards query (`HTTPMetrics`, `get_http_metrics`):
 
 `handler` is the route's path template (`/v1/items/{id}`), `none` for a path no route matched.
 `MEGASERVICE_HTTP_METRICS=0` turns them off.
+
+A component's own series (the gateway's, the embedding service's, ...) live in its package and
+are made by a function decorated with `per_process`: created on first use, once per process, so
+that tests starting many services in one process never register a name twice. The whole list is
+in docs/observability.md.
 """
 
 import bisect
 import math
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import TypeVar
 
 from prometheus_client import REGISTRY, Counter, Gauge
 from prometheus_client.metrics_core import (
@@ -40,7 +46,17 @@ from prometheus_client.metrics_core import (
 )
 from prometheus_client.registry import Collector
 
-__all__ = ["FastGauge", "FastHistogram", "HTTPMetrics", "OrchestratorMetrics", "get_http_metrics", "get_metrics"]
+__all__ = [
+    "FastGauge",
+    "FastHistogram",
+    "HTTPMetrics",
+    "OrchestratorMetrics",
+    "get_http_metrics",
+    "get_metrics",
+    "per_process",
+]
+
+_T = TypeVar("_T")
 
 _DEFAULT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
 _LOWR_BUCKETS = (0.1, 0.5, 1.0)
@@ -320,3 +336,28 @@ def get_http_metrics(enabled: bool = True) -> HTTPMetrics | None:
             if _http_metrics is None:
                 _http_metrics = HTTPMetrics()
     return _http_metrics
+
+
+def per_process(make: Callable[[], _T]) -> Callable[[], _T]:
+    """`make`, called once per process: later calls return what the first returned (thread-safe).
+
+    For the function that creates a component's series in the default registry:
+
+        @per_process
+        def retrieval_metrics() -> RetrievalMetrics:
+            return RetrievalMetrics()
+    """
+    made: list[_T] = []
+    lock = threading.Lock()
+
+    def get() -> _T:
+        if not made:
+            with lock:
+                if not made:
+                    made.append(make())
+        return made[0]
+
+    get.__name__ = make.__name__
+    get.__qualname__ = make.__qualname__
+    get.__doc__ = make.__doc__
+    return get

@@ -97,3 +97,29 @@ def test_megaservice_http_metrics_0_turns_the_series_off() -> None:
     counted = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
     assert "http_requests_total" not in quiet.stdout
     assert 'http_requests_total{handler="/v1/health_check",method="GET",status="2xx"} 1.0' in counted.stdout
+
+
+def test_per_process_makes_its_series_once_even_from_many_threads() -> None:
+    import threading
+
+    from prometheus_client import CollectorRegistry, Counter
+
+    from megaservice.metrics import per_process
+
+    registry = CollectorRegistry()
+    made: list[Counter] = []
+
+    @per_process
+    def series() -> Counter:
+        counter = Counter("made_once", "Made once.", registry=registry)  # a second registration would raise
+        made.append(counter)
+        return counter
+
+    results: list[Counter] = []
+    threads = [threading.Thread(target=lambda: results.append(series())) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(made) == 1 and len(results) == 8 and all(result is made[0] for result in results)
+    assert series.__name__ == "series"

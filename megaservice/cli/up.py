@@ -42,10 +42,26 @@ def up(
         int, typer.Option(help="Restarts allowed per service within 5 minutes before up stops everything (0: none).")
     ] = 3,
     dry_run: Annotated[bool, typer.Option(help="Print the command of each service and exit.")] = False,
+    observe: Annotated[
+        bool | None,
+        typer.Option(
+            "--observe/--no-observe",
+            help="Start a local trace receiver and viewer first and trace every service "
+            "(default: the pipeline file's `observe`).",
+            show_default=False,
+        ),
+    ] = None,
+    observe_port: Annotated[
+        int | None, typer.Option(help="Where --observe receives spans (OTLP/HTTP; default 4318).", show_default=False)
+    ] = None,
+    observe_ui_port: Annotated[
+        int | None, typer.Option(help="Where --observe serves the trace viewer (default 16686).", show_default=False)
+    ] = None,
 ) -> None:
     """Run every service of a pipeline, each as its own process, until Ctrl-C."""
     from megaservice.exceptions import ConfigurationError
     from megaservice.launcher import Launcher, LaunchError
+    from megaservice.launcher.observe import receiver_for
     from megaservice.launcher.supervisor import describe, load_for_launch
     from megaservice.settings import StorageSettings
 
@@ -56,7 +72,13 @@ def up(
         console.print(Text(f"error: {exc}", style="red"))
         raise typer.Exit(2) from None
     folder = data_dir if data_dir is not None else StorageSettings.from_env().data_dir
-    names = [*loaded.start_order(), "megaservice"]
+    observed = observe if observe is not None else loaded.observe is not None or bool(observe_port or observe_ui_port)
+    try:
+        receiver = receiver_for(loaded, port=observe_port, ui_port=observe_ui_port) if observed else None
+    except ConfigurationError as exc:
+        console.print(Text(f"error: {exc}", style="red"))
+        raise typer.Exit(2) from None
+    names = [*([receiver.name] if receiver else []), *loaded.start_order(), "megaservice"]
     launcher = Launcher(
         loaded,
         path,
@@ -65,6 +87,7 @@ def up(
         ready_timeout=ready_timeout,
         demo=demo,
         max_restarts=restarts,
+        receiver=receiver,
     )
     if dry_run:
         console.print(describe(launcher.commands), soft_wrap=True)

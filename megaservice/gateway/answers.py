@@ -18,11 +18,15 @@ OPEA (`/v1/chatqna`, as GenAIExamples' ChatQnA answers, so its UIs keep working)
                    OPEA's React UI appends any other event's data to the answer, so the sources
                    of a streamed answer are on the OpenAI route (or ask without streaming)
 
+The first event of the LLM's stream is timed: the LLM's time to first token, from its call
+(`megaservice_llm_first_token_latency`, `megaservice.gateway.metrics`).
+
 An error after the stream started ends it with an `event: error` event (no sources, no `[DONE]`)
 whose body names the node and has OpenAI's `error` object (so the openai client raises).
 """
 
 import logging
+import time
 from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any
 
@@ -30,6 +34,7 @@ import orjson
 
 from megaservice import _compat
 from megaservice.exceptions import UpstreamError
+from megaservice.gateway.metrics import gateway_metrics
 from megaservice.gateway.turn import Turn
 
 __all__ = ["DONE", "answer", "completion_text", "error_event", "refusal", "refusal_stream", "relay", "text_stream"]
@@ -129,14 +134,23 @@ def relay(events: AsyncIterator[Any], turn: Turn) -> AsyncIterator[bytes | str]:
     the route's terms (OpenAI's `error` object, which makes the openai client raise) before the end.
     """
     if turn.framing == "opea":
-        return _opea_stream(events)
+        return _opea_stream(events, turn)
     return _openai_stream(events, turn)
 
 
+def _first_event(turn: Turn) -> None:
+    """The LLM's first event arrived now: its time to first token, from its call."""
+    if turn.llm_called:
+        gateway_metrics().llm_first_token_latency.observe(time.monotonic() - turn.llm_called)
+
+
 async def _openai_stream(events: AsyncIterator[Any], turn: Turn) -> AsyncIterator[bytes]:
-    first = True
+    first = timing = True
     try:
         async for event in events:
+            if timing:
+                timing = False
+                _first_event(turn)
             raw = event if isinstance(event, bytes) else str(event).encode()
             if raw.startswith(_DATA_JSON):  # an OpenAI chunk: passed on as the LLM wrote it
                 if first:
@@ -160,9 +174,13 @@ async def _openai_stream(events: AsyncIterator[Any], turn: Turn) -> AsyncIterato
     yield DONE
 
 
-async def _opea_stream(events: AsyncIterator[Any]) -> AsyncIterator[bytes | str]:
+async def _opea_stream(events: AsyncIterator[Any], turn: Turn) -> AsyncIterator[bytes | str]:
+    timing = True
     try:
         async for event in events:
+            if timing:
+                timing = False
+                _first_event(turn)
             raw = event if isinstance(event, bytes) else str(event).encode()
             if raw.startswith(_DATA_JSON):
                 text = _delta_content(raw)

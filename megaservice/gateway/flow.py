@@ -22,14 +22,17 @@ in the request's `Turn` (passed to `schedule(..., turn=turn)`):
 
 A request without a `Turn` (a caller of `schedule()` that is not the gateway) goes through unchanged.
 The streaming answer is written by `align_generator` in the `Turn`'s framing (`.answers`).
+The LLM node's call is timed: the pipeline's time before it (`megaservice.gateway.metrics`).
 """
 
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 from megaservice.constants import ServiceType
 from megaservice.exceptions import UpstreamProtocolError
 from megaservice.gateway import answers
+from megaservice.gateway.metrics import gateway_metrics
 from megaservice.gateway.sources import reranked, retrieved
 from megaservice.gateway.turn import Turn
 from megaservice.orchestrator import ServiceOrchestrator
@@ -62,6 +65,8 @@ class GatewayOrchestrator(ServiceOrchestrator):
             return {**inputs, "top_n": turn.top_n}
         if role in (ServiceType.LLM, ServiceType.LVM):
             turn.answered = True
+            turn.llm_called = now = time.monotonic()
+            gateway_metrics().pipeline_latency.observe(now - turn.started)
             turn.refusal = turn.refused_by = None  # a black list that let the LLM run refused nothing
             return self._llm_request(turn, inputs)
         return inputs

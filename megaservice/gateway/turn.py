@@ -53,6 +53,10 @@ class Turn:
     """A guardrail changed the question (masked what it found): the LLM gets its text."""
     answered: bool = False
     """The LLM node was called."""
+    started: float = field(default_factory=time.monotonic)
+    """When the request was read (`time.monotonic()`): the pipeline's time is counted from it."""
+    llm_called: float = 0.0
+    """When the LLM node was called (`time.monotonic()`; 0 until it is)."""
 
     def source_dicts(self) -> list[dict[str, Any]]:
         """The sources as answers carry them (numbered from 1, in the order the LLM saw them)."""

@@ -4,6 +4,7 @@ ports.py        a port that is taken, named with the service that wanted it, bef
 process.py      one child process: its command, its log lines prefixed with its name, stop
 readiness.py    when a started service is ready (its `/v1/ready`, or the embedded PostgreSQL's socket)
 demo.py         the demo corpus ingested through dataprep on the first start
+observe.py      `--observe`: the trace receiver started first, every service exporting to it
 supervisor.py   the whole: start in dependency order, wait for each, watch, stop everything on exit
 """
 

@@ -23,6 +23,7 @@ from megaservice.client import UpstreamClient
 from megaservice.components import COMPONENTS
 from megaservice.exceptions import ConfigurationError, MegaserviceError
 from megaservice.launcher.demo import demo_files, ingest_demo
+from megaservice.launcher.observe import Receiver, missing_tracing, observed_env
 from megaservice.launcher.ports import taken_ports
 from megaservice.launcher.process import ServiceProcess
 from megaservice.launcher.readiness import Check, http_ready, postgres_ready
@@ -48,10 +49,17 @@ class Command:
     env: dict[str, str]
     host: str | None
     port: int | None
+    ports: tuple[int, ...] = ()
+    """Other ports it listens on (checked before anything starts, as `port` is)."""
 
 
-def service_commands(pipeline: Pipeline, path: Path, *, data_dir: Path | None = None) -> list[Command]:
-    """The command of every service `up` starts, in start order, the megaservice last."""
+def service_commands(
+    pipeline: Pipeline, path: Path, *, data_dir: Path | None = None, receiver: Receiver | None = None
+) -> list[Command]:
+    """The command of every service `up` starts, in start order, the megaservice last.
+
+    With a `receiver` (`--observe`), the trace receiver comes first and every service exports to it.
+    """
     base = environment()
     base.setdefault("HF_HUB_OFFLINE", "1")
     base["PYTHONUNBUFFERED"] = "1"
@@ -59,6 +67,11 @@ def service_commands(pipeline: Pipeline, path: Path, *, data_dir: Path | None = 
         base["MEGASERVICE_DATA_DIR"] = str(data_dir)
     python = sys.executable
     commands = []
+    if receiver is not None:
+        commands.append(
+            Command(receiver.name, receiver.argv(), base, receiver.host, receiver.port, (receiver.ui_port,))
+        )
+        base = observed_env(base, receiver)
     for name in pipeline.start_order():
         spec = pipeline.services[name]
         assert spec.component is not None
@@ -68,7 +81,8 @@ def service_commands(pipeline: Pipeline, path: Path, *, data_dir: Path | None = 
             argv += ["--host", spec.host, "--port", str(spec.port)]
         if spec.backend is not None:
             argv += ["--backend", spec.backend]
-        commands.append(Command(name, argv, {**base, **spec.env}, spec.host, spec.port))
+        env = {**base, **spec.env}
+        commands.append(Command(name, argv, observed_env(env, receiver) if receiver else env, spec.host, spec.port))
     gateway = pipeline.megaservice
     argv = [python, "-m", "megaservice.cli", "gateway", str(path), "--host", gateway.host, "--port", str(gateway.port)]
     commands.append(Command(MEGASERVICE, argv, base, gateway.host, gateway.port))
@@ -90,6 +104,7 @@ class Launcher:
         stop_grace: float = 10.0,
         max_restarts: int = 3,
         restart_window: float = 300.0,
+        receiver: Receiver | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.path = path
@@ -100,7 +115,9 @@ class Launcher:
         self.stop_grace = stop_grace
         self.max_restarts = max_restarts
         self.restart_window = restart_window
-        self.commands = service_commands(pipeline, path, data_dir=data_dir)
+        self.receiver = receiver
+        """The trace receiver started first (`--observe`), if any."""
+        self.commands = service_commands(pipeline, path, data_dir=data_dir, receiver=receiver)
         self.processes: list[ServiceProcess] = []
         self._stop = asyncio.Event()
         self._client = UpstreamClient()
@@ -112,17 +129,32 @@ class Launcher:
     def check_ports(self) -> None:
         """Raise `LaunchError` naming every port that is taken and the service that needs it."""
         wanted = [
-            (c.name, "0.0.0.0" if c.host in (None, "") else c.host, c.port) for c in self.commands if c.port is not None
+            (c.name, "0.0.0.0" if c.host in (None, "") else c.host, port)
+            for c in self.commands
+            for port in (c.port, *c.ports)
+            if port is not None
         ]
         taken = taken_ports(wanted)
         if taken:
             lines = [f"port {port} is taken; {service} needs it" for service, port in taken]
-            raise LaunchError(
-                "; ".join(lines) + ". Stop what uses it, or give the service another port in the pipeline file."
-            )
+            hint = ". Stop what uses it, or give the service another port in the pipeline file."
+            if self.receiver is not None and any(service == self.receiver.name for service, _ in taken):
+                hint += (
+                    f" {self.receiver.name} is the trace receiver of --observe: if Jaeger or another OTLP receiver"
+                    " already listens there, run with --no-observe and TELEMETRY_ENDPOINT set to it; or choose"
+                    " other ports with --observe-port / --observe-ui-port (or the pipeline file's `observe:`)."
+                )
+            raise LaunchError("; ".join(lines) + hint)
+
+    def check_tracing(self) -> None:
+        """Raise `LaunchError` if `--observe` was asked for without the `tracing` extra."""
+        missing = missing_tracing() if self.receiver is not None else None
+        if missing is not None:
+            raise LaunchError(f"--observe traces every service, but {missing}")
 
     async def run(self) -> int:
         """Start everything, then wait for a stop request (0) or a service's death (1)."""
+        self.check_tracing()
         self.check_ports()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
@@ -213,6 +245,8 @@ class Launcher:
         if gateway.dataprep is not None:
             dataprep = self.pipeline.services[gateway.dataprep].base_url()
             lines.append(f"  ingest      megaservice ingest PATH... --dataprep {dataprep}")
+        if self.receiver is not None:
+            lines.append(f"  traces      {self.receiver.viewer_url}   (spans in at {self.receiver.traces_url})")
         lines.append("  stop        Ctrl-C")
         for line in lines:
             self.emit("up", line)

@@ -10,6 +10,7 @@ services:
 megaservice:
   port: 8888
   flow: [embedding, retriever, llm]                    # a chain; or edges: ["a -> b", "a -> c"]
+observe: true                                          # `up` starts a trace receiver + viewer, traces everything
 ```
 
 One schema for every use: `load_pipeline()` builds the `ServiceOrchestrator` from it,
@@ -24,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator, mod
 from megaservice.components import COMPONENTS
 from megaservice.constants import ServiceType
 
-__all__ = ["COMPONENT_NODES", "Megaservice", "NodeRole", "Pipeline", "ServiceSpec"]
+__all__ = ["COMPONENT_NODES", "Megaservice", "NodeRole", "Observe", "Pipeline", "ServiceSpec"]
 
 _NAME = r"^[a-z][a-z0-9-]{0,39}$"
 
@@ -174,6 +175,25 @@ class Megaservice(BaseModel):
         return list(dict.fromkeys(name for pair in self.edges() for name in pair))
 
 
+class Observe(BaseModel):
+    """`observe:` the local trace receiver and viewer `megaservice up` starts first (docs/observability.md).
+
+    `observe: true` takes the defaults; ports left out are Jaeger's (4318, 16686), or the next ones
+    up where the pipeline already uses them.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    port: Port | None = None
+    """Where spans are received (OTLP/HTTP); default 4318."""
+    ui_port: Port | None = None
+    """Where the viewer is served; default 16686."""
+    max_traces: int = Field(default=500, ge=1)
+    """Traces kept in memory, the latest."""
+    max_spans: int = Field(default=20_000, ge=1)
+    """Spans kept in memory in all."""
+
+
 class Pipeline(BaseModel):
     """A whole pipeline file (the module docstring shows one)."""
 
@@ -185,6 +205,17 @@ class Pipeline(BaseModel):
     megaservice: Megaservice
     demo: list[str] = Field(default_factory=list)
     """Files (relative to the pipeline file) ingested on the first start, when the store is empty."""
+    observe: Observe | None = None
+    """`true` (or its settings): `megaservice up` starts a trace receiver and viewer and traces every service."""
+
+    @field_validator("observe", mode="before")
+    @classmethod
+    def _switch(cls, value: Any) -> Any:
+        if value is True:
+            return {}
+        if value is False:
+            return None
+        return value
 
     @model_validator(mode="after")
     def _consistent(self) -> "Pipeline":
@@ -213,6 +244,25 @@ class Pipeline(BaseModel):
             if spec.started and spec.port is None and spec.component not in INFRASTRUCTURE:
                 raise ValueError(f"services.{name} needs a port")
         return self
+
+    @model_validator(mode="after")
+    def _observe_ports(self) -> "Pipeline":
+        if self.observe is None:
+            return self
+        ports = self.ports()
+        for key in ("port", "ui_port"):
+            port = getattr(self.observe, key)
+            if port is not None and port in ports:
+                raise ValueError(f"observe.{key} {port} is also the port of {ports[port]}")
+        if self.observe.port is not None and self.observe.port == self.observe.ui_port:
+            raise ValueError("observe.port and observe.ui_port must differ")
+        return self
+
+    def ports(self) -> dict[int, str]:
+        """The ports the pipeline's started services and its megaservice listen on, and whose they are."""
+        found = {self.megaservice.port: "megaservice"}
+        found.update({spec.port: name for name, spec in self.services.items() if spec.started and spec.port})
+        return found
 
     def _check_cycles(self) -> None:
         state: dict[str, int] = {}

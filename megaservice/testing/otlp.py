@@ -11,60 +11,24 @@ It takes what OpenTelemetry's OTLP/HTTP exporters send: `POST /v1/traces` with a
 `ExportTraceServiceRequest` in protobuf (`application/x-protobuf`) or OTLP's JSON
 (`application/json`), compressed (gzip, deflate) or not; it answers as a collector does. The
 messages are decoded with `opentelemetry-proto` (installed by the `tracing` extra). Nothing is
-forwarded or stored on disk: the spans stay in `OTLPReceiver.spans`.
+forwarded or stored on disk: the spans stay in `OTLPReceiver.spans`. The decoding is
+`megaservice.observe`'s, whose receiver also keeps recent traces (bounded) and shows them in a browser.
 """
 
 import argparse
 import asyncio
-import base64
-import binascii
 import contextlib
-import gzip
-import json
 import signal
 import sys
 import time
-import zlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any
 
 from starlette.types import Receive, Scope, Send
 
-__all__ = ["OTLPReceiver", "ReceivedSpan", "main", "summary", "tree"]
+from megaservice.observe.otlp import TRACES_PATH, ReceivedSpan, answer, decode, read_body, receive_export
+from megaservice.observe.store import root_of
 
-_KINDS = ("unspecified", "internal", "server", "client", "producer", "consumer")
-_STATUSES = ("unset", "ok", "error")
-
-
-@dataclass(frozen=True, slots=True)
-class ReceivedSpan:
-    """One span as a service exported it."""
-
-    trace_id: str
-    """32 hex digits."""
-    span_id: str
-    """16 hex digits."""
-    parent_id: str | None
-    """The parent span's id (16 hex digits), `None` for a trace's root."""
-    name: str
-    kind: str
-    """`server`, `client`, `internal`, `producer`, `consumer` (or `unspecified`)."""
-    service: str
-    """The exporting process's `service.name`."""
-    start_ns: int
-    end_ns: int
-    status: str = "unset"
-    """`unset`, `ok` or `error`."""
-    status_message: str = ""
-    attributes: dict[str, Any] = field(default_factory=dict)
-    scope: str = ""
-    """The instrumentation scope (the tracer's name, e.g. `megaservice`)."""
-
-    @property
-    def duration_ms(self) -> float:
-        """How long the span lasted, in milliseconds."""
-        return (self.end_ns - self.start_ns) / 1e6
+__all__ = ["OTLPReceiver", "ReceivedSpan", "decode", "main", "summary", "tree"]
 
 
 class OTLPReceiver:
@@ -113,17 +77,13 @@ class OTLPReceiver:
         if scope["type"] != "http":
             return
         self.requests += 1
-        body = await _body(receive)
-        if scope["path"] != "/v1/traces" or scope["method"] != "POST":
-            await _answer(send, 404, b'{"error": "OTLP/HTTP traces are received at POST /v1/traces"}', "json")
+        if scope["path"] != TRACES_PATH or scope["method"] != "POST":
+            await read_body(receive)
+            await answer(send, 404, b'{"error": "OTLP/HTTP traces are received at POST /v1/traces"}')
             return
-        headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]}
-        as_json = headers.get("content-type", "").split(";")[0].strip() == "application/json"
-        try:
-            spans = decode(_inflate(body, headers.get("content-encoding", "")), as_json=as_json)
-        except (ValueError, OSError, zlib.error) as exc:
-            await _answer(send, 400, f'{{"error": "not an OTLP trace export: {type(exc).__name__}"}}'.encode(), "json")
-            return
+        await receive_export(scope, receive, send, self._add)
+
+    def _add(self, spans: list[ReceivedSpan]) -> None:
         self.received += len(spans)
         if self._keep:
             self.spans.extend(spans)
@@ -131,103 +91,6 @@ class OTLPReceiver:
             self._on_spans(spans)
         if self._arrived is not None:
             self._arrived.set()
-        await _answer(send, 200, b"{}" if as_json else b"", "json" if as_json else "protobuf")
-
-
-def decode(body: bytes, *, as_json: bool = False) -> list[ReceivedSpan]:
-    """The spans of an `ExportTraceServiceRequest` (protobuf, or OTLP's JSON); `ValueError` if it is not one."""
-    from google.protobuf import json_format
-    from google.protobuf.message import DecodeError
-    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-
-    request = ExportTraceServiceRequest()
-    try:
-        if as_json:
-            json_format.ParseDict(_hex_ids_as_base64(json.loads(body)), request, ignore_unknown_fields=True)
-        else:
-            request.ParseFromString(body)
-    except (DecodeError, json_format.ParseError, binascii.Error, TypeError, AttributeError) as exc:
-        raise ValueError(str(exc)) from exc
-    spans: list[ReceivedSpan] = []
-    for resource_spans in request.resource_spans:
-        resource = {kv.key: _value(kv.value) for kv in resource_spans.resource.attributes}
-        service = str(resource.get("service.name", "unknown_service"))
-        for scope_spans in resource_spans.scope_spans:
-            spans.extend(_span(span, service, scope_spans.scope.name) for span in scope_spans.spans)
-    return spans
-
-
-def _span(span: Any, service: str, scope: str) -> ReceivedSpan:
-    return ReceivedSpan(
-        trace_id=span.trace_id.hex(),
-        span_id=span.span_id.hex(),
-        parent_id=span.parent_span_id.hex() or None,
-        name=span.name,
-        kind=_KINDS[span.kind] if span.kind < len(_KINDS) else str(span.kind),
-        service=service,
-        start_ns=span.start_time_unix_nano,
-        end_ns=span.end_time_unix_nano,
-        status=_STATUSES[span.status.code] if span.status.code < len(_STATUSES) else "unset",
-        status_message=span.status.message,
-        attributes={kv.key: _value(kv.value) for kv in span.attributes},
-        scope=scope,
-    )
-
-
-_ID_FIELDS = ("traceId", "spanId", "parentSpanId")
-
-
-def _hex_ids_as_base64(message: Any) -> Any:
-    """OTLP's JSON writes span and trace ids in hex, where protobuf's JSON mapping expects base64."""
-    for resource_spans in message.get("resourceSpans", ()):
-        for scope_spans in resource_spans.get("scopeSpans", ()):
-            for span in scope_spans.get("spans", ()):
-                for item in (span, *span.get("links", ())):
-                    for key in _ID_FIELDS:
-                        if item.get(key):
-                            item[key] = base64.b64encode(bytes.fromhex(item[key])).decode()
-    return message
-
-
-def _value(value: Any) -> Any:
-    kind = value.WhichOneof("value")
-    if kind is None:
-        return None
-    if kind == "array_value":
-        return [_value(item) for item in value.array_value.values]
-    if kind == "kvlist_value":
-        return {kv.key: _value(kv.value) for kv in value.kvlist_value.values}
-    return getattr(value, kind)
-
-
-def _inflate(body: bytes, encoding: str) -> bytes:
-    encoding = encoding.strip().lower()
-    if encoding == "gzip":
-        return gzip.decompress(body)
-    if encoding == "deflate":
-        return zlib.decompress(body)
-    return body
-
-
-async def _body(receive: Receive) -> bytes:
-    chunks = []
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            break
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            break
-    return b"".join(chunks)
-
-
-async def _answer(send: Send, status: int, body: bytes, kind: str) -> None:
-    headers = [
-        (b"content-type", b"application/json" if kind == "json" else b"application/x-protobuf"),
-        (b"content-length", str(len(body)).encode()),
-    ]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
 
 
 async def _lifespan(receive: Receive, send: Send) -> None:
@@ -243,15 +106,9 @@ async def _lifespan(receive: Receive, send: Send) -> None:
 # -- showing traces ---------------------------------------------------------------------------------
 
 
-def _root(spans: Sequence[ReceivedSpan]) -> ReceivedSpan:
-    ids = {span.span_id for span in spans}
-    orphans = [span for span in spans if span.parent_id is None or span.parent_id not in ids]
-    return min(orphans or spans, key=lambda s: s.start_ns)
-
-
 def summary(spans: Sequence[ReceivedSpan]) -> str:
     """One line for one trace: its id, root span, duration, services, spans and errors."""
-    root = _root(spans)
+    root = root_of(spans)
     duration = (max(s.end_ns for s in spans) - min(s.start_ns for s in spans)) / 1e6
     services = list(dict.fromkeys(span.service for span in spans))
     errors = sum(1 for span in spans if span.status == "error")

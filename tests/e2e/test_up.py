@@ -1,7 +1,9 @@
 """`megaservice up` on the embedded defaults, end to end: real processes, sockets, PostgreSQL, models.
 
 One stack for the module (it takes a while to start on two cores): ingest a document holding a fact
-no model knows, ask about it three ways, kill a service, stop with Ctrl-C, start again on the same data.
+no model knows, ask about it three ways, see a request as one trace, kill a service, stop with Ctrl-C,
+start again on the same data. The stack runs observed (the file's `observe:`): every service traced,
+the trace receiver started first.
 """
 
 import os
@@ -32,6 +34,7 @@ FACT = (
 )
 QUESTION = "What is the secret codeword of the Zephyr project?"
 _DEFAULT_PORTS = (5430, 5000, 6000, 7000, 8000, 8008, 8888, 9000, 9092)
+_OBSERVE_PORTS = (4318, 16686)
 
 
 def _free_ports(count: int) -> list[int]:
@@ -48,13 +51,15 @@ def _free_ports(count: int) -> list[int]:
 
 
 def _pipeline_file(folder: Path) -> tuple[Path, dict[int, int]]:
-    """The shipped chatqna with free ports (the defaults may be taken on a test machine)."""
+    """The shipped chatqna with free ports (the defaults may be taken on a test machine), observed."""
     shipped = find_pipeline("chatqna")
     text = shipped.read_text()
-    ports = dict(zip(_DEFAULT_PORTS, _free_ports(len(_DEFAULT_PORTS)), strict=True))
-    for old, new in ports.items():
-        text = re.sub(rf"\b{old}\b", str(new), text)
+    free = _free_ports(len(_DEFAULT_PORTS) + len(_OBSERVE_PORTS))
+    ports = dict(zip(_DEFAULT_PORTS + _OBSERVE_PORTS, free, strict=True))
+    for old in _DEFAULT_PORTS:
+        text = re.sub(rf"\b{old}\b", str(ports[old]), text)
     text = text.replace("demo: [corpus]", f"demo: [{shipped.parent / 'corpus'}]")
+    text += f"\nobserve: {{port: {ports[4318]}, ui_port: {ports[16686]}}}\n"
     path = folder / "chatqna.yaml"
     path.write_text(text)
     return path, ports
@@ -211,6 +216,42 @@ def test_an_ingested_fact_is_answered_with_its_source(stack: Up, tmp_path: Path)
     assert asked.returncode == 0, asked.stdout + asked.stderr
     head, _, tail = asked.stdout.partition("sources:")
     assert head.strip() and FACT_FILE in tail, asked.stdout
+
+
+def test_a_request_is_one_trace_across_the_megaservice_and_every_component_in_the_viewer(stack: Up) -> None:
+    stack.wait_for(rf"traces +\| trace viewer: http://127.0.0.1:{stack.ports[16686]}/")
+    answer = httpx.post(
+        f"{stack.url(8888)}/v1/chat/completions",
+        json={"messages": [{"role": "user", "content": "Which festival lights the harbor?"}], "max_tokens": 8},
+        timeout=120,
+    )
+    assert answer.status_code == 200, answer.text
+    api = f"{stack.url(16686)}/api/traces"
+    deadline = time.monotonic() + 30
+    trace: dict[str, object] = {}
+    while time.monotonic() < deadline and not trace:
+        for summary in httpx.get(f"{api}?limit=20", timeout=10).json()["traces"]:
+            if summary["root"] == "POST /v1/chat/completions" and len(summary["services"]) >= 6:
+                trace = httpx.get(f"{api}/{summary['trace_id']}", timeout=10).json()
+                break
+        else:
+            time.sleep(0.5)
+    assert trace, httpx.get(api, timeout=10).json()
+    rows = trace["spans"]
+    assert isinstance(rows, list) and rows[0]["service"] == "chatqna" and rows[0]["depth"] == 0
+    by_id = {row["span_id"]: row for row in rows}
+    nodes = [row for row in rows if row["name"].startswith("node ")]
+    assert len(nodes) >= 5, [row["name"] for row in rows]  # guardrail, embedding, retriever, reranker, llm
+    for node in nodes:  # each node's call reached its component, whose server span sits under it
+        served = [
+            row
+            for row in rows
+            if row["service"] != "chatqna"
+            and row["parent_id"] in by_id
+            and by_id[row["parent_id"]]["parent_id"] == node["span_id"]
+        ]
+        assert served, (node["name"], [(row["service"], row["name"]) for row in rows])
+    assert trace["errors"] == 0
 
 
 def test_a_killed_service_is_named_reported_and_restarted(stack: Up) -> None:

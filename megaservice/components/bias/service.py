@@ -7,7 +7,8 @@
 `text` may also be a list of strings (biased if any is; passed on unchanged otherwise). An empty
 text, or one of another type, is a 422 naming `text`. The model loads in the background when the
 service starts; `/v1/ready` answers 503 until it is loaded, and requests that come earlier wait
-for it. A model that cannot be loaded makes every request a 503 saying why.
+for it. A model that cannot be loaded makes every request a 503 saying why. A refusal is counted
+(`guardrail_refusals_total{service="bias",check="bias"}`, `components._shared.refusals`).
 """
 
 import asyncio
@@ -18,6 +19,7 @@ from typing import Any
 
 from starlette.requests import Request
 
+from megaservice.components._shared.refusals import count_refusal
 from megaservice.components.bias.backend import BiasBackend, BiasSettings, load_backend
 from megaservice.constants import ServiceType
 from megaservice.exceptions import InputError
@@ -101,6 +103,7 @@ def create_service(settings: BiasSettings | None = None, backend: BiasBackend | 
             await loading.ensure()
         verdicts = await detector.detect([text] if isinstance(text, str) else text)
         if any(verdict.biased for verdict in verdicts):
+            count_refusal("bias", ("bias",))
             return TextDoc(text=REFUSAL, downstream_black_list=[".*"]).model_dump()
         return TextDoc(text=text).model_dump()
 

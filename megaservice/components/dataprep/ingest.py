@@ -7,7 +7,8 @@
 Everything that can be wrong with a file is found by `prepare`, before anything is embedded or
 stored. `store` embeds every chunk first and only then hands the whole file to the backend's
 `replace_file`, one transaction: a failure (or a SIGKILL of the process) before it commits leaves
-the file's previous chunks, or none, never part of the new ones. Long files log their progress.
+the file's previous chunks, or none, never part of the new ones. Long files log their progress;
+every file's is counted (`megaservice.components.dataprep.metrics`).
 """
 
 import logging
@@ -21,6 +22,7 @@ from megaservice.components.dataprep.backend import DataprepBackend
 from megaservice.components.dataprep.chunking import ChunkParams, Piece, split
 from megaservice.components.dataprep.documents import read_document
 from megaservice.components.dataprep.embedder import Embedder
+from megaservice.components.dataprep.metrics import DataprepMetrics, dataprep_metrics
 from megaservice.exceptions import InputError
 
 __all__ = ["Ingestor", "Prepared"]
@@ -100,6 +102,23 @@ class _Progress:
             )
 
 
+class _Counted:
+    """Counts the chunks of one file as they are embedded (and passes the count on to the log's `_Progress`)."""
+
+    __slots__ = ("_counted", "_log", "_metrics")
+
+    def __init__(self, metrics: DataprepMetrics, log: _Progress | None) -> None:
+        self._metrics = metrics
+        self._log = log
+        self._counted = 0
+
+    def __call__(self, done: int) -> None:
+        self._metrics.chunks_embedded.inc(done - self._counted)
+        self._counted = done
+        if self._log is not None:
+            self._log(done)
+
+
 class Ingestor:
     """Files into one backend through one embedder; reading and cutting in `worker`'s threads."""
 
@@ -144,7 +163,9 @@ class Ingestor:
         started = time.monotonic()
         texts = [piece.text for piece in prepared.pieces]
         long = len(texts) > LONG
-        vectors = await self.embedder.embed(texts, _Progress(prepared.source, len(texts)) if long else None)
+        metrics = dataprep_metrics()
+        progress = _Counted(metrics, _Progress(prepared.source, len(texts)) if long else None)
+        vectors = await self.embedder.embed(texts, progress)
         chunks = [Chunk(piece.text, index, piece.metadata) for index, piece in enumerate(prepared.pieces)]
         logger.log(
             logging.INFO if long else logging.DEBUG, "ingest %s: storing %d chunks", prepared.source, len(chunks)
@@ -152,5 +173,7 @@ class Ingestor:
         stored = await self.backend.replace_file(
             prepared.source, chunks, vectors, prepared.metadata, collection=collection
         )
+        metrics.files.inc()
+        metrics.chunks.inc(stored)
         logger.info("ingest %s: stored %d chunks in %.1f s", prepared.source, stored, time.monotonic() - started)
         return stored

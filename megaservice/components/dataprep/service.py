@@ -33,6 +33,7 @@ from megaservice.components.dataprep.embedder import Embedder, load_embedder
 from megaservice.components.dataprep.ingest import Ingestor, Prepared
 from megaservice.components.dataprep.inputs import read_chunk_params, read_index_name, read_link_list, source_name
 from megaservice.components.dataprep.links import LinkLimits, fetch_link
+from megaservice.components.dataprep.metrics import dataprep_metrics, failure_kind
 from megaservice.constants import ServiceType
 from megaservice.exceptions import ConfigurationError, InputError, MissingDependencyError
 from megaservice.guards import read_upload
@@ -147,6 +148,17 @@ class _Routes:
 
     async def ingest(self, request: Request) -> Response:
         """`POST /v1/dataprep/ingest`: every file and link checked and cut first, then each one stored."""
+        metrics = dataprep_metrics()
+        metrics.in_progress.inc()
+        try:
+            return await self._ingest(request)
+        except Exception as exc:
+            metrics.failures.labels(failure_kind(exc)).inc()
+            raise
+        finally:
+            metrics.in_progress.dec()
+
+    async def _ingest(self, request: Request) -> Response:
         started = time.perf_counter()
         self._check_started()
         form = await request.form(max_files=self.settings.max_files, max_fields=1000)

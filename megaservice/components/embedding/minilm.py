@@ -84,17 +84,19 @@ class MiniLM:
         if self._session is None:
             self.load()
         encodings = self._tokenizer.encode_batch(texts)
-        ids = np.array([e.ids for e in encodings], dtype=np.int64)
-        mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
-        inputs = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
-        hidden = self._session.run(None, inputs)[0]  # batch x tokens x 384
-        weights = mask[..., None].astype(np.float32)
-        counts = weights.sum(axis=1)
-        pooled = (hidden * weights).sum(axis=1) / np.maximum(counts, 1e-9)
+        lengths = [sum(e.attention_mask) for e in encodings]
+        pooled = np.empty((len(texts), DIMENSION), dtype=np.float32)
+        for group in _length_groups(lengths):
+            width = max(lengths[i] for i in group)  # each group padded to its own longest text only
+            ids = np.array([encodings[i].ids[:width] for i in group], dtype=np.int64)
+            mask = np.array([encodings[i].attention_mask[:width] for i in group], dtype=np.int64)
+            inputs = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+            hidden = self._session.run(None, inputs)[0]  # group x tokens x 384
+            weights = mask[..., None].astype(np.float32)
+            pooled[group] = (hidden * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9)
         if normalize:
             pooled /= np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
-        vectors: npt.NDArray[np.float32] = pooled.astype(np.float32, copy=False)
-        return vectors, [int(n) for n in counts[:, 0]]
+        return pooled, lengths
 
     def count_tokens(self, texts: list[str]) -> list[int]:
         """How many tokens of each text the model reads (special tokens included, at most `MAX_TOKENS`)."""
@@ -102,6 +104,30 @@ class MiniLM:
             self.load()
         # padding adds tokens the model does not read: count the attention mask, not the ids
         return [sum(e.attention_mask) for e in self._tokenizer.encode_batch(texts, add_special_tokens=True)]
+
+
+def _length_groups(lengths: list[int], *, waste: float = 0.25) -> list[list[int]]:
+    """The texts' indices in model calls of similar lengths, shortest first.
+
+    A call pads every text to its longest, and the model's time grows with the padded tokens: a
+    10-token query in one call with four 256-token passages costs as much as a fifth passage
+    (padding five texts to 256 tokens took twice as long as the same texts one by one). So texts
+    sorted by length are cut into calls whose padding adds at most `waste` to the tokens read.
+    """
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    groups: list[list[int]] = []
+    group: list[int] = []
+    read = 0
+    for i in order:
+        # sorted, so `lengths[i]` is the group's width if `i` joins it
+        if group and lengths[i] * (len(group) + 1) > (1 + waste) * (read + lengths[i]):
+            groups.append(group)
+            group, read = [], 0
+        group.append(i)
+        read += lengths[i]
+    if group:
+        groups.append(group)
+    return groups
 
 
 def _packaged_onnx() -> Path:

@@ -10,7 +10,8 @@
 Every vector is L2-normalised (TEI's `normalize: false` aside); `dimensions` truncates and
 renormalises. A request has at most `EMBEDDING_MAX_INPUTS` texts (2048, OpenAI's limit; more is a
 413); each text is cut to the model's input length (TEI's `--auto-truncate`, which OPEA's compose
-files pass). On TEI's routes a refusal has TEI's body, `{"error", "error_type"}`.
+files pass). On TEI's routes a refusal has TEI's body, `{"error", "error_type"}`. The texts embedded
+are counted by backend (`embedding_texts_total`, `.metrics`).
 """
 
 import random
@@ -29,6 +30,7 @@ from megaservice.components.embedding.inputs import (
     read_embeddings_request,
     read_tei_request,
 )
+from megaservice.components.embedding.metrics import texts_counter
 from megaservice.components.embedding.vectors import as_base64, check_dimensions, finish
 from megaservice.constants import ServiceType
 from megaservice.exceptions import InputError
@@ -78,6 +80,7 @@ class _Routes:
         batch: int = getattr(backend, "max_batch", 32)  # a batching backend's; a remote one batches itself
         self.max_batch = settings.max_batch or batch
         self.statistics = statistics_dict.setdefault(STATISTICS_NAME, BaseStatistics())
+        self.texts = texts_counter().labels(backend.name)
 
     async def _embed(self, texts: list[str], model: str | None, dimensions: int | None) -> Embedded:
         known = self.backend.dimension
@@ -87,6 +90,7 @@ class _Routes:
             embedded = await self.backend.embed(texts, model)
             work.set("gen_ai.usage.input_tokens", embedded.tokens)
             work.content("megaservice.input", texts)
+        self.texts.inc(len(texts))
         return embedded
 
     async def embeddings(self, request: Request) -> Response:

@@ -12,7 +12,8 @@
 
 A text passed on keeps its text, with personal data masked when PII masking is on. `text` may be
 a list of strings (each checked; refused if any is). Bad input is a 422 naming the field; a judge
-that fails is a 502/504 naming it (`llm-judge`); a model that could not be loaded, a 503.
+that fails is a 502/504 naming it (`llm-judge`); a model that could not be loaded, a 503. A refusal
+is counted under each check that fired (`guardrail_refusals_total`, `components._shared.refusals`).
 """
 
 import asyncio
@@ -20,6 +21,7 @@ from typing import Any, get_args
 
 from starlette.requests import Request
 
+from megaservice.components._shared.refusals import count_refusal
 from megaservice.components.bias.service import ModelLoading, read_text
 from megaservice.components.guardrails.backend import GuardrailsBackend, GuardrailsSettings, load_backend
 from megaservice.components.guardrails.checks import Outcome, refusal_text
@@ -57,6 +59,7 @@ def _refusal(outcomes: list[Outcome]) -> dict[str, Any] | None:
     violations = list(dict.fromkeys(v for outcome in outcomes for v in outcome.violations))
     if not violations:
         return None
+    count_refusal("guardrails", (violation.check for violation in violations))
     answer = TextDoc(text=refusal_text(violations), downstream_black_list=[".*"]).model_dump()
     answer["violations"] = [violation.to_dict() for violation in violations]
     return answer

@@ -21,6 +21,7 @@ from starlette.types import Send
 from megaservice._compat import error_frame
 from megaservice.client import StreamedAnswer
 from megaservice.components.llm.cutter import EventCutter
+from megaservice.components.llm.metrics import TokenClock
 from megaservice.exceptions import UpstreamError
 from megaservice.responses import StreamingResponse
 
@@ -47,7 +48,8 @@ _NO_BODY = _NoBody()
 class UpstreamStream(StreamingResponse):
     """A `text/event-stream` response relaying `answer`, a model server's open stream.
 
-    `on_end(seconds, first_event_seconds)` is called once the stream ended, however it ended.
+    `on_end(seconds, first_event_seconds)` is called once the stream ended, however it ended. Its
+    events are timed from `started` (`megaservice.components.llm.metrics`).
     """
 
     def __init__(
@@ -73,6 +75,7 @@ class UpstreamStream(StreamingResponse):
         answer = self._answer
         cutter = EventCutter(self._node, self._url)
         finished = getattr(answer, "finished", None)  # the pooled client's answer can tell
+        clock = TokenClock(self._started)
         last = b""
         try:
             async for data in answer.content.iter_any():
@@ -81,11 +84,15 @@ class UpstreamStream(StreamingResponse):
                     continue
                 if self._first is None:
                     self._first = time.monotonic()
+                clock.tick(events.count(b"\n\n") or 1)
                 if finished is not None and finished():
                     last = events  # the upstream is done: these go out with the end of the body
                 else:
                     await chunks({"type": "http.response.body", "body": events, "more_body": True})
-            last += cutter.flush()
+            rest = cutter.flush()
+            if rest:
+                clock.tick(1)
+                last += rest
             self._finish(release=True)
         except Exception as exc:  # noqa: BLE001  # the response has started: a failure is told in-band
             self._finish(release=False)

@@ -7,6 +7,7 @@ Each document's metadata has its `source` (file name), `chunk_index`, what datap
 (`page`, ...), and the search's `score` and `distance`, so the megaservice can cite its sources.
 Bad input is a 422 saying what is wrong; the database down, a 503 naming it (`"node": "postgres"`);
 a collection built with another embedding model than `RETRIEVER_EMBEDDING_MODEL`, a 409 naming both.
+Each search's time and documents are recorded by search type (`.metrics`).
 """
 
 import random
@@ -21,6 +22,7 @@ from megaservice import tracing
 from megaservice.components._store.types import Hit
 from megaservice.components.retriever.backend import RetrieverBackend, RetrieverSettings, load_backend
 from megaservice.components.retriever.inputs import Asked, Shape, read_request
+from megaservice.components.retriever.metrics import retrieval_metrics
 from megaservice.constants import ServiceType
 from megaservice.exceptions import InputError
 from megaservice.microservice import MicroService
@@ -72,6 +74,7 @@ class _Routes:
     def __init__(self, backend: RetrieverBackend) -> None:
         self.backend = backend
         self.statistics = statistics_dict.setdefault(STATISTICS_NAME, BaseStatistics())
+        self.metrics = retrieval_metrics()
 
     async def retrieval(self, request: Request) -> Response:
         """`POST /v1/retrieval`."""
@@ -83,7 +86,11 @@ class _Routes:
         asked = read_request(body)
         search = asked.search
         with tracing.span("retrieval.search", k=search.k, search_type=search.search_type) as work:
+            searched = time.perf_counter()
             hits = await self.backend.search(search)
+            metrics = self.metrics
+            metrics.latency.labels(search.search_type).observe(time.perf_counter() - searched)
+            metrics.documents.labels(search.search_type).observe(len(hits))
             work.set("megaservice.retrieved_docs", len(hits))
             work.content("megaservice.input", search.text)
         body = orjson.dumps(answer(asked, hits))
