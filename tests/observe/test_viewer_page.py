@@ -71,7 +71,7 @@ async def test_the_page_lists_the_traces_and_shows_one_as_a_waterfall(browser):
         await spans.nth(7).wait_for()
         assert await spans.count() == 8
         assert "POST /v1/chatqna" in (await page.get_by_test_id("trace-title").text_content() or "")
-        llm_node = spans.filter(has_text="node llm/MicroService")
+        llm_node = spans.filter(has_text="node llm")
         assert "input_tokens=11" in (await llm_node.text_content() or "")
         assert "output_tokens=5" in (await llm_node.text_content() or "")
         search = spans.filter(has_text="retrieval.search")
