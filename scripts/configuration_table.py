@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 import megaservice
-from megaservice.settings import markdown_table, settings_classes
+from megaservice.settings_docs import markdown_table, settings_classes
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
 BEGIN, END = "<!-- variables: begin -->\n", "<!-- variables: end -->"

@@ -17,13 +17,11 @@ from megaservice.settings import (
     TRUE_WORDS,
     EnvSettings,
     Settings,
-    describe,
-    markdown_table,
     node_prefix,
     parse_bool,
-    settings_classes,
     variable,
 )
+from megaservice.settings_docs import describe, markdown_table, settings_classes
 
 PACKAGE = Path(megaservice.__file__).parent
 DOCS = PACKAGE.parent / "docs" / "configuration.md"

@@ -408,7 +408,7 @@ def _port_of(value: str) -> int | None:
 def _default_urls(component: str) -> Mapping[str, str] | None:
     """The variables of `component` whose default is a URL on this machine (`None`: it does not import here)."""
     from megaservice.components import component_module
-    from megaservice.settings import describe
+    from megaservice.settings_docs import describe
 
     try:
         settings = getattr(component_module(component), "SETTINGS", None)

@@ -35,10 +35,18 @@ from psycopg.types.json import Jsonb, set_json_loads
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from megaservice.components._store import queries, schema
+from megaservice.components._store.checks import (
+    MAX_K,
+    check_chunks,
+    check_dimension,
+    matrix_of,
+    query_vector,
+)
 from megaservice.components._store.errors import DATABASE_NODE, ModelMismatch, StoreUnavailable
 from megaservice.components._store.filters import filter_condition
+from megaservice.components._store.plan import SearchPlan
 from megaservice.components._store.settings import StoreSettings, shown_dsn
-from megaservice.components._store.types import SEARCH_TYPES, Chunk, Collection, FileInfo, Hit
+from megaservice.components._store.types import Chunk, Collection, FileInfo, Hit
 from megaservice.exceptions import InputError, UpstreamTimeout
 
 __all__ = ["MAX_K", "Store"]
@@ -46,9 +54,6 @@ __all__ = ["MAX_K", "Store"]
 logger = logging.getLogger("megaservice.store")
 
 _COMMON_TTL = 60.0  # seconds the common words of hybrid search are kept
-
-MAX_K = 1000
-"""Most results one search returns (`k`), and most candidates it fetches (`fetch_k`)."""
 
 _T = TypeVar("_T")
 _Conn = AsyncConnection[TupleRow]
@@ -293,13 +298,13 @@ class Store:
         Raises:
             InputError: no chunks, a vector of the wrong dimension or with NaN, duplicate chunk indexes.
         """
-        matrix = _matrix(vectors)
-        _check_chunks(source, chunks, matrix)
+        matrix = matrix_of(vectors)
+        check_chunks(source, chunks, matrix)
         file_metadata = dict(metadata or {})
 
         async def work(conn: _Conn) -> int:
             collection = await self._writable(conn, matrix.shape[1])
-            _check_dimension(collection, matrix.shape[1], "the vectors have")
+            check_dimension(collection, matrix.shape[1], "the vectors have")
             try:
                 async with conn.transaction():
                     await _no_time_limit(conn)
@@ -432,15 +437,15 @@ class Store:
                 dimension, no text for `hybrid`, no `distance_threshold` for `similarity_distance_threshold`,
                 a bad filter.
         """
-        q = _query_vector(vector)
-        plan = _Plan.make(search_type, k, text, distance_threshold, score_threshold, fetch_k, lambda_mult)
+        q = query_vector(vector)
+        plan = SearchPlan.make(search_type, k, text, distance_threshold, score_threshold, fetch_k, lambda_mult)
         condition, values = filter_condition(filters) if filters else (None, {})
 
         async def work(conn: _Conn) -> list[Hit]:
             collection = await self._known_collection(conn)
             if collection is None:
                 return []  # nothing was ever stored in this collection
-            _check_dimension(collection, len(q), "the query vector has")
+            check_dimension(collection, len(q), "the query vector has")
             extra = {"common": await self._common_words(conn, collection)} if plan.search_type == "hybrid" else {}
             statement, args = plan.statement(collection.chunks_table, condition, q, {**values, **extra})
             if condition is None and plan.candidates <= self.settings.ef_search:
@@ -463,135 +468,9 @@ class Store:
             raise InputError(f"the database refused the search: {_reason(exc)}") from exc
 
 
-class _Plan:
-    """One search's statement and how its rows become hits."""
-
-    def __init__(self, search_type: str, k: int, candidates: int, **options: Any) -> None:
-        self.search_type = search_type
-        self.k = k
-        self.candidates = candidates
-        self.options = options
-        self.binary = search_type == "mmr"
-        """Rows in binary: the candidates' vectors come as float32 bytes, not text to parse."""
-
-    @classmethod
-    def make(
-        cls,
-        search_type: str,
-        k: int,
-        text: str | None,
-        distance_threshold: float | None,
-        score_threshold: float | None,
-        fetch_k: int,
-        lambda_mult: float,
-    ) -> "_Plan":
-        if search_type not in SEARCH_TYPES:
-            raise InputError(f"search_type {search_type!r} is not one of {', '.join(SEARCH_TYPES)}", status_code=422)
-        _check_count("k", k)
-        if search_type == "similarity_distance_threshold":
-            if distance_threshold is None:
-                raise InputError(
-                    "search_type similarity_distance_threshold needs a distance_threshold", status_code=422
-                )
-            return cls(search_type, k, k, max_distance=float(distance_threshold))
-        if search_type == "similarity_score_threshold":
-            threshold = 0.2 if score_threshold is None else float(score_threshold)
-            return cls(search_type, k, k, max_distance=1.0 - threshold)
-        if search_type == "mmr":
-            _check_count("fetch_k", fetch_k)
-            if not 0.0 <= lambda_mult <= 1.0:
-                raise InputError(f"lambda_mult must be between 0 and 1, got {lambda_mult}", status_code=422)
-            return cls(search_type, k, max(fetch_k, k), lambda_mult=lambda_mult)
-        if search_type == "hybrid":
-            if not text or not text.strip():
-                raise InputError("search_type hybrid needs the query's text", status_code=422)
-            _check_count("fetch_k", fetch_k)
-            return cls(search_type, k, max(fetch_k, k), text=text)
-        return cls(search_type, k, k)
-
-    def statement(
-        self, table: str, condition: sql.Composable | None, q: "npt.NDArray[np.float32]", values: dict[str, Any]
-    ) -> tuple[sql.Composed, dict[str, Any]]:
-        if self.search_type == "hybrid":
-            return queries.hybrid(table, condition), {
-                **values,
-                "v": q,
-                "q": self.options["text"],
-                "n": self.candidates,
-                "k": self.k,
-            }
-        cap = "max_distance" in self.options
-        statement = queries.nearest(table, condition, with_embedding=self.search_type == "mmr", max_distance=cap)
-        args = {**values, "v": q, "k": self.candidates}
-        if cap:
-            args["t"] = self.options["max_distance"]
-        return statement, args
-
-    def hits(self, rows: list[TupleRow], q: "npt.NDArray[np.float32]") -> list[Hit]:
-        if self.search_type == "hybrid":
-            return [Hit(r[0], r[1], r[2], r[3], r[4], float(r[5]), float(r[6])) for r in rows]
-        if self.search_type == "mmr" and rows:
-            candidates = np.stack([np.asarray(r[6].to_numpy(), dtype=np.float32) for r in rows])
-            rows = [rows[i] for i in queries.mmr_order(q, candidates, self.k, self.options["lambda_mult"])]
-        return [Hit(r[0], r[1], r[2], r[3], r[4], float(r[5]), 1.0 - float(r[5])) for r in rows]
-
-
 async def _no_time_limit(conn: _Conn) -> None:
     """No `statement_timeout` for this transaction's writes (a large file may take long into the HNSW index)."""
     await conn.execute("SELECT set_config('statement_timeout', '0', true)")
-
-
-def _check_count(name: str, value: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_K:
-        raise InputError(f"{name} must be an integer from 1 to {MAX_K}, got {value!r}", status_code=422)
-
-
-def _query_vector(vector: Sequence[float] | npt.NDArray[np.floating[Any]]) -> "npt.NDArray[np.float32]":
-    try:
-        q = np.asarray(vector, dtype=np.float32)
-    except (TypeError, ValueError) as exc:
-        raise InputError("the query vector must be a list of numbers", status_code=422) from exc
-    if q.ndim != 1 or q.size == 0:
-        raise InputError("the query vector must be one non-empty list of numbers", status_code=422)
-    if not np.isfinite(q).all():
-        raise InputError("the query vector holds NaN or infinite values", status_code=422)
-    if not q.any():
-        raise InputError("the query vector is all zeros (it has no direction)", status_code=422)
-    return q
-
-
-def _matrix(vectors: Sequence[Sequence[float]] | npt.NDArray[np.floating[Any]]) -> "npt.NDArray[np.float32]":
-    try:
-        matrix = np.asarray(vectors, dtype=np.float32)
-    except (TypeError, ValueError) as exc:
-        raise InputError("the vectors must be lists of numbers, all of one length") from exc
-    if matrix.ndim != 2 or matrix.shape[1] == 0:
-        raise InputError("the vectors must be lists of numbers, all of one length")
-    if not np.isfinite(matrix).all():
-        bad = int(np.flatnonzero(~np.isfinite(matrix).all(axis=1))[0])
-        raise InputError(f"vector {bad} holds NaN or infinite values")
-    return matrix
-
-
-def _check_chunks(source: str, chunks: Sequence[Chunk], matrix: "npt.NDArray[np.float32]") -> None:
-    if not isinstance(source, str) or not source.strip() or "\x00" in source:
-        raise InputError(f"a file needs a name, got {source!r}")
-    if not chunks:
-        raise InputError(f"{source}: no chunks to store")
-    if len(chunks) != len(matrix):
-        raise InputError(f"{source}: {len(chunks)} chunks but {len(matrix)} vectors")
-    indexes = [chunk.index for chunk in chunks]
-    if len(set(indexes)) != len(indexes):
-        raise InputError(f"{source}: two chunks have the same index")
-
-
-def _check_dimension(collection: Collection, dimension: int, what: str) -> None:
-    if dimension != collection.dimension:
-        raise InputError(
-            f"{what} {dimension} dimensions, but collection {collection.name!r} holds {collection.dimension}-dimension "
-            f"vectors of model {collection.model!r}",
-            status_code=422,
-        )
 
 
 def _reason(exc: BaseException) -> str:
