@@ -6,7 +6,7 @@ import threading
 import pytest
 
 from megaservice.components._shared.batching import Batcher, BatcherFull
-from megaservice.components._shared.blocking import Worker
+from megaservice.components._shared.blocking import Loader, Worker
 from megaservice.components._shared.deps import package_dir, require
 from megaservice.exceptions import MissingDependencyError
 
@@ -87,3 +87,21 @@ def test_a_missing_optional_dependency_names_the_install_line():
     with pytest.raises(MissingDependencyError, match="pip install --no-deps some-model"):
         package_dir("no_such_package_here", "pip install --no-deps some-model")
     assert package_dir("megaservice", "-").name == "megaservice"
+
+
+async def test_a_loader_keeps_a_failed_load_and_ready_raises_it():
+    state = {"loaded": False}
+
+    def broken() -> None:
+        raise OSError("no weights in /models/x")
+
+    failing = Loader(Worker(), broken, lambda: state["loaded"])
+    assert failing.ready() is False  # not loaded yet, nothing failed yet
+    with pytest.raises(OSError, match="no weights"):
+        await failing.start()
+    with pytest.raises(OSError, match="no weights"):
+        failing.ready()
+
+    loading = Loader(Worker(), lambda: state.update(loaded=True), lambda: state["loaded"])
+    await loading.start()
+    assert loading.ready() is True

@@ -10,7 +10,7 @@ thread with `CLIP_THREADS` torch threads (`torch.inference_mode`). Needs
 import threading
 from typing import TYPE_CHECKING, Any
 
-from megaservice.components._shared.blocking import Worker
+from megaservice.components._shared.blocking import Loader, Worker
 from megaservice.components._shared.deps import require
 
 if TYPE_CHECKING:
@@ -35,7 +35,7 @@ class TransformersClip:
         self._tokenizer: Any = None
         self._processor: Any = None
         self._max_tokens = 77
-        self._failure: BaseException | None = None
+        self._loading = Loader(self._worker, self.load, lambda: self._model is not None)
 
     @property
     def model_id(self) -> str:
@@ -64,17 +64,11 @@ class TransformersClip:
 
     async def start(self) -> None:
         """Load in the worker thread; a failure is kept and reported by `ready()`."""
-        try:
-            await self._worker.run(self.load)
-        except Exception as exc:
-            self._failure = exc
-            raise
+        await self._loading.start()
 
     async def ready(self) -> bool:
         """Whether the model is loaded (raises what stopped it from loading: `/v1/ready` shows it)."""
-        if self._failure is not None:
-            raise self._failure
-        return self._model is not None
+        return self._loading.ready()
 
     def texts(self, texts: list[str]) -> "npt.NDArray[np.float32]":
         """Text vectors (blocking; texts cut at the model's 77 tokens)."""

@@ -13,7 +13,7 @@ import threading
 from typing import TYPE_CHECKING, Protocol
 
 from megaservice.components._shared.batching import Batcher
-from megaservice.components._shared.blocking import Worker
+from megaservice.components._shared.blocking import Loader, Worker
 from megaservice.components.embedding.backend import Embedded
 from megaservice.metrics import FastHistogram
 
@@ -101,7 +101,7 @@ class BatchedBackend:
         self._batcher: Batcher[str, tuple[npt.NDArray[np.float32], int]] = Batcher(
             self._run, self._worker, max_batch=max_batch, max_pending=max_pending, on_batch=self._observe
         )
-        self._failure: BaseException | None = None
+        self._loading = Loader(self._worker, encoder.load, lambda: encoder.loaded)
 
     @property
     def model_id(self) -> str:
@@ -125,17 +125,11 @@ class BatchedBackend:
 
     async def start(self) -> None:
         """Load the model in the worker thread; a failure is kept and reported by `ready()`."""
-        try:
-            await self._worker.run(self._encoder.load)
-        except Exception as exc:
-            self._failure = exc
-            raise
+        await self._loading.start()
 
     async def ready(self) -> bool:
         """Whether the model is loaded (raises what stopped it from loading: `/v1/ready` shows it)."""
-        if self._failure is not None:
-            raise self._failure
-        return self._encoder.loaded
+        return self._loading.ready()
 
     async def embed(self, texts: list[str], model: str | None = None) -> Embedded:
         """The raw (unnormalised) vectors of `texts`, computed with the texts of concurrent requests."""

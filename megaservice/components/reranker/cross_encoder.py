@@ -18,7 +18,7 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from megaservice.components._shared.batching import Batcher
-from megaservice.components._shared.blocking import Worker
+from megaservice.components._shared.blocking import Loader, Worker
 from megaservice.components._shared.deps import require
 from megaservice.exceptions import ConfigurationError
 
@@ -112,7 +112,7 @@ class CrossEncoderReranker:
         self._batcher: Batcher[Pair, float] = Batcher(
             model.logits, self._worker, max_batch=max_batch, max_pending=max_pending
         )
-        self._failure: BaseException | None = None
+        self._loading = Loader(self._worker, model.load, lambda: model.loaded)
 
     @property
     def model_id(self) -> str:
@@ -126,17 +126,11 @@ class CrossEncoderReranker:
 
     async def start(self) -> None:
         """Load the model in the worker thread; a failure is kept and reported by `ready()`."""
-        try:
-            await self._worker.run(self.model.load)
-        except Exception as exc:
-            self._failure = exc
-            raise
+        await self._loading.start()
 
     async def ready(self) -> bool:
         """Whether the model is loaded (raises what stopped it from loading: `/v1/ready` shows it)."""
-        if self._failure is not None:
-            raise self._failure
-        return self.model.loaded
+        return self._loading.ready()
 
     async def score(
         self, query: str, texts: list[str], *, raw: bool = False, truncate: bool | None = None
