@@ -4,14 +4,17 @@
     read_upload(upload, max_bytes)     an upload's bytes, refused past `max_bytes`
     check_url(url, allow_private=...)  an http(s) URL whose host does not resolve to a private address
     public_addresses(hostname, port)   the host's addresses, all of them public (what to connect to)
+    fetch_blocking(url, ...)           a URL's bytes, from the address that was checked (blocking)
 
 Each refusal raises `InputError` (an HTTP 400/413 with a message saying what was wrong).
 """
 
 import asyncio
+import http.client
 import ipaddress
 import os
 import socket
+import ssl
 import unicodedata
 from pathlib import Path
 from typing import Any, Protocol
@@ -19,7 +22,7 @@ from urllib.parse import urlsplit
 
 from megaservice.exceptions import InputError
 
-__all__ = ["check_url", "check_url_blocking", "public_addresses", "read_upload", "safe_path"]
+__all__ = ["check_url", "check_url_blocking", "fetch_blocking", "public_addresses", "read_upload", "safe_path"]
 
 _CHUNK = 64 * 1024
 
@@ -136,3 +139,65 @@ def check_url_blocking(url: str, *, allow_private: bool = False) -> str:
         raise InputError(f"cannot resolve {hostname!r}") from exc
     _check_addresses(hostname, infos)
     return url
+
+
+def fetch_blocking(
+    url: str,
+    *,
+    allow_private: bool = False,
+    max_bytes: int,
+    timeout: float = 10.0,
+    accept: str = "*/*",
+    ssl_context: ssl.SSLContext | None = None,
+    what: str = "the URL",
+) -> bytes:
+    """The body of a 200 answer to `GET url`, fetched from an address checked to be public.
+
+    The host is resolved once, every address is checked (unless `allow_private`), and the request
+    goes to the first of them: a second DNS answer (rebinding) cannot point it elsewhere. https is
+    verified against the URL's host name (`ssl_context`, default: the system's CAs). Redirects are
+    not followed. Blocking: call it in a worker thread. Refusals and failures are `InputError`s
+    naming `what` (413 past `max_bytes`).
+    """
+    hostname, port = _split_url(url)
+    parts = urlsplit(url)
+    try:
+        infos = socket.getaddrinfo(hostname, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise InputError(f"cannot resolve {hostname!r}") from exc
+    if not allow_private:
+        _check_addresses(hostname, infos)
+    address = str(infos[0][4][0]).split("%", 1)[0]
+    connection: http.client.HTTPConnection
+    if parts.scheme == "https":
+        context = ssl_context or ssl.create_default_context()
+        connection = _PinnedHTTPS(address, port, hostname, timeout, context)
+    else:
+        connection = http.client.HTTPConnection(address, port, timeout=timeout)
+    try:
+        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        connection.request("GET", path, headers={"Host": parts.netloc, "Accept": accept})
+        answer = connection.getresponse()
+        if answer.status != 200:
+            raise InputError(f"{what} answered HTTP {answer.status} (redirects are not followed)")
+        body = answer.read(max_bytes + 1)
+    except OSError as exc:
+        raise InputError(f"cannot fetch {what} at {url}: {exc}") from None
+    finally:
+        connection.close()
+    if len(body) > max_bytes:
+        raise InputError(f"{what} is larger than {max_bytes} bytes", status_code=413)
+    return body
+
+
+class _PinnedHTTPS(http.client.HTTPSConnection):
+    """https to a given address, verifying the certificate against the URL's host name."""
+
+    def __init__(self, address: str, port: int, server_name: str, timeout: float, context: ssl.SSLContext) -> None:
+        super().__init__(address, port, timeout=timeout, context=context)
+        self._server_name = server_name
+        self._tls = context
+
+    def connect(self) -> None:
+        sock = socket.create_connection((self.host, self.port), self.timeout)
+        self.sock = self._tls.wrap_socket(sock, server_hostname=self._server_name)

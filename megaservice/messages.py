@@ -1,16 +1,14 @@
 """`handle_message`: flatten OpenAI chat messages into one prompt, as OPEA's ChatQnA does."""
 
 import base64
-import http.client
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar
-from urllib.parse import urlsplit
 
 from megaservice.exceptions import InputError
-from megaservice.guards import check_url_blocking
+from megaservice.guards import fetch_blocking
 from megaservice.settings import EnvSettings, variable
 
 __all__ = ["ImageSettings", "get_image_settings", "handle_message", "set_image_settings"]
@@ -65,7 +63,9 @@ def handle_message(messages: str | Sequence[dict[str, Any]]) -> str | tuple[str,
 
     The system message becomes the first line; every user/assistant message is appended as
     `"{role}: {text}\\n"` (`"{role}:"` when empty). Images in user content parts are returned as base64
-    PNG (URLs are fetched, local paths read, anything else is taken as base64 already).
+    PNG (URLs are fetched, local paths read, anything else is taken as base64 already). Synchronous,
+    as OPEA's: with image URLs it blocks while it fetches them (call it off the event loop). A URL is
+    fetched from the address its host resolved to when it was checked (`guards.fetch_blocking`).
 
     Raises:
         InputError: (a `ValueError`, 400) a message is malformed, has a role other than system, user
@@ -122,7 +122,15 @@ def _parts(content: list[Any], index: int) -> tuple[str, list[str]]:
 def _image_as_base64_png(image: str) -> str:
     if image.startswith(("http://", "https://")):
         allowed = get_image_settings().allow_private_urls
-        return _to_png_base64(_fetch(check_url_blocking(image, allow_private=allowed)))
+        fetched = fetch_blocking(
+            image,
+            allow_private=allowed,
+            max_bytes=_IMAGE_MAX_BYTES,
+            timeout=_IMAGE_FETCH_TIMEOUT,
+            accept="image/*",
+            what="the image",
+        )
+        return _to_png_base64(fetched)
     image_dir = get_image_settings().directory
     if len(image) < 4096 and image_dir is not None and not image.startswith("data:"):
         path = (image_dir / image).resolve()
@@ -141,18 +149,3 @@ def _to_png_base64(data: bytes) -> str:
     output = io.BytesIO()
     Image.open(io.BytesIO(data)).convert("RGBA").save(output, format="PNG")
     return base64.b64encode(output.getvalue()).decode()
-
-
-def _fetch(url: str) -> bytes:
-    # OPEA compat: `handle_message` is synchronous in OPEA, so is this fetch; call it off the event loop.
-    parts = urlsplit(url)
-    connection_type = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-    connection = connection_type(parts.netloc, timeout=_IMAGE_FETCH_TIMEOUT)
-    try:
-        connection.request("GET", parts.path + (f"?{parts.query}" if parts.query else ""))
-        response = connection.getresponse()
-        if response.status != 200:
-            raise ValueError(f"fetching image {url} answered HTTP {response.status}")
-        return response.read(_IMAGE_MAX_BYTES)
-    finally:
-        connection.close()

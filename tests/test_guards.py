@@ -1,9 +1,11 @@
 import io
+import socket
 
 import pytest
 
 from megaservice import InputError
-from megaservice.guards import check_url, read_upload, safe_path
+from megaservice.guards import check_url, fetch_blocking, read_upload, safe_path
+from tests.url_server import serve_files
 
 
 @pytest.mark.parametrize(
@@ -77,3 +79,50 @@ async def test_check_url_refuses_credentials_and_accepts_public_addresses():
     with pytest.raises(InputError, match="credentials"):
         await check_url("http://user:pw@8.8.8.8/")
     assert await check_url("https://8.8.8.8/dns") == "https://8.8.8.8/dns"
+
+
+def _resolver(monkeypatch: pytest.MonkeyPatch, *answers: list[str]) -> list[str]:
+    """`getaddrinfo` answering a name with `answers[0]` first, then `answers[1]`, ... (the last one again);
+    an address is its own answer. The names asked, in order."""
+    asked: list[str] = []
+
+    def getaddrinfo(host: str, port: int, *args: object, **kwargs: object) -> list[tuple[object, ...]]:
+        if host.replace(".", "").isdigit():
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (host, port))]
+        asked.append(host)
+        addresses = answers[min(len(asked), len(answers)) - 1]
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (a, port)) for a in addresses]
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    return asked
+
+
+def test_a_fetch_goes_to_the_address_that_was_checked_not_to_a_second_answer(monkeypatch):
+    with serve_files({"/red.png": b"red"}) as (port, seen):
+        # the name's first answer is this machine's server; any later one is a host nobody answers on
+        asked = _resolver(monkeypatch, ["127.0.0.1"], ["10.255.255.1"])
+        body = fetch_blocking(f"http://pics.example:{port}/red.png", allow_private=True, max_bytes=100, timeout=5)
+    assert body == b"red"
+    assert asked == ["pics.example"]  # resolved once
+    assert seen[0]["host"] == f"pics.example:{port}"  # the request still names the host
+
+
+def test_a_name_with_a_private_address_is_refused_before_anything_is_sent(monkeypatch):
+    with serve_files({"/red.png": b"red"}) as (port, seen):
+        _resolver(monkeypatch, ["93.184.216.34", "127.0.0.1"])
+        with pytest.raises(InputError, match=r"non-public address \(127\.0\.0\.1\)"):
+            fetch_blocking(f"http://pics.example:{port}/red.png", max_bytes=100, timeout=5)
+    assert seen == []
+
+
+def test_a_fetch_says_what_went_wrong():
+    with serve_files({"/big": b"x" * 101, "/ok": b"x" * 100}) as (port, _):
+        base = f"http://127.0.0.1:{port}"
+        assert fetch_blocking(f"{base}/ok", allow_private=True, max_bytes=100) == b"x" * 100
+        with pytest.raises(InputError, match="the page is larger than 100 bytes") as too_big:
+            fetch_blocking(f"{base}/big", allow_private=True, max_bytes=100, what="the page")
+        assert too_big.value.status_code == 413
+        with pytest.raises(InputError, match="the URL answered HTTP 404"):
+            fetch_blocking(f"{base}/missing", allow_private=True, max_bytes=100)
+        with pytest.raises(InputError, match="only http and https"):
+            fetch_blocking(f"ftp://127.0.0.1:{port}/ok", allow_private=True, max_bytes=100)

@@ -4,8 +4,8 @@
     load_image("data:image/png;base64,iVBOR...", limits)
     load_image("iVBORw0KGgo...", limits)                  plain base64
 
-A URL is checked by `megaservice.guards.check_url_blocking` (http or https only, no credentials),
-its host is resolved once, every address is checked to be public (unless `allow_private`, i.e.
+A URL is fetched by `megaservice.guards.fetch_blocking` (http or https only, no credentials): its
+host is resolved once, every address is checked to be public (unless `allow_private`, i.e.
 `MEGASERVICE_ALLOW_PRIVATE_URLS=1`), and the fetch connects to the checked address: a second DNS
 answer cannot point it elsewhere. Redirects are not followed. Sizes are bounded before decoding
 (bytes, then pixels). Blocking: call it in a worker thread. Every refusal is an `InputError` (4xx).
@@ -13,18 +13,15 @@ answer cannot point it elsewhere. Redirects are not followed. Sizes are bounded 
 
 import base64
 import binascii
-import http.client
 import io
-import socket
 import ssl
 import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
 
 from megaservice.components._shared.deps import require
 from megaservice.exceptions import InputError
-from megaservice.guards import check_url_blocking
+from megaservice.guards import fetch_blocking
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -89,54 +86,12 @@ def _decode(raw: bytes, limits: ImageLimits) -> "Image":
 
 def fetch(url: str, limits: ImageLimits) -> bytes:
     """The bytes at `url` (a 200 answer), fetched from an address checked to be public."""
-    check_url_blocking(url, allow_private=True)  # the URL's form: http(s), a host, no credentials
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except socket.gaierror as exc:
-        raise InputError(f"cannot resolve {host!r}") from exc
-    addresses = [str(info[4][0]).split("%", 1)[0] for info in infos]
-    if not limits.allow_private:
-        for address in addresses:
-            shown = f"[{address}]" if ":" in address else address
-            try:
-                check_url_blocking(f"http://{shown}/", allow_private=False)
-            except InputError:
-                raise InputError(f"{host!r} resolves to a non-public address ({address}); refused") from None
-    connection = _connection(parts.scheme, addresses[0], port, host, limits)
-    try:
-        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        connection.request("GET", path, headers={"Host": parts.netloc, "Accept": "image/*"})
-        answer = connection.getresponse()
-        if answer.status != 200:
-            raise InputError(f"the image URL answered HTTP {answer.status} (redirects are not followed)")
-        body = answer.read(limits.max_bytes + 1)
-    except OSError as exc:
-        raise InputError(f"cannot fetch the image at {url}: {exc}") from None
-    finally:
-        connection.close()
-    if len(body) > limits.max_bytes:
-        raise InputError(f"image larger than {limits.max_bytes} bytes", status_code=413)
-    return body
-
-
-class _PinnedHTTPS(http.client.HTTPSConnection):
-    """https to a given address, verifying the certificate against the URL's host name."""
-
-    def __init__(self, address: str, port: int, server_name: str, timeout: float, context: ssl.SSLContext) -> None:
-        super().__init__(address, port, timeout=timeout, context=context)
-        self._server_name = server_name
-        self._tls = context
-
-    def connect(self) -> None:
-        sock = socket.create_connection((self.host, self.port), self.timeout)
-        self.sock = self._tls.wrap_socket(sock, server_hostname=self._server_name)
-
-
-def _connection(scheme: str, address: str, port: int, host: str, limits: ImageLimits) -> http.client.HTTPConnection:
-    if scheme == "https":
-        context = limits.ssl_context or ssl.create_default_context()
-        return _PinnedHTTPS(address, port, host, limits.timeout, context)
-    return http.client.HTTPConnection(address, port, timeout=limits.timeout)
+    return fetch_blocking(
+        url,
+        allow_private=limits.allow_private,
+        max_bytes=limits.max_bytes,
+        timeout=limits.timeout,
+        accept="image/*",
+        ssl_context=limits.ssl_context,
+        what="the image",
+    )
