@@ -20,7 +20,7 @@ rest of the answer.
   anything was sent, `schedule()` raises (`first_batch()`), so the client gets a 502/503/504 naming
   the node; later, the relay's final error event names it. With `MEGASERVICE_NODE_<NAME>_FAIL_OPEN=1`
   the sentence passes unchecked instead, with a warning. A fail-closed node without a fallback whose
-  circuit is open fails the request with its 503 before the LLM is called (`run`).
+  circuit is open fails the request with its 503 before the LLM is called, streaming or not (`run`).
 """
 
 import logging

@@ -145,6 +145,7 @@ class Run:
         orchestrator = self.orchestrator
         node = self.plan.nodes[name]
         if node.is_llm:
+            self._refuse_before_the_llm(name)
             inputs = call.as_dict(inputs)
             for key, value in self.params_dict.items():
                 if key != "id" and inputs.get(key) != value:
@@ -164,17 +165,22 @@ class Run:
             data = call.payload(inputs)  # a guardrail configured to fail open: its input passes as its answer
         return orchestrator.align_outputs(data, name, inputs, self.graph, self.params_dict, **self.kwargs), name
 
+    def _refuse_before_the_llm(self, name: str) -> None:
+        """The 503 of the one node after LLM `name` if its circuit is open and it fails closed (`_refused_at_once`)."""
+        downstream = self.children(name)
+        if len(downstream) != 1:
+            return
+        refused = _refused_at_once(self.plan.nodes[downstream[0]])
+        if refused is not None:
+            self.orchestrator.metrics.node_errors.labels(downstream[0], refused.kind).inc()
+            raise refused
+
     async def _open_llm_stream(self, node: Node, url: str, inputs: Any) -> tuple[RelayedStream, str]:
         downstream = self.children(node.name)
         if len(downstream) > 1:
             raise ConfigurationError(f"a streaming node can feed one downstream node; {node.name} has {downstream}")
         orchestrator = self.orchestrator
         metrics = orchestrator.metrics
-        if downstream:  # a node that would refuse every sentence: fail before the LLM is asked at all
-            refused = _refused_at_once(self.plan.nodes[downstream[0]])
-            if refused is not None:
-                metrics.node_errors.labels(downstream[0], refused.kind).inc()
-                raise refused
         hook = orchestrator.align_generator
         async_hook = inspect.isasyncgenfunction(getattr(hook, "__func__", hook))
         bridge = None
@@ -217,8 +223,9 @@ class Run:
 def _refused_at_once(node: Node) -> UpstreamUnavailable | None:
     """The 503 of a node after the LLM whose circuit is open, when nothing would stand in for it.
 
-    Fail-closed (no `FAIL_OPEN`) and without a fallback, its first sentence would fail the stream
-    anyway; asking the LLM first would only cost a generation cancelled at its first sentence.
+    Fail-closed (no `FAIL_OPEN`) and without a fallback, it would fail the request anyway (a stream
+    at its first sentence, a plain answer when it is called); asking the LLM first would only cost
+    a generation nobody gets.
     """
     circuit = node.circuit
     if circuit is None or node.fail_open or node.fallback is not None:

@@ -11,7 +11,14 @@ import anyio
 import orjson
 import pytest
 
-from megaservice import CircuitBreaker, ServiceOrchestrator, ServiceType, UpstreamConnectError, UpstreamUnavailable
+from megaservice import (
+    CircuitBreaker,
+    LLMParams,
+    ServiceOrchestrator,
+    ServiceType,
+    UpstreamConnectError,
+    UpstreamUnavailable,
+)
 from megaservice.components.guardrails import GuardrailsSettings, create_service
 from megaservice.settings import Settings
 from megaservice.testing import FakeGuardrail, FakeLLM, FakeService, serve, unused_url
@@ -221,21 +228,23 @@ class Clock:
         return self.now
 
 
-async def test_a_guardrail_whose_circuit_is_open_fails_fast_without_calling_the_llm():
+@pytest.mark.parametrize("stream", [True, False])
+async def test_a_guardrail_whose_circuit_is_open_fails_fast_without_calling_the_llm(stream: bool):
     llm, clock = FakeLLM(words(GOOD)), Clock()
+    params = LLMParams(stream=stream)
     async with serve(llm) as llm_url:
         orchestrator = pipeline(llm_url, unused_url(), breaker=CircuitBreaker(failures=1, reset_after=60))
         orchestrator.clock = clock
         with pytest.raises(UpstreamConnectError):  # opens the guardrail's circuit
-            await orchestrator.schedule({"text": "q"})
+            await orchestrator.schedule({"text": "q"}, llm_parameters=params)
         assert len(llm.requests) == 1
         with pytest.raises(UpstreamUnavailable) as refused:
-            await orchestrator.schedule({"text": "q"})
+            await orchestrator.schedule({"text": "q"}, llm_parameters=params)
         assert len(llm.requests) == 1  # the LLM was not asked for an answer nobody could check
         assert (refused.value.node, refused.value.status_code) == (GUARD, 503)
         clock.now += 61  # half-open: the trial goes through, the LLM first
         with pytest.raises(UpstreamConnectError):
-            await orchestrator.schedule({"text": "q"})
+            await orchestrator.schedule({"text": "q"}, llm_parameters=params)
         assert len(llm.requests) == 2
 
 
