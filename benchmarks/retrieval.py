@@ -7,16 +7,21 @@
 Per size: an embedded PostgreSQL 18 + pgvector 0.8 (megaservice.testing.postgres, Unix socket) gets
 a collection of that many chunks, stored through `Store.replace_file` (files of 1000 chunks, into
 the HNSW index as dataprep stores them). Then, for 200 held-out queries (first sentences of chunks
-never stored), in `--rounds` passes, alternating which goes first:
+never stored), in `--rounds` passes, each query sent three ways back to back, in every order in
+turn (the same query twice in a row finds its index pages in cache: each way goes before each
+other one for half of the queries):
 
 * service: `POST /v1/retrieval` with an EmbedDoc (`k`=4, similarity) to the retriever served on a
   loopback socket by uvicorn in this process (on uvloop, TCP_NODELAY, as `megaservice serve` runs it), through
   megaservice's pooled HTTP client; the
   retriever's store is the one the raw queries use, so both share one connection pool;
 * raw SQL: the statement the store runs (`ORDER BY embedding <=> $1 LIMIT 4`, same columns),
-  on a connection of that pool, rows fetched.
+  on a connection of that pool, rows fetched;
+* HTTP floor: the same POST, same client, to a `MicroService` served the same way whose route
+  reads the body and answers a stored retriever answer at once (no parsing, no database): what
+  any HTTP service costs here, the part of the retriever's extra time no retriever code can cut.
 
-It prints p50/p99 of both and their ratio (target: service ≤ 1.2x raw), and recall@10 of the
+It prints p50/p99 of the three and the service's ratio to raw (target: service ≤ 1.2x raw), and recall@10 of the
 store's search against exact top-10 (numpy over the same vectors) for several `hnsw.ef_search`
 (target ≥ 0.95), with their p50. Everything runs at c=1 on this machine's two cores, shared with
 whatever else runs: the load average is printed with each table.
@@ -27,6 +32,7 @@ import asyncio
 import atexit
 import contextlib
 import dataclasses
+import itertools
 import os
 import shutil
 import socket
@@ -154,8 +160,26 @@ async def hnsw_index(store: Store, *, drop: bool) -> float:
     return time.perf_counter() - started
 
 
-async def latency(store: Store, url: str, queries: list[str], qvecs: np.ndarray, rounds: int) -> dict[str, list[float]]:
-    """Per-query seconds through the service and as raw SQL on the store's pool, alternating."""
+def floor_service(answer: bytes) -> Any:
+    """A `MicroService` whose `POST /v1/retrieval` reads the body and answers `answer` (the HTTP floor)."""
+    from starlette.requests import Request
+    from starlette.responses import Response
+
+    from megaservice.microservice import MicroService
+
+    async def retrieval(request: Request) -> Response:
+        await request.body()
+        return Response(answer, media_type="application/json")
+
+    service = MicroService("floor", host="127.0.0.1", port=0, endpoint="/v1/retrieval")
+    service.add_route("/v1/retrieval", retrieval, methods=["POST"])
+    return service.app
+
+
+async def latency(
+    store: Store, url: str, floor_url: str, queries: list[str], qvecs: np.ndarray, rounds: int
+) -> dict[str, list[float]]:
+    """Per-query seconds through the service, as raw SQL on the store's pool, and to the HTTP floor, rotating."""
     assert store.collection is not None
     statement = nearest(store.collection.chunks_table, None)
     client = UpstreamClient()
@@ -165,13 +189,19 @@ async def latency(store: Store, url: str, queries: list[str], qvecs: np.ndarray,
         orjson.dumps({"text": q, "embedding": v.tolist(), "k": K, "search_type": "similarity"})
         for q, v in zip(queries, qvecs, strict=True)
     ]
-    times: dict[str, list[float]] = {"service": [], "raw": []}
+    times: dict[str, list[float]] = {"service": [], "raw": [], "floor": []}
 
     async def service(i: int) -> None:
         t0 = time.perf_counter()
         _, answer = await client.post("retriever", f"{url}/v1/retrieval", bodies[i], headers=headers, timeout=timeout)
         assert len(orjson.loads(answer)["retrieved_docs"]) == K
         times["service"].append(time.perf_counter() - t0)
+
+    async def floor(i: int) -> None:
+        t0 = time.perf_counter()
+        _, answer = await client.post("floor", f"{floor_url}/v1/retrieval", bodies[i], headers=headers, timeout=timeout)
+        assert len(orjson.loads(answer)["retrieved_docs"]) == K
+        times["floor"].append(time.perf_counter() - t0)
 
     async def raw(i: int) -> None:
         t0 = time.perf_counter()
@@ -184,16 +214,22 @@ async def latency(store: Store, url: str, queries: list[str], qvecs: np.ndarray,
     for i in range(min(20, len(queries))):  # warm-up: prepared statements, pages in cache
         await service(i)
         await raw(i)
-    times = {"service": [], "raw": []}
+        await floor(i)
+    times = {"service": [], "raw": [], "floor": []}
+    # Every order of the three in turn: each path runs before each other one for half of the queries.
+    # (The same query twice in a row finds the index pages the first one read in cache, so an
+    # order that put the service before raw SQL more often than after would favour raw SQL.)
+    orders = list(itertools.permutations([service, raw, floor]))
     for r in range(rounds):
         for i in range(len(queries)):
-            first, second = (service, raw) if (i + r) % 2 == 0 else (raw, service)
-            await first(i)
-            await second(i)
+            for path in orders[(i + r) % len(orders)]:
+                await path(i)
         svc, sql_ = times["service"][-len(queries) :], times["raw"][-len(queries) :]
+        bare = times["floor"][-len(queries) :]
         print(
             f"round {r + 1}: p50 raw {pct(sql_, 50) * 1000:.2f} ms, service {pct(svc, 50) * 1000:.2f} ms = "
-            f"{pct(svc, 50) / pct(sql_, 50):.2f}x (load average {load_average()})",
+            f"{pct(svc, 50) / pct(sql_, 50):.2f}x; HTTP floor {pct(bare, 50) * 1000:.2f} ms "
+            f"(load average {load_average()})",
             flush=True,
         )
     await client.aclose()
@@ -271,15 +307,30 @@ async def bench_size(
         else:
             print(f"\n## {size} chunks (already stored)")
         backend = PgvectorBackend(RetrieverSettings(store=settings), store=store)
-        async with serve_tcp(create_service(RetrieverSettings(store=settings), backend).app) as url:
-            times = await latency(store, url, queries, qvecs, args.rounds)
-        svc, raw = times["service"], times["raw"]
+        service = create_service(RetrieverSettings(store=settings), backend)
+        async with serve_tcp(service.app) as url:
+            probe = orjson.dumps({"text": queries[0], "embedding": qvecs[0].tolist(), "k": K})
+            client = UpstreamClient()
+            headers = {"content-type": "application/json"}
+            _, answer = await client.post(
+                "retriever", f"{url}/v1/retrieval", probe, headers=headers, timeout=Timeout(30)
+            )
+            await client.aclose()
+            async with serve_tcp(floor_service(answer)) as floor_url:
+                times = await latency(store, url, floor_url, queries, qvecs, args.rounds)
+        svc, raw, bare = times["service"], times["raw"], times["floor"]
         print(f"\nLatency, k={K}, c=1, {len(svc)} queries each (load average {load_average()}):")
         print("| path | p50 ms | p99 ms |")
         print("|---|---|---|")
         print(f"| raw SQL over the store's pool | {pct(raw, 50) * 1000:.2f} | {pct(raw, 99) * 1000:.2f} |")
         print(f"| through the retriever (HTTP) | {pct(svc, 50) * 1000:.2f} | {pct(svc, 99) * 1000:.2f} |")
         print(f"| ratio | {pct(svc, 50) / pct(raw, 50):.2f}x | {pct(svc, 99) / pct(raw, 99):.2f}x |")
+        print(f"| HTTP floor (same POST, answered at once) | {pct(bare, 50) * 1000:.2f} | {pct(bare, 99) * 1000:.2f} |")
+        extra = (pct(svc, 50) - pct(raw, 50)) * 1000
+        print(
+            f"\nThe service adds {extra:.2f} ms at p50, of which an HTTP request answered at once costs "
+            f"{pct(bare, 50) * 1000:.2f} ms."
+        )
         await recall_table(settings, vecs, qvecs, args.ef_search)
         await store.connect()  # the service closed it when it stopped
         await search_types(store, qvecs, queries)
