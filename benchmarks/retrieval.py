@@ -47,6 +47,8 @@ import numpy as np
 import orjson
 import uvicorn
 from psycopg import sql
+from starlette.requests import Request
+from starlette.responses import Response
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -60,6 +62,7 @@ from megaservice.components._store.queries import nearest  # noqa: E402
 from megaservice.components.embedding.minilm import DIMENSION, MODEL_ID  # noqa: E402
 from megaservice.components.retriever import RetrieverSettings, create_service  # noqa: E402
 from megaservice.components.retriever.pgvector import PgvectorBackend  # noqa: E402
+from megaservice.microservice import MicroService  # noqa: E402
 from megaservice.testing.postgres import EmbeddedPostgres  # noqa: E402
 
 FILE_CHUNKS = 1000
@@ -162,10 +165,6 @@ async def hnsw_index(store: Store, *, drop: bool) -> float:
 
 def floor_service(answer: bytes) -> Any:
     """A `MicroService` whose `POST /v1/retrieval` reads the body and answers `answer` (the HTTP floor)."""
-    from starlette.requests import Request
-    from starlette.responses import Response
-
-    from megaservice.microservice import MicroService
 
     async def retrieval(request: Request) -> Response:
         await request.body()

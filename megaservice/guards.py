@@ -131,14 +131,20 @@ async def public_addresses(hostname: str, port: int, family: int = socket.AF_UNS
 def check_url_blocking(url: str, *, allow_private: bool = False) -> str:
     """`check_url` for synchronous code (it resolves the host with a blocking call: not on the event loop)."""
     hostname, port = _split_url(url)
-    if allow_private:
-        return url
+    if not allow_private:
+        _resolve_blocking(hostname, port, allow_private=False)
+    return url
+
+
+def _resolve_blocking(hostname: str, port: int, *, allow_private: bool) -> list[Any]:
+    """`getaddrinfo()`'s answers for `hostname`, every address public unless `allow_private`."""
     try:
         infos = socket.getaddrinfo(hostname, port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
         raise InputError(f"cannot resolve {hostname!r}") from exc
-    _check_addresses(hostname, infos)
-    return url
+    if not allow_private:
+        _check_addresses(hostname, infos)
+    return infos
 
 
 def fetch_blocking(
@@ -160,14 +166,9 @@ def fetch_blocking(
     naming `what` (413 past `max_bytes`).
     """
     hostname, port = _split_url(url)
-    parts = urlsplit(url)
-    try:
-        infos = socket.getaddrinfo(hostname, port, type=socket.SOCK_STREAM)
-    except socket.gaierror as exc:
-        raise InputError(f"cannot resolve {hostname!r}") from exc
-    if not allow_private:
-        _check_addresses(hostname, infos)
+    infos = _resolve_blocking(hostname, port, allow_private=allow_private)
     address = str(infos[0][4][0]).split("%", 1)[0]
+    parts = urlsplit(url)
     connection: http.client.HTTPConnection
     if parts.scheme == "https":
         context = ssl_context or ssl.create_default_context()

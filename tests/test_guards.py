@@ -1,11 +1,20 @@
 import io
 import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from functools import partial
+from typing import Any
 
+import anyio
 import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 from megaservice import InputError
 from megaservice.guards import check_url, fetch_blocking, read_upload, safe_path
-from tests.url_server import serve_files
+from megaservice.testing import serve
 
 
 @pytest.mark.parametrize(
@@ -81,6 +90,25 @@ async def test_check_url_refuses_credentials_and_accepts_public_addresses():
     assert await check_url("https://8.8.8.8/dns") == "https://8.8.8.8/dns"
 
 
+@asynccontextmanager
+async def serve_files(files: dict[str, bytes]) -> AsyncIterator[tuple[int, list[dict[str, str]]]]:
+    """Serve `files` by path (anything else: 404) on a loopback port; yield it and the requests' headers."""
+    seen: list[dict[str, str]] = []
+
+    async def answer(request: Request) -> Response:
+        seen.append({"path": request.url.path, **request.headers})
+        body = files.get(request.url.path)
+        return Response(body or b"", status_code=200 if body is not None else 404)
+
+    async with serve(Starlette(routes=[Route("/{path:path}", answer)])) as url:
+        yield int(url.rsplit(":", 1)[1]), seen
+
+
+async def fetch(url: str, **options: Any) -> bytes:
+    """`fetch_blocking` in a worker thread (the test's server runs on this event loop)."""
+    return await anyio.to_thread.run_sync(partial(fetch_blocking, url, **options))
+
+
 def _resolver(monkeypatch: pytest.MonkeyPatch, *answers: list[str]) -> list[str]:
     """`getaddrinfo` answering a name with `answers[0]` first, then `answers[1]`, ... (the last one again);
     an address is its own answer. The names asked, in order."""
@@ -97,32 +125,35 @@ def _resolver(monkeypatch: pytest.MonkeyPatch, *answers: list[str]) -> list[str]
     return asked
 
 
-def test_a_fetch_goes_to_the_address_that_was_checked_not_to_a_second_answer(monkeypatch):
-    with serve_files({"/red.png": b"red"}) as (port, seen):
+@pytest.mark.anyio
+async def test_a_fetch_goes_to_the_address_that_was_checked_not_to_a_second_answer(monkeypatch):
+    async with serve_files({"/red.png": b"red"}) as (port, seen):
         # the name's first answer is this machine's server; any later one is a host nobody answers on
         asked = _resolver(monkeypatch, ["127.0.0.1"], ["10.255.255.1"])
-        body = fetch_blocking(f"http://pics.example:{port}/red.png", allow_private=True, max_bytes=100, timeout=5)
+        body = await fetch(f"http://pics.example:{port}/red.png", allow_private=True, max_bytes=100, timeout=5)
     assert body == b"red"
     assert asked == ["pics.example"]  # resolved once
     assert seen[0]["host"] == f"pics.example:{port}"  # the request still names the host
 
 
-def test_a_name_with_a_private_address_is_refused_before_anything_is_sent(monkeypatch):
-    with serve_files({"/red.png": b"red"}) as (port, seen):
+@pytest.mark.anyio
+async def test_a_name_with_a_private_address_is_refused_before_anything_is_sent(monkeypatch):
+    async with serve_files({"/red.png": b"red"}) as (port, seen):
         _resolver(monkeypatch, ["93.184.216.34", "127.0.0.1"])
         with pytest.raises(InputError, match=r"non-public address \(127\.0\.0\.1\)"):
-            fetch_blocking(f"http://pics.example:{port}/red.png", max_bytes=100, timeout=5)
+            await fetch(f"http://pics.example:{port}/red.png", max_bytes=100, timeout=5)
     assert seen == []
 
 
-def test_a_fetch_says_what_went_wrong():
-    with serve_files({"/big": b"x" * 101, "/ok": b"x" * 100}) as (port, _):
+@pytest.mark.anyio
+async def test_a_fetch_says_what_went_wrong():
+    async with serve_files({"/big": b"x" * 101, "/ok": b"x" * 100}) as (port, _):
         base = f"http://127.0.0.1:{port}"
-        assert fetch_blocking(f"{base}/ok", allow_private=True, max_bytes=100) == b"x" * 100
+        assert await fetch(f"{base}/ok", allow_private=True, max_bytes=100) == b"x" * 100
         with pytest.raises(InputError, match="the page is larger than 100 bytes") as too_big:
-            fetch_blocking(f"{base}/big", allow_private=True, max_bytes=100, what="the page")
+            await fetch(f"{base}/big", allow_private=True, max_bytes=100, what="the page")
         assert too_big.value.status_code == 413
         with pytest.raises(InputError, match="the URL answered HTTP 404"):
-            fetch_blocking(f"{base}/missing", allow_private=True, max_bytes=100)
+            await fetch(f"{base}/missing", allow_private=True, max_bytes=100)
         with pytest.raises(InputError, match="only http and https"):
-            fetch_blocking(f"ftp://127.0.0.1:{port}/ok", allow_private=True, max_bytes=100)
+            await fetch(f"ftp://127.0.0.1:{port}/ok", allow_private=True, max_bytes=100)

@@ -5,12 +5,13 @@ import io
 import re
 from typing import Any
 
+import anyio
 import pytest
 from PIL import Image
 
 from megaservice import InputError, messages
 from megaservice.messages import handle_message
-from tests.url_server import serve_files
+from tests.test_guards import serve_files
 
 
 def test_messages_become_one_prompt():
@@ -77,14 +78,17 @@ def test_image_urls_must_be_public(images):
             handle_message(image_message(url))
 
 
-def test_image_urls_are_fetched_as_png_and_bounded(images):
+@pytest.mark.anyio
+async def test_image_urls_are_fetched_as_png_and_bounded(images):
     picture = io.BytesIO()
     Image.new("RGB", (2, 2), (0, 0, 255)).save(picture, format="JPEG")
-    with serve_files({"/blue.jpg": picture.getvalue(), "/huge.jpg": b"x" * (20 * 1024 * 1024 + 1)}) as (port, seen):
+    files = {"/blue.jpg": picture.getvalue(), "/huge.jpg": b"x" * (20 * 1024 * 1024 + 1)}
+    async with serve_files(files) as (port, seen):
         images(allow_private_urls=True)
-        _, fetched = handle_message(image_message(f"http://127.0.0.1:{port}/blue.jpg"))  # type: ignore[str-unpack]
+        message = image_message(f"http://127.0.0.1:{port}/blue.jpg")
+        _, fetched = await anyio.to_thread.run_sync(handle_message, message)  # type: ignore[str-unpack]
         assert Image.open(io.BytesIO(base64.b64decode(fetched[0]))).format == "PNG"
         assert seen[0]["accept"] == "image/*"
         with pytest.raises(InputError, match="larger than") as too_big:
-            handle_message(image_message(f"http://127.0.0.1:{port}/huge.jpg"))
+            await anyio.to_thread.run_sync(handle_message, image_message(f"http://127.0.0.1:{port}/huge.jpg"))
         assert too_big.value.status_code == 413

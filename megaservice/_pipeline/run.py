@@ -12,7 +12,7 @@ import inspect
 import logging
 import re
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -144,8 +144,11 @@ class Run:
         """Call node `name` with its hooks; return its result and the node it is stored under."""
         orchestrator = self.orchestrator
         node = self.plan.nodes[name]
+        downstream: Sequence[str] = ()
         if node.is_llm:
-            self._refuse_before_the_llm(name)
+            downstream = self.children(name)
+            if len(downstream) == 1:  # a node that fails closed with its circuit open: refuse before the LLM
+                self._refuse_before_the_llm(downstream[0])
             inputs = call.as_dict(inputs)
             for key, value in self.params_dict.items():
                 if key != "id" and inputs.get(key) != value:
@@ -156,7 +159,7 @@ class Run:
             model = inputs.get("model") if node.service.api_key and isinstance(inputs, dict) else None
             url = node.service.endpoint_path(model)
         if node.is_llm and self.params.stream:
-            return await self._open_llm_stream(node, url, inputs)
+            return await self._open_llm_stream(node, url, inputs, downstream)
         try:
             data = await call.post(self.client, orchestrator.metrics, node, url, call.payload(inputs))
         except UpstreamError as exc:
@@ -165,18 +168,16 @@ class Run:
             data = call.payload(inputs)  # a guardrail configured to fail open: its input passes as its answer
         return orchestrator.align_outputs(data, name, inputs, self.graph, self.params_dict, **self.kwargs), name
 
-    def _refuse_before_the_llm(self, name: str) -> None:
-        """The 503 of the one node after LLM `name` if its circuit is open and it fails closed (`_refused_at_once`)."""
-        downstream = self.children(name)
-        if len(downstream) != 1:
-            return
-        refused = _refused_at_once(self.plan.nodes[downstream[0]])
+    def _refuse_before_the_llm(self, after: str) -> None:
+        """Raise the 503 of `after`, the node after the LLM, if its circuit is open and it fails closed."""
+        refused = _refused_at_once(self.plan.nodes[after])
         if refused is not None:
-            self.orchestrator.metrics.node_errors.labels(downstream[0], refused.kind).inc()
+            self.orchestrator.metrics.node_errors.labels(after, refused.kind).inc()
             raise refused
 
-    async def _open_llm_stream(self, node: Node, url: str, inputs: Any) -> tuple[RelayedStream, str]:
-        downstream = self.children(node.name)
+    async def _open_llm_stream(
+        self, node: Node, url: str, inputs: Any, downstream: Sequence[str]
+    ) -> tuple[RelayedStream, str]:
         if len(downstream) > 1:
             raise ConfigurationError(f"a streaming node can feed one downstream node; {node.name} has {downstream}")
         orchestrator = self.orchestrator
