@@ -278,6 +278,15 @@ class Stack:
         tail = "\n".join(self.lines[-40:])
         raise SystemExit(f"`megaservice up` printed no line matching {pattern!r}:\n{tail}")
 
+    def pids(self) -> dict[int, str]:
+        """`up` and each service it started (from its "NAME started (pid N)" lines)."""
+        found = {self.process.pid: "up"}
+        for line in list(self.lines):
+            match = re.search(r"\| (\S+) started \(pid (\d+)\)", line)
+            if match:
+                found[int(match.group(2))] = match.group(1)
+        return found
+
     def stop(self) -> int:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGINT)
@@ -317,6 +326,49 @@ def load() -> dict[str, Any]:
     except OSError:
         line = ""
     return {"loadavg": [round(x, 2) for x in os.getloadavg()], "uptime": line, "cpus": os.cpu_count()}
+
+
+def _proc_stat(pid: int) -> tuple[int, float] | None:
+    """(parent pid, user + system CPU seconds) of a live process, from /proc."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return int(fields[1]), (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def cpu_by_service(roots: Mapping[int, str], folder: Path | None = None) -> dict[str, float]:
+    """CPU seconds used so far by each named process and its descendants (Linux's /proc).
+
+    `roots` names processes (pid → name); every other process counts under its nearest named
+    ancestor. Processes outside those trees whose command line holds `folder` (the embedded
+    PostgreSQL, which outlives the service that started it) count as `postgres`, with their children.
+    """
+    stats: dict[int, tuple[int, float]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (stat := _proc_stat(int(entry.name))) is not None:
+            stats[int(entry.name)] = stat
+    named = dict(roots)
+    if folder is not None:
+        for pid in stats:
+            if pid not in named and str(folder) in _cmdline(pid):
+                named.setdefault(pid, "postgres")
+    totals: dict[str, float] = {}
+    for pid, (_, seconds) in stats.items():
+        owner, seen = pid, 0
+        while owner not in named and owner in stats and seen < 64:
+            owner, seen = stats[owner][0], seen + 1
+        if owner in named:
+            name = named[owner]
+            totals[name] = totals.get(name, 0.0) + seconds
+    return totals
 
 
 # ---------------------------------------------------------------- the client
@@ -403,14 +455,23 @@ def _ms(seconds: float | None) -> float | None:
 
 
 def measure(
-    url: str, metrics: Mapping[str, str], flow: Sequence[str], route: str, concurrency: int, args: argparse.Namespace
+    url: str,
+    metrics: Mapping[str, str],
+    flow: Sequence[str],
+    route: str,
+    concurrency: int,
+    args: argparse.Namespace,
+    processes: Mapping[int, str] | None = None,
+    folder: Path | None = None,
 ) -> dict[str, Any]:
-    """Run one level between two scrapes; its client percentiles and its split (milliseconds)."""
+    """Run one level between two scrapes; its client percentiles, its split (ms), CPU per request by process."""
     load_before = load()
     before = scrape(metrics)
+    cpu_before = cpu_by_service(processes, folder) if processes else {}
     started = time.perf_counter()
     answers = asyncio.run(run_level(url, route, concurrency, args.requests, args.max_tokens, args.seed))
     wall = time.perf_counter() - started
+    cpu_after = cpu_by_service(processes, folder) if processes else {}
     after = scrape(metrics)
     done = [a for a in answers if a.error is None]
     ttfts = [a.ttft for a in done if a.ttft is not None]
@@ -458,6 +519,11 @@ def measure(
             "client_hop": _ms(parts["client_hop"]),
         },
         "nodes": nodes,
+        "cpu_per_request_ms": {
+            name: round((cpu_after[name] - cpu_before.get(name, 0.0)) * 1000 / len(answers), 2) for name in cpu_after
+        }
+        if answers
+        else {},
         "warnings": parts["warnings"],
         "load_before": load_before,
         "load_after": load(),
@@ -510,6 +576,12 @@ def markdown(levels: Sequence[dict[str, Any]], flow: Sequence[str]) -> str:
     lines.append(row("client hop (client total - gateway)", (lv["split_ms"]["client_hop"] for lv in levels)))
     lines.append(row("first event, mean: client", (lv["client"]["first_event_mean_ms"] for lv in levels)))
     lines.append(row("first event, mean: gateway", (lv["gateway_ttft_mean_ms"] for lv in levels)))
+    cpu_names = sorted({name for lv in levels for name in lv.get("cpu_per_request_ms", {})})
+    if cpu_names:
+        lines += ["", "CPU per request by process (ms: user + system, over the level, / requests)", "", head, rule]
+        for name in cpu_names:
+            lines.append(row(name, (lv["cpu_per_request_ms"].get(name) for lv in levels)))
+        lines.append(row("**all**", (round(sum(lv["cpu_per_request_ms"].values()), 1) for lv in levels)))
     for lv in levels:
         for warning in lv["warnings"]:
             lines.append(f"\nwarning (c={lv['concurrency']}): {warning}")
@@ -562,7 +634,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"warm-up: {args.warmup} requests in {time.perf_counter() - started:.1f} s; {load()['uptime']}")
         results = []
         for concurrency in levels:
-            results.append(measure(url, metrics, flow, args.route, concurrency, args))
+            processes = stack.pids() if stack is not None and sys.platform == "linux" else None
+            results.append(measure(url, metrics, flow, args.route, concurrency, args, processes, folder))
             print(f"c={concurrency}: {results[-1]['requests']} requests in {results[-1]['wall_s']} s")
     finally:
         if stack is not None:

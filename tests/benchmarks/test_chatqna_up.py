@@ -1,6 +1,10 @@
 """The statistics and the split of benchmarks/chatqna_up.py (no stack, no timing: numbers in, numbers out)."""
 
 import math
+import os
+import signal
+import time
+from pathlib import Path
 
 import pytest
 
@@ -113,3 +117,33 @@ def test_the_split_names_a_service_that_saw_other_traffic_and_leaves_unknowns_un
     parts = split(services, Timing(4, 1.0), client_mean=None, requests=4, flow=("guardrail", "llm"))
     assert parts["warnings"] == ["guardrail served 5 requests, not 4"]
     assert parts["sum"] is None and parts["overhead"] is None and parts["client_hop"] is None
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads Linux's /proc")
+def test_cpu_by_service_counts_a_process_and_its_children_under_its_name(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from benchmarks.chatqna_up import cpu_by_service
+
+    burn = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.3: pass\n"
+    # a parent that starts a child; both burn 0.3 s of CPU, then wait to be read
+    script = tmp_path / "parent.py"
+    script.write_text(
+        "import subprocess, sys, time\n"
+        f"child = subprocess.Popen([sys.executable, '-c', {burn + 'time.sleep(60)'!r}])\n"
+        f"{burn}"
+        "print('done', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        assert parent.stdout is not None and parent.stdout.readline() == "done\n"
+        time.sleep(0.5)  # the child's burn ends too
+        used = cpu_by_service({parent.pid: "svc"})
+    finally:
+        os.killpg(parent.pid, signal.SIGKILL)
+        parent.wait()
+        parent.stdout.close()
+    assert set(used) == {"svc"}
+    assert 0.55 <= used["svc"] <= 3.0  # 0.3 s each, plus two interpreters starting

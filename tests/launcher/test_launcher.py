@@ -134,3 +134,33 @@ def _alive(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@pytest.mark.parametrize("terminal", [False, True])
+def test_log_lines_are_written_as_they_came_after_their_service_s_prefix(terminal: bool) -> None:
+    import io
+    import re
+
+    from rich.console import Console
+
+    from megaservice.cli.up import _Prefixer
+
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=terminal, color_system="standard" if terminal else None)
+    prefixer = _Prefixer(console, ["embedding", "llm"])
+    prefixer("llm", 'INFO: "POST /v1/chat/completions" [bold]200[/bold]\r\x07')
+    prefixer("embedding", "ready")
+    prefixer("up", "stopping")
+    lines = out.getvalue().split("\n")
+    plain = [re.sub(r"\x1b\[[0-9;]*m", "", line) for line in lines]
+    assert plain == [
+        'llm       | INFO: "POST /v1/chat/completions" [bold]200[/bold]',  # markup is text; CR and bell dropped
+        "embedding | ready",
+        "up        | stopping",
+        "",
+    ]
+    if terminal:  # the prefix in its service's color, the line as it came
+        assert lines[0].startswith("\x1b[32mllm       | \x1b[0mINFO")
+        assert lines[1].startswith("\x1b[36membedding | \x1b[0m")
+    else:
+        assert "\x1b" not in out.getvalue()
