@@ -355,18 +355,22 @@ def cpu_by_service(roots: Mapping[int, str], folder: Path | None = None) -> dict
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit() and (stat := _proc_stat(int(entry.name))) is not None:
             stats[int(entry.name)] = stat
-    named = dict(roots)
-    if folder is not None:
-        for pid in stats:
-            if pid not in named and str(folder) in _cmdline(pid):
-                named.setdefault(pid, "postgres")
+
+    def owner(pid: int) -> str | None:
+        chain = []
+        while pid in stats and pid not in roots and len(chain) < 64:
+            chain.append(pid)
+            pid = stats[pid][0]
+        if pid in roots:
+            return roots[pid]
+        if folder is not None and any(str(folder) in _cmdline(p) for p in chain):
+            return "postgres"
+        return None
+
     totals: dict[str, float] = {}
     for pid, (_, seconds) in stats.items():
-        owner, seen = pid, 0
-        while owner not in named and owner in stats and seen < 64:
-            owner, seen = stats[owner][0], seen + 1
-        if owner in named:
-            name = named[owner]
+        name = owner(pid)
+        if name is not None:
             totals[name] = totals.get(name, 0.0) + seconds
     return totals
 

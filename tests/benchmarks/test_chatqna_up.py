@@ -141,9 +141,24 @@ def test_cpu_by_service_counts_a_process_and_its_children_under_its_name(tmp_pat
         assert parent.stdout is not None and parent.stdout.readline() == "done\n"
         time.sleep(0.5)  # the child's burn ends too
         used = cpu_by_service({parent.pid: "svc"})
+        # with `folder`: the named tree stays itself (its command line holds the folder too), and a
+        # process outside it whose command line holds the folder counts as postgres
+        other = subprocess.Popen(
+            [sys.executable, "-c", burn + "print('done', flush=True)\ntime.sleep(60)", str(tmp_path)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert other.stdout is not None and other.stdout.readline() == "done\n"
+        with_folder = cpu_by_service({parent.pid: "svc"}, tmp_path)
+        other.kill()
+        other.wait()
+        other.stdout.close()
     finally:
         os.killpg(parent.pid, signal.SIGKILL)
         parent.wait()
         parent.stdout.close()
     assert set(used) == {"svc"}
     assert 0.55 <= used["svc"] <= 3.0  # 0.3 s each, plus two interpreters starting
+    assert set(with_folder) == {"svc", "postgres"}
+    assert with_folder["svc"] >= used["svc"]
+    assert 0.25 <= with_folder["postgres"] <= 1.5
