@@ -500,6 +500,10 @@ def measure(
         }
     g = before["gateway"], after["gateway"]
     first = delta(*g, "megaservice_first_token_latency_sum"), delta(*g, "megaservice_first_token_latency_count")
+    kept = {"hit": 0.0, "miss": 0.0}
+    if "reranker" in before:
+        for result in kept:
+            kept[result] = delta(before["reranker"], after["reranker"], "rerank_cache_texts_total", result=result)
     return {
         "concurrency": concurrency,
         "requests": len(answers),
@@ -515,6 +519,7 @@ def measure(
             "first_event_mean_ms": _ms(sum(firsts) / len(firsts) if firsts else None),
         },
         "gateway_ttft_mean_ms": _ms(first[0] / first[1] if first[1] else None),
+        "reranker_cache": {"hits": kept["hit"], "texts": kept["hit"] + kept["miss"]},
         "split_ms": {
             "services": {name: _ms(value) for name, value in parts["services"].items()},
             "sum": _ms(parts["sum"]),
@@ -580,6 +585,9 @@ def markdown(levels: Sequence[dict[str, Any]], flow: Sequence[str]) -> str:
     lines.append(row("client hop (client total - gateway)", (lv["split_ms"]["client_hop"] for lv in levels)))
     lines.append(row("first event, mean: client", (lv["client"]["first_event_mean_ms"] for lv in levels)))
     lines.append(row("first event, mean: gateway", (lv["gateway_ttft_mean_ms"] for lv in levels)))
+    if any(lv.get("reranker_cache", {}).get("texts") for lv in levels):
+        cells = (_kept(lv.get("reranker_cache", {})) for lv in levels)
+        lines.append(row("reranker's kept vectors: hits / texts", cells))
     cpu_names = sorted({name for lv in levels for name in lv.get("cpu_per_request_ms", {})})
     if cpu_names:
         lines += ["", "CPU per request by process (ms: user + system, over the level, / requests)", "", head, rule]
@@ -592,6 +600,11 @@ def markdown(levels: Sequence[dict[str, Any]], flow: Sequence[str]) -> str:
         for error in lv["errors"][:3]:
             lines.append(f"\nerror (c={lv['concurrency']}): {error}")
     return "\n".join(lines)
+
+
+def _kept(cache: Mapping[str, float]) -> str | None:
+    texts = cache.get("texts", 0.0)
+    return f"{cache['hits']:g} / {texts:g}" if texts else None
 
 
 def _hops(level: Mapping[str, Any]) -> float | None:

@@ -296,9 +296,11 @@ async def in_process(backend: Any, questions: list[Question], concurrency: int, 
 
 
 async def run_in_process(
-    threads: int, max_batch: int, questions: list[Question], concurrency: int, seconds: float
+    threads: int, max_batch: int, cache_texts: int, questions: list[Question], concurrency: int, seconds: float
 ) -> tuple[float, float]:
-    settings = RerankerSettings.from_env({"RERANK_THREADS": str(threads), "RERANK_MAX_BATCH": str(max_batch)})
+    settings = RerankerSettings.from_env(
+        {"RERANK_THREADS": str(threads), "RERANK_MAX_BATCH": str(max_batch), "RERANK_CACHE_TEXTS": str(cache_texts)}
+    )
     backend = load_backend(settings)
     await backend.start()
     try:
@@ -349,6 +351,7 @@ def speed(args: argparse.Namespace, questions: list[Question], expected: list[li
     environ = {**os.environ, "RERANK_HOST": "127.0.0.1", "RERANK_PORT": str(port), "HF_HUB_OFFLINE": "1"}
     environ["RERANK_THREADS"] = str(args.threads)
     environ["RERANK_MAX_BATCH"] = str(args.max_batch)
+    environ["RERANK_CACHE_TEXTS"] = str(args.cache_texts)
     command = [sys.executable, "-m", "megaservice.components.reranker"]
     service = subprocess.Popen(command, cwd=ROOT, env=environ, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     load_before = os.getloadavg()
@@ -360,7 +363,9 @@ def speed(args: argparse.Namespace, questions: list[Question], expected: list[li
         url = f"http://127.0.0.1:{port}/rerank"
         for round_ in range(args.rounds):
             for c in args.concurrency:
-                rate, inproc_cpu = asyncio.run(run_in_process(args.threads, args.max_batch, questions, c, args.seconds))
+                rate, inproc_cpu = asyncio.run(
+                    run_in_process(args.threads, args.max_batch, args.cache_texts, questions, c, args.seconds)
+                )
                 served, p50, service_cpu, answers = asyncio.run(
                     through_service(url, questions, c, args.seconds, service.pid)
                 )
@@ -403,6 +408,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="the model's threads (RERANK_THREADS)")
     parser.add_argument(
         "--max-batch", type=int, default=LOCAL_MAX_BATCH, help="texts per model call (RERANK_MAX_BATCH)"
+    )
+    parser.add_argument(
+        "--cache-texts",
+        type=int,
+        default=0,
+        help="RERANK_CACHE_TEXTS for both sides; 0 (here) embeds every candidate every time, which is what this "
+        "measures (the service's default keeps 8192 texts' vectors, and this set's 240 candidates would all hit)",
     )
     parser.add_argument("--cross-encoder", help="also score this cross-encoder (a folder or a cached model name)")
     parser.add_argument("--tei", help="also score the /rerank of this TEI server (http://host:port)")

@@ -11,12 +11,15 @@ import anyio
 import httpx
 import numpy as np
 import pytest
+from prometheus_client import REGISTRY
 
 from megaservice.components._shared.runner import build
+from megaservice.components.embedding.backend import Embedded
 from megaservice.components.embedding.minilm import MODEL_ID, MiniLM
 from megaservice.components.llm.request import build_request
 from megaservice.components.reranker import RerankerSettings, create_service, load_backend
 from megaservice.components.reranker.backend import backend_name
+from megaservice.components.reranker.embedding import EmbeddingReranker
 from megaservice.components.reranker.service import ranked
 from megaservice.exceptions import ConfigurationError
 from megaservice.protocol.docs import LLMParamsDoc
@@ -249,3 +252,80 @@ def test_the_runner_builds_it_from_the_environment_with_opeas_names():
         backend_name("OPEA_OVMS_RERANKING")
     with pytest.raises(ConfigurationError, match="needs RERANK_MODEL"):
         build("reranker", backend="cross-encoder")
+
+
+class CountingEmbedder:
+    """The packaged MiniLM as an `EmbeddingBackend`, recording every list of texts it was asked to embed."""
+
+    name = "local"
+    model_id = MODEL_ID
+    dimension = 384
+    max_input_length = 256
+
+    def __init__(self, model: MiniLM) -> None:
+        self.model = model
+        self.calls: list[list[str]] = []
+
+    async def start(self) -> None:
+        pass
+
+    async def ready(self) -> bool:
+        return True
+
+    async def embed(self, texts: list[str], model: str | None = None) -> Embedded:
+        self.calls.append(list(texts))
+        return Embedded(self.model.embed(texts), 0)
+
+    async def aclose(self) -> None:
+        pass
+
+
+async def test_kept_vectors_give_the_scores_a_fresh_embedding_gives_and_only_new_texts_are_embedded(minilm):
+    embedder = CountingEmbedder(minilm)
+    reranker = EmbeddingReranker(embedder, cache_texts=100)
+    uncached = EmbeddingReranker(CountingEmbedder(minilm))
+    hits = REGISTRY.get_sample_value("rerank_cache_texts_total", {"result": "hit"}) or 0.0
+
+    first = await reranker.score(QUERY, DOCS[:3])
+    again = await reranker.score("Why does guacamole go brown?", [DOCS[2], DOCS[0], DOCS[4]])
+
+    assert embedder.calls == [[QUERY, *DOCS[:3]], ["Why does guacamole go brown?", DOCS[4]]]
+    assert first == pytest.approx(await uncached.score(QUERY, DOCS[:3]), abs=1e-6)
+    assert again == pytest.approx(
+        await uncached.score("Why does guacamole go brown?", [DOCS[2], DOCS[0], DOCS[4]]), abs=1e-6
+    )
+    assert REGISTRY.get_sample_value("rerank_cache_texts_total", {"result": "hit"}) == hits + 2
+
+
+async def test_the_cache_keeps_the_most_recently_used_texts_and_a_request_larger_than_it_still_scores(minilm):
+    embedder = CountingEmbedder(minilm)
+    reranker = EmbeddingReranker(embedder, cache_texts=2)
+    uncached = EmbeddingReranker(CountingEmbedder(minilm))
+
+    scores = await reranker.score(QUERY, [DOCS[0], DOCS[1], DOCS[0], DOCS[2]])  # 3 texts, one twice: 2 kept
+
+    assert embedder.calls == [[QUERY, DOCS[0], DOCS[1], DOCS[2]]]  # the repeated text embedded once
+    assert scores == pytest.approx(await uncached.score(QUERY, [DOCS[0], DOCS[1], DOCS[0], DOCS[2]]), abs=1e-6)
+    assert scores[0] == scores[2]
+    assert len(reranker.cache) == 2
+    await reranker.score(QUERY, [DOCS[1], DOCS[2]])  # the two last kept
+    assert embedder.calls[-1] == [QUERY]
+    await reranker.score(QUERY, [DOCS[0]])  # dropped first: embedded again
+    assert embedder.calls[-1] == [QUERY, DOCS[0]]
+
+
+async def test_no_cache_embeds_every_text_every_time(minilm):
+    embedder = CountingEmbedder(minilm)
+    reranker = EmbeddingReranker(embedder, cache_texts=0)
+    await reranker.score(QUERY, DOCS[:2])
+    await reranker.score(QUERY, DOCS[:2])
+    assert embedder.calls == [[QUERY, *DOCS[:2]]] * 2
+    assert len(reranker.cache) == 0
+
+
+def test_the_in_process_backend_keeps_vectors_and_one_behind_an_embedding_service_does_not(minilm):
+    local = load_backend(RerankerSettings.from_env({"RERANK_CACHE_TEXTS": "10"}), model=minilm)
+    remote = load_backend(RerankerSettings.from_env({"EMBEDDING_ENDPOINT": "http://127.0.0.1:6000"}))
+    assert isinstance(local, EmbeddingReranker) and local.cache.size == 10
+    assert isinstance(remote, EmbeddingReranker) and remote.cache.size == 0
+    assert RerankerSettings.from_env({}).cache_texts == 8192

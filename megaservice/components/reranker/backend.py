@@ -92,6 +92,13 @@ class RerankerSettings(EnvSettings):
         help="Most texts (or query/text pairs) the in-process model reads at once; the texts of concurrent "
         "requests share batches.",
     )
+    cache_texts: int = variable(
+        "RERANK_CACHE_TEXTS",
+        8192,
+        minimum=0,
+        help="`embedding` in process: how many texts' vectors are kept, so a document reranked again is not "
+        "embedded again (least recently used dropped first; ~2 KB each plus the text); 0 keeps none.",
+    )
     remote_batch: int = variable(
         "RERANK_REMOTE_BATCH",
         32,

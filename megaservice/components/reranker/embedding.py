@@ -12,21 +12,69 @@ This is a bi-encoder, not a cross-encoder: query and text never see each other. 
 that searched with the same model, it reproduces the retriever's order; it adds something behind a
 lexical or hybrid retriever, or one with another model. docs/components/reranker.md has the numbers.
 The score is the cosine itself (-1..1, in practice 0..1); `raw_scores` changes nothing.
+
+A text's vector depends on the text alone, and a RAG pipeline reranks the same stored chunks over
+and over: in process, the vectors of the last `RERANK_CACHE_TEXTS` texts are kept (`TextVectors`),
+and only the question and the texts not seen lately are embedded. Hits and misses are counted on
+`/metrics` (`rerank_cache_texts_total{result}`).
 """
 
+from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
+from prometheus_client import Counter
+
 from megaservice.components.embedding.backend import EmbeddingBackend
+from megaservice.metrics import per_process
 
 if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
     from megaservice.client import UpstreamClient
     from megaservice.components.embedding.minilm import MiniLM
     from megaservice.components.reranker.backend import RerankerSettings
 
-__all__ = ["EmbeddingReranker", "embedding_backend"]
+__all__ = ["EmbeddingReranker", "TextVectors", "cache_counter", "embedding_backend"]
 
 LOCAL_MAX_BATCH = 4
 """Texts per model call of the in-process MiniLM by default (the embedding service's measured best)."""
+
+
+@per_process
+def cache_counter() -> Counter:
+    """The process's `rerank_cache_texts_total{result}` (`hit`, `miss`), made on first use."""
+    return Counter("rerank_cache_texts", "Texts the reranker found in its vector cache, or embedded.", ["result"])
+
+
+class TextVectors:
+    """The unit vectors of the last `size` texts scored, least recently used dropped first.
+
+    Read and written from the event loop only (no lock). The vectors are read-only arrays.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._vectors: OrderedDict[str, npt.NDArray[np.float32]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._vectors)
+
+    def get(self, text: str) -> "npt.NDArray[np.float32] | None":
+        """The vector of `text`, now the most recently used; `None` when it is not kept."""
+        vector = self._vectors.get(text)
+        if vector is not None:
+            self._vectors.move_to_end(text)
+        return vector
+
+    def put(self, text: str, vector: "npt.NDArray[np.float32]") -> None:
+        """Keep `vector` for `text`, dropping the least recently used beyond `size`."""
+        if self.size <= 0:
+            return
+        self._vectors[text] = vector
+        self._vectors.move_to_end(text)
+        while len(self._vectors) > self.size:
+            self._vectors.popitem(last=False)
 
 
 class EmbeddingReranker:
@@ -35,12 +83,15 @@ class EmbeddingReranker:
     **Parameters:**
 
     * **embedder** - what embeds: the in-process `BatchedBackend` over `MiniLM`, or a remote `OpenAIBackend`.
+    * **cache_texts** - how many texts' vectors to keep (`TextVectors`); 0 keeps none. Keep none in front
+      of a remote embedder: its model may change under the reranker.
     """
 
     name = "embedding"
 
-    def __init__(self, embedder: EmbeddingBackend) -> None:
+    def __init__(self, embedder: EmbeddingBackend, *, cache_texts: int = 0) -> None:
         self.embedder = embedder
+        self.cache = TextVectors(cache_texts)
 
     @property
     def model_id(self) -> str:
@@ -63,13 +114,28 @@ class EmbeddingReranker:
     async def score(
         self, query: str, texts: list[str], *, raw: bool = False, truncate: bool | None = None
     ) -> list[float]:
-        """The cosine of each text's vector with the query's (the query embedded with the texts, in one go)."""
+        """The cosine of each text's vector with the query's (the query embedded with the unkept texts, in one go)."""
         import numpy as np
 
-        embedded = await self.embedder.embed([query, *texts])
+        found: dict[str, npt.NDArray[np.float32]] = {}
+        if self.cache.size > 0:
+            for text in texts:
+                if text not in found and (vector := self.cache.get(text)) is not None:
+                    found[text] = vector
+        missing = [text for text in dict.fromkeys(texts) if text not in found]
+        embedded = await self.embedder.embed([query, *missing])
         vectors = np.asarray(embedded.vectors, dtype=np.float32)
         vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-        scores = vectors[1:] @ vectors[0]
+        for text, row in zip(missing, vectors[1:], strict=True):
+            vector = row.copy()  # not a view: a kept row would keep its whole batch alive
+            vector.flags.writeable = False
+            found[text] = vector
+            self.cache.put(text, vector)
+        if self.cache.size > 0:
+            counter = cache_counter()
+            counter.labels("hit").inc(len(texts) - len(missing))
+            counter.labels("miss").inc(len(missing))
+        scores = np.stack([found[text] for text in texts]) @ vectors[0]
         return [float(s) for s in scores]
 
     async def aclose(self) -> None:
@@ -103,4 +169,4 @@ def embedding_backend(
         max_batch=settings.max_batch or LOCAL_MAX_BATCH,
         max_pending=max(4096, 4 * (settings.max_texts + 1)),
     )
-    return EmbeddingReranker(local)
+    return EmbeddingReranker(local, cache_texts=settings.cache_texts)
