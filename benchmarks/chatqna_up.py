@@ -357,7 +357,7 @@ def cpu_by_service(roots: Mapping[int, str], folder: Path | None = None) -> dict
             stats[int(entry.name)] = stat
 
     def owner(pid: int) -> str | None:
-        chain = []
+        chain: list[int] = []
         while pid in stats and pid not in roots and len(chain) < 64:
             chain.append(pid)
             pid = stats[pid][0]
