@@ -19,7 +19,7 @@ from megaservice.components.embedding.minilm import MODEL_ID, MiniLM
 from megaservice.components.llm.request import build_request
 from megaservice.components.reranker import RerankerSettings, create_service, load_backend
 from megaservice.components.reranker.backend import backend_name
-from megaservice.components.reranker.embedding import EmbeddingReranker
+from megaservice.components.reranker.embedding import EmbeddingReranker, TextVectors
 from megaservice.components.reranker.service import ranked
 from megaservice.exceptions import ConfigurationError
 from megaservice.protocol.docs import LLMParamsDoc
@@ -329,3 +329,14 @@ def test_the_in_process_backend_keeps_vectors_and_one_behind_an_embedding_servic
     assert isinstance(local, EmbeddingReranker) and local.cache.size == 10
     assert isinstance(remote, EmbeddingReranker) and remote.cache.size == 0
     assert RerankerSettings.from_env({}).cache_texts == 8192
+
+
+def test_kept_vectors_are_found_by_the_exact_text_only():
+    kept = TextVectors(4)
+    vector = np.ones(3, dtype=np.float32)
+    long_text = "guacamole " * 10_000
+    kept.put(long_text, vector)
+    assert kept.get(long_text) is vector
+    assert kept.get(long_text[:-1]) is None
+    assert kept.get(long_text + " ") is None
+    assert kept.get("\ud800 a lone surrogate") is None  # any str can be asked for

@@ -97,7 +97,8 @@ class RerankerSettings(EnvSettings):
         8192,
         minimum=0,
         help="`embedding` in process: how many texts' vectors are kept, so a document reranked again is not "
-        "embedded again (least recently used dropped first; ~2 KB each plus the text); 0 keeps none.",
+        "embedded again (least recently used dropped first; ~1.8 KB each: a digest of the text is kept, not the "
+        "text); 0 keeps none.",
     )
     remote_batch: int = variable(
         "RERANK_REMOTE_BATCH",
