@@ -280,31 +280,36 @@ class CountingEmbedder:
         pass
 
 
+def counted(result: str) -> float:
+    return REGISTRY.get_sample_value("rerank_cache_texts_total", {"result": result}) or 0.0
+
+
 async def test_kept_vectors_give_the_scores_a_fresh_embedding_gives_and_only_new_texts_are_embedded(minilm):
     embedder = CountingEmbedder(minilm)
     reranker = EmbeddingReranker(embedder, cache_texts=100)
     uncached = EmbeddingReranker(CountingEmbedder(minilm))
-    hits = REGISTRY.get_sample_value("rerank_cache_texts_total", {"result": "hit"}) or 0.0
+    hits, misses = counted("hit"), counted("miss")
+    question = "Why does guacamole go brown?"
 
-    first = await reranker.score(QUERY, DOCS[:3])
-    again = await reranker.score("Why does guacamole go brown?", [DOCS[2], DOCS[0], DOCS[4]])
+    await reranker.score(QUERY, DOCS[:3])
+    again = await reranker.score(question, [DOCS[2], DOCS[0], DOCS[4]])  # two kept, one new
 
-    assert embedder.calls == [[QUERY, *DOCS[:3]], ["Why does guacamole go brown?", DOCS[4]]]
-    assert first == pytest.approx(await uncached.score(QUERY, DOCS[:3]), abs=1e-6)
-    assert again == pytest.approx(
-        await uncached.score("Why does guacamole go brown?", [DOCS[2], DOCS[0], DOCS[4]]), abs=1e-6
-    )
-    assert REGISTRY.get_sample_value("rerank_cache_texts_total", {"result": "hit"}) == hits + 2
+    assert embedder.calls == [[QUERY, *DOCS[:3]], [question, DOCS[4]]]
+    assert again == pytest.approx(await uncached.score(question, [DOCS[2], DOCS[0], DOCS[4]]), abs=1e-6)
+    assert again == pytest.approx(cosines(minilm, question, [DOCS[2], DOCS[0], DOCS[4]]).tolist(), abs=1e-6)
+    assert (counted("hit") - hits, counted("miss") - misses) == (2, 4)
 
 
 async def test_the_cache_keeps_the_most_recently_used_texts_and_a_request_larger_than_it_still_scores(minilm):
     embedder = CountingEmbedder(minilm)
     reranker = EmbeddingReranker(embedder, cache_texts=2)
     uncached = EmbeddingReranker(CountingEmbedder(minilm))
+    hits, misses = counted("hit"), counted("miss")
 
     scores = await reranker.score(QUERY, [DOCS[0], DOCS[1], DOCS[0], DOCS[2]])  # 3 texts, one twice: 2 kept
 
     assert embedder.calls == [[QUERY, DOCS[0], DOCS[1], DOCS[2]]]  # the repeated text embedded once
+    assert (counted("hit") - hits, counted("miss") - misses) == (0, 4)  # every document scored counts once
     assert scores == pytest.approx(await uncached.score(QUERY, [DOCS[0], DOCS[1], DOCS[0], DOCS[2]]), abs=1e-6)
     assert scores[0] == scores[2]
     assert len(reranker.cache) == 2
@@ -314,13 +319,51 @@ async def test_the_cache_keeps_the_most_recently_used_texts_and_a_request_larger
     assert embedder.calls[-1] == [QUERY, DOCS[0]]
 
 
-async def test_no_cache_embeds_every_text_every_time(minilm):
+class GatedEmbedder(CountingEmbedder):
+    """Embeds only once `gate` is set: requests overlap while their texts are being embedded."""
+
+    def __init__(self, model: MiniLM) -> None:
+        super().__init__(model)
+        self.gate = anyio.Event()
+        self.waiting = 0
+
+    async def embed(self, texts: list[str], model: str | None = None) -> Embedded:
+        self.waiting += 1
+        await self.gate.wait()
+        return await super().embed(texts, model)
+
+
+async def test_requests_that_overlap_while_embedding_each_get_their_own_scores(minilm):
+    embedder = GatedEmbedder(minilm)
+    reranker = EmbeddingReranker(embedder, cache_texts=1)
+    requests = [(QUERY, [DOCS[0], DOCS[1]]), ("Is the stock market up?", [DOCS[1], DOCS[3], DOCS[0]])]
+    answers: list[list[float]] = [[], []]
+
+    async def score(i: int) -> None:
+        answers[i] = await reranker.score(*requests[i])
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(score, 0)
+        tg.start_soon(score, 1)
+        while embedder.waiting < 2:
+            await anyio.sleep(0.001)
+        embedder.gate.set()
+
+    for (query, texts), scores in zip(requests, answers, strict=True):
+        assert scores == pytest.approx(cosines(minilm, query, texts).tolist(), abs=1e-6)
+    assert len(reranker.cache) == 1
+    assert await reranker.score(QUERY, [DOCS[0]]) == pytest.approx(answers[0][:1], abs=1e-6)
+
+
+async def test_no_cache_embeds_every_text_every_time_and_counts_nothing(minilm):
     embedder = CountingEmbedder(minilm)
     reranker = EmbeddingReranker(embedder, cache_texts=0)
+    hits, misses = counted("hit"), counted("miss")
     await reranker.score(QUERY, DOCS[:2])
     await reranker.score(QUERY, DOCS[:2])
     assert embedder.calls == [[QUERY, *DOCS[:2]]] * 2
     assert len(reranker.cache) == 0
+    assert (counted("hit"), counted("miss")) == (hits, misses)
 
 
 def test_the_in_process_backend_keeps_vectors_and_one_behind_an_embedding_service_does_not(minilm):

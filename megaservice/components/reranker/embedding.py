@@ -44,8 +44,14 @@ LOCAL_MAX_BATCH = 4
 
 @per_process
 def cache_counter() -> Counter:
-    """The process's `rerank_cache_texts_total{result}` (`hit`, `miss`), made on first use."""
-    return Counter("rerank_cache_texts", "Texts the reranker found in its vector cache, or embedded.", ["result"])
+    """The process's `rerank_cache_texts_total{result}`, made on first use.
+
+    Every document scored counts once: `hit` when its kept vector was used, `miss` when it was embedded for
+    the request (a document that stands twice in one request and was not kept counts as two misses).
+    """
+    return Counter(
+        "rerank_cache_texts", "Documents the reranker scored with a kept vector (hit) or embedded (miss).", ["result"]
+    )
 
 
 class TextVectors:
@@ -101,6 +107,9 @@ class EmbeddingReranker:
     def __init__(self, embedder: EmbeddingBackend, *, cache_texts: int = 0) -> None:
         self.embedder = embedder
         self.cache = TextVectors(cache_texts)
+        counter = cache_counter() if cache_texts > 0 else None
+        self._hits = counter.labels("hit") if counter is not None else None
+        self._misses = counter.labels("miss") if counter is not None else None
 
     @property
     def model_id(self) -> str:
@@ -127,23 +136,25 @@ class EmbeddingReranker:
         import numpy as np
 
         found: dict[str, npt.NDArray[np.float32]] = {}
-        if self.cache.size > 0:
+        keeping = self.cache.size > 0
+        if keeping:
             for text in texts:
                 if text not in found and (vector := self.cache.get(text)) is not None:
                     found[text] = vector
+        hits = sum(text in found for text in texts) if keeping else 0  # before the new vectors join `found`
         missing = [text for text in dict.fromkeys(texts) if text not in found]
         embedded = await self.embedder.embed([query, *missing])
         vectors = np.asarray(embedded.vectors, dtype=np.float32)
         vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
         for text, row in zip(missing, vectors[1:], strict=True):
-            vector = row.copy()  # not a view: a kept row would keep its whole batch alive
-            vector.flags.writeable = False
-            found[text] = vector
-            self.cache.put(text, vector)
-        if self.cache.size > 0:
-            counter = cache_counter()
-            counter.labels("hit").inc(len(texts) - len(missing))
-            counter.labels("miss").inc(len(missing))
+            if keeping:
+                row = row.copy()  # not a view: a kept row would keep its whole batch alive
+                row.flags.writeable = False
+                self.cache.put(text, row)
+            found[text] = row
+        if self._hits is not None and self._misses is not None:
+            self._hits.inc(hits)
+            self._misses.inc(len(texts) - hits)
         scores = np.stack([found[text] for text in texts]) @ vectors[0]
         return [float(s) for s in scores]
 
