@@ -585,9 +585,8 @@ def markdown(levels: Sequence[dict[str, Any]], flow: Sequence[str]) -> str:
     lines.append(row("client hop (client total - gateway)", (lv["split_ms"]["client_hop"] for lv in levels)))
     lines.append(row("first event, mean: client", (lv["client"]["first_event_mean_ms"] for lv in levels)))
     lines.append(row("first event, mean: gateway", (lv["gateway_ttft_mean_ms"] for lv in levels)))
-    if any(lv.get("reranker_cache", {}).get("texts") for lv in levels):
-        cells = (_kept(lv.get("reranker_cache", {})) for lv in levels)
-        lines.append(row("reranker's kept vectors: hits / texts", cells))
+    if any(lv["reranker_cache"]["texts"] for lv in levels):
+        lines.append(row("reranker's kept vectors: hits / texts", (_kept(lv["reranker_cache"]) for lv in levels)))
     cpu_names = sorted({name for lv in levels for name in lv.get("cpu_per_request_ms", {})})
     if cpu_names:
         lines += ["", "CPU per request by process (ms: user + system, over the level, / requests)", "", head, rule]
@@ -603,8 +602,7 @@ def markdown(levels: Sequence[dict[str, Any]], flow: Sequence[str]) -> str:
 
 
 def _kept(cache: Mapping[str, float]) -> str | None:
-    texts = cache.get("texts", 0.0)
-    return f"{cache['hits']:g} / {texts:g}" if texts else None
+    return f"{cache['hits']:g} / {cache['texts']:g}" if cache["texts"] else None
 
 
 def _hops(level: Mapping[str, Any]) -> float | None:

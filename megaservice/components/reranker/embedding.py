@@ -108,8 +108,7 @@ class EmbeddingReranker:
         self.embedder = embedder
         self.cache = TextVectors(cache_texts)
         counter = cache_counter() if cache_texts > 0 else None
-        self._hits = counter.labels("hit") if counter is not None else None
-        self._misses = counter.labels("miss") if counter is not None else None
+        self._counted = (counter.labels("hit"), counter.labels("miss")) if counter is not None else None
 
     @property
     def model_id(self) -> str:
@@ -152,9 +151,9 @@ class EmbeddingReranker:
                 row.flags.writeable = False
                 self.cache.put(text, row)
             found[text] = row
-        if self._hits is not None and self._misses is not None:
-            self._hits.inc(hits)
-            self._misses.inc(len(texts) - hits)
+        if self._counted is not None:
+            self._counted[0].inc(hits)
+            self._counted[1].inc(len(texts) - hits)
         scores = np.stack([found[text] for text in texts]) @ vectors[0]
         return [float(s) for s in scores]
 
