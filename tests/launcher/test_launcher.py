@@ -1,4 +1,5 @@
 import asyncio
+import contextlib
 import os
 import socket
 import sys
@@ -42,7 +43,7 @@ def test_commands_start_what_is_needed_first_and_the_megaservice_last(tmp_path: 
     assert gateway[gateway.index("--port") + 1] == "8888"
 
 
-def _pipeline(tmp_path: Path, port: int, env: str = "") -> tuple[object, Path]:
+def _pipeline(tmp_path: Path, port: int, env: str = "", gateway_port: int | None = None) -> tuple[object, Path]:
     text = textwrap.dedent(
         f"""
         name: tiny
@@ -52,7 +53,7 @@ def _pipeline(tmp_path: Path, port: int, env: str = "") -> tuple[object, Path]:
             port: {port}
             env: {{LLM_ENDPOINT: "http://127.0.0.1:9", {env}}}
         megaservice:
-          port: {port + 1 if port < 65535 else 1}
+          port: {gateway_port or (port + 1 if port < 65535 else 1)}
           flow: [llm]
         """
     )
@@ -76,14 +77,18 @@ def test_a_taken_port_is_named_with_its_service_before_anything_starts(tmp_path:
     assert lines == []  # nothing was started
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def _free_ports(n: int) -> list[int]:
+    """`n` distinct ports free at once (the next port up may be any socket's: another test's client's)."""
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(n)]
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in socks]
 
 
 async def test_a_service_that_dies_before_it_is_ready_is_reported_and_up_fails(tmp_path: Path) -> None:
-    pipeline, path = _pipeline(tmp_path, _free_port(), env='LLM_CONNECT_TIMEOUT: "soon"')
+    llm_port, gateway_port = _free_ports(2)
+    pipeline, path = _pipeline(tmp_path, llm_port, env='LLM_CONNECT_TIMEOUT: "soon"', gateway_port=gateway_port)
     lines: list[tuple[str, str]] = []
     launcher = Launcher(pipeline, path, data_dir=tmp_path, emit=lambda n, s: lines.append((n, s)), ready_timeout=60)  # type: ignore[arg-type]
     assert await launcher.run() == 1
