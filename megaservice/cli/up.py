@@ -83,6 +83,7 @@ def up(
     from megaservice.exceptions import ConfigurationError
     from megaservice.launcher import Launcher, LaunchError
     from megaservice.launcher.observe import receiver_for
+    from megaservice.launcher.scheduling import SchedulingSettings
     from megaservice.launcher.supervisor import describe, load_for_launch
     from megaservice.settings import StorageSettings
 
@@ -92,7 +93,12 @@ def up(
     except ConfigurationError as exc:
         console.print(Text(f"error: {exc}", style="red"))
         raise typer.Exit(2) from None
-    folder = data_dir if data_dir is not None else StorageSettings.from_env().data_dir
+    try:
+        folder = data_dir if data_dir is not None else StorageSettings.from_env().data_dir
+        scheduling = SchedulingSettings.from_env()
+    except ConfigurationError as exc:
+        console.print(Text(f"error: {exc}", style="red"))
+        raise typer.Exit(2) from None
     observed = observe if observe is not None else loaded.observe is not None or bool(observe_port or observe_ui_port)
     try:
         receiver = receiver_for(loaded, port=observe_port, ui_port=observe_ui_port) if observed else None
@@ -109,6 +115,7 @@ def up(
         demo=demo,
         max_restarts=restarts,
         receiver=receiver,
+        slice_us=scheduling.slice_us,
     )
     if dry_run:
         console.print(describe(launcher.commands), soft_wrap=True)

@@ -5,6 +5,7 @@ process.py      one child process: its command, its log lines prefixed with its 
 readiness.py    when a started service is ready (its `/v1/ready`, or the embedded PostgreSQL's socket)
 demo.py         the demo corpus ingested through dataprep on the first start
 observe.py      `--observe`: the trace receiver started first, every service exporting to it
+scheduling.py   short scheduler slices for the services on a request's path (not the model server)
 supervisor.py   the whole: start in dependency order, wait for each, watch, stop everything on exit
 """
 

@@ -2,25 +2,31 @@
 
 A child runs in its own process group (Ctrl-C in the terminal reaches `up`, which stops the
 services in reverse order) and gets SIGTERM if `up` itself dies (Linux's parent-death signal), so
-no service outlives the command that started it.
+no service outlives the command that started it. A service on a request's path may also ask for a
+short scheduler slice (scheduling.py).
 """
 
 import asyncio
 import contextlib
 import ctypes
+import functools
 import os
 import signal
 import sys
 from collections.abc import Callable, Mapping, Sequence
+
+from megaservice.launcher.scheduling import request_slice
 
 __all__ = ["ServiceProcess"]
 
 _PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+def _in_child(slice_us: int | None) -> None:  # pragma: no cover - runs in the child between fork and exec
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if slice_us is not None:
+        request_slice(slice_us)
 
 
 class ServiceProcess:
@@ -32,10 +38,14 @@ class ServiceProcess:
         argv: Sequence[str],
         env: Mapping[str, str],
         emit: Callable[[str, str], None],
+        *,
+        slice_us: int | None = None,
     ) -> None:
         self.name = name
         self.argv = list(argv)
         self.env = dict(env)
+        self.slice_us = slice_us
+        """The scheduler slice (µs) the child asks for before it starts (`None`: the kernel's default)."""
         self._emit = emit
         self._process: asyncio.subprocess.Process | None = None
         self._pump: asyncio.Task[None] | None = None
@@ -60,7 +70,7 @@ class ServiceProcess:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+            preexec_fn=functools.partial(_in_child, self.slice_us) if sys.platform == "linux" else None,
         )
         self._pump = asyncio.get_running_loop().create_task(self._read_lines())
 

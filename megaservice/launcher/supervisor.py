@@ -27,6 +27,7 @@ from megaservice.launcher.observe import Receiver, missing_tracing, observed_env
 from megaservice.launcher.ports import taken_ports
 from megaservice.launcher.process import ServiceProcess
 from megaservice.launcher.readiness import Check, http_ready, postgres_ready
+from megaservice.launcher.scheduling import MODEL_SERVERS
 from megaservice.pipeline.model import Pipeline
 from megaservice.settings import environment
 
@@ -51,14 +52,22 @@ class Command:
     port: int | None
     ports: tuple[int, ...] = ()
     """Other ports it listens on (checked before anything starts, as `port` is)."""
+    slice_us: int | None = None
+    """The scheduler slice it asks for (`megaservice.launcher.scheduling`); `None`: the kernel's default."""
 
 
 def service_commands(
-    pipeline: Pipeline, path: Path, *, data_dir: Path | None = None, receiver: Receiver | None = None
+    pipeline: Pipeline,
+    path: Path,
+    *,
+    data_dir: Path | None = None,
+    receiver: Receiver | None = None,
+    slice_us: int | None = None,
 ) -> list[Command]:
     """The command of every service `up` starts, in start order, the megaservice last.
 
     With a `receiver` (`--observe`), the trace receiver comes first and every service exports to it.
+    With `slice_us`, every service but the model servers (and the receiver) asks for that scheduler slice.
     """
     base = environment()
     base.setdefault("HF_HUB_OFFLINE", "1")
@@ -82,10 +91,12 @@ def service_commands(
         if spec.backend is not None:
             argv += ["--backend", spec.backend]
         env = {**base, **spec.env}
-        commands.append(Command(name, argv, observed_env(env, receiver) if receiver else env, spec.host, spec.port))
+        env = observed_env(env, receiver) if receiver else env
+        short = None if spec.component in MODEL_SERVERS else slice_us
+        commands.append(Command(name, argv, env, spec.host, spec.port, slice_us=short))
     gateway = pipeline.megaservice
     argv = [python, "-m", "megaservice.cli", "gateway", str(path), "--host", gateway.host, "--port", str(gateway.port)]
-    commands.append(Command(MEGASERVICE, argv, base, gateway.host, gateway.port))
+    commands.append(Command(MEGASERVICE, argv, base, gateway.host, gateway.port, slice_us=slice_us))
     return commands
 
 
@@ -105,6 +116,7 @@ class Launcher:
         max_restarts: int = 3,
         restart_window: float = 300.0,
         receiver: Receiver | None = None,
+        slice_us: int | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.path = path
@@ -117,7 +129,7 @@ class Launcher:
         self.restart_window = restart_window
         self.receiver = receiver
         """The trace receiver started first (`--observe`), if any."""
-        self.commands = service_commands(pipeline, path, data_dir=data_dir, receiver=receiver)
+        self.commands = service_commands(pipeline, path, data_dir=data_dir, receiver=receiver, slice_us=slice_us)
         self.processes: list[ServiceProcess] = []
         self._stop = asyncio.Event()
         self._client = UpstreamClient()
@@ -170,7 +182,7 @@ class Launcher:
     async def _run(self) -> int:
         started = time.monotonic()
         for command in self.commands:
-            process = ServiceProcess(command.name, command.argv, command.env, self.emit)
+            process = ServiceProcess(command.name, command.argv, command.env, self.emit, slice_us=command.slice_us)
             self.processes.append(process)
             self.emit("up", f"starting {command.name}: {' '.join(command.argv[1:])}")
             await process.start()
@@ -291,7 +303,7 @@ class Launcher:
                 f"{command.name} exited with code {code}; restarting it "
                 f"({len(restarts)} of {self.max_restarts} restarts within {self.restart_window:g} s)",
             )
-            replacement = ServiceProcess(command.name, command.argv, command.env, self.emit)
+            replacement = ServiceProcess(command.name, command.argv, command.env, self.emit, slice_us=command.slice_us)
             self.processes[index] = replacement
             await replacement.start()
             self.emit("up", f"{command.name} started again (pid {replacement.pid})")

@@ -6,7 +6,9 @@ start again on the same data. The stack runs observed (the file's `observe:`): e
 the trace receiver started first.
 """
 
+import contextlib
 import os
+import platform
 import re
 import signal
 import socket
@@ -271,6 +273,47 @@ def test_a_killed_service_is_named_reported_and_restarted(stack: Up) -> None:
         timeout=120,
     )
     assert again.status_code == 200, again.text
+
+
+def _slices(pid: int) -> set[int]:
+    """The scheduler slice (ns) of each thread of `pid`."""
+    found = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        match = re.search(r"se\.slice\s*:\s*(\d+)", (task / "sched").read_text())
+        assert match is not None
+        found.add(int(match[1]))
+    return found
+
+
+def _parent(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+@pytest.mark.skipif(
+    not re.match(r"(\d+)\.(\d+)", platform.release())
+    or tuple(map(int, re.match(r"(\d+)\.(\d+)", platform.release()).groups())) < (6, 12),
+    reason="custom scheduler slices need Linux 6.12+",
+)
+def test_the_request_path_runs_with_short_slices_and_the_model_server_with_the_kernels(stack: Up) -> None:
+    started = {}
+    for line in stack.lines:
+        match = re.search(r"\| (\S+) started( again)? \(pid (\d+)\)", line)
+        if match:
+            started[int(match[3])] = match[1]
+    assert {"megaservice", "postgres", "retriever", "reranker", "llm-server"} <= set(started.values())
+    checked: dict[str, set[int]] = {}
+    for pid in _processes_using(stack.data_dir):
+        owner, chain = pid, 0
+        while owner not in started and owner > 1 and chain < 32:
+            owner, chain = _parent(owner), chain + 1
+        name = started.get(owner)
+        if name is None or name == "traces":  # up itself; the trace receiver keeps the kernel's slice
+            continue
+        with contextlib.suppress(FileNotFoundError):  # a short-lived process gone meanwhile
+            checked.setdefault(name, set()).update(_slices(pid))
+    assert checked.pop("llm-server").isdisjoint({100_000})
+    assert set(checked) >= {"megaservice", "postgres", "retriever", "reranker", "embedding", "llm"}, checked
+    assert all(found == {100_000} for found in checked.values()), checked
 
 
 def test_ctrl_c_stops_everything_and_a_restart_keeps_the_data(stack: Up) -> None:

@@ -1,6 +1,8 @@
 import asyncio
 import contextlib
 import os
+import platform
+import re
 import socket
 import sys
 import textwrap
@@ -8,8 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from megaservice.exceptions import ConfigurationError
 from megaservice.launcher import Launcher, LaunchError, service_commands
 from megaservice.launcher.process import ServiceProcess
+from megaservice.launcher.scheduling import SchedulingSettings
 from megaservice.pipeline import load_pipeline
 from megaservice.pipeline.loader import find_pipeline, parse_pipeline
 
@@ -41,6 +45,69 @@ def test_commands_start_what_is_needed_first_and_the_megaservice_last(tmp_path: 
     gateway = by_name["megaservice"].argv
     assert gateway[1:5] == ["-m", "megaservice.cli", "gateway", str(path)]
     assert gateway[gateway.index("--port") + 1] == "8888"
+
+
+def test_every_service_but_the_model_server_asks_for_the_slice(tmp_path: Path) -> None:
+    path = find_pipeline("chatqna")
+    pipeline = load_pipeline(path)
+    sliced = {c.name: c.slice_us for c in service_commands(pipeline, path, data_dir=tmp_path, slice_us=250)}
+    assert sliced.pop("llm-server") is None
+    assert set(sliced) >= {"postgres", "embedding", "retriever", "reranker", "llm", "megaservice"}
+    assert set(sliced.values()) == {250}
+    unsliced = service_commands(pipeline, path, data_dir=tmp_path)
+    assert {c.slice_us for c in unsliced} == {None}
+
+
+def test_the_slice_setting() -> None:
+    assert SchedulingSettings.from_env({}).slice_us == 100
+    assert SchedulingSettings.from_env({"MEGASERVICE_SCHED_SLICE_US": "0"}).slice_us is None
+    assert SchedulingSettings.from_env({"MEGASERVICE_SCHED_SLICE_US": "2000"}).slice_us == 2000
+    with pytest.raises(ConfigurationError, match="MEGASERVICE_SCHED_SLICE_US must be at least 100"):
+        SchedulingSettings.from_env({"MEGASERVICE_SCHED_SLICE_US": "50"})
+
+
+def _custom_slices() -> bool:
+    """Linux 6.12 or later: a task may ask for its own slice (and /proc/PID/sched shows it)."""
+    found = re.match(r"(\d+)\.(\d+)", platform.release())
+    return sys.platform == "linux" and found is not None and (int(found[1]), int(found[2])) >= (6, 12)
+
+
+_SLICES = textwrap.dedent(
+    """
+    import re, subprocess, sys, threading
+
+    def slice_of(text):
+        return re.search(r"se\\.slice\\s*:\\s*(\\d+)", text)[1]
+
+    def own():
+        return slice_of(open(f"/proc/self/task/{threading.get_native_id()}/sched").read())
+
+    seen = []
+    thread = threading.Thread(target=lambda: seen.append(own()))
+    thread.start()
+    thread.join()
+    command = [sys.executable, "-c", "print(open('/proc/self/sched').read())"]
+    child = subprocess.run(command, capture_output=True, text=True)
+    print("slices", own(), seen[0], slice_of(child.stdout), flush=True)
+    """
+)
+
+
+@pytest.mark.skipif(not _custom_slices(), reason="custom scheduler slices need Linux 6.12+")
+@pytest.mark.parametrize("slice_us", [250, None])
+async def test_a_started_service_its_threads_and_its_children_run_with_its_slice(slice_us: int | None) -> None:
+    lines: list[str] = []
+    process = ServiceProcess(
+        "sliced", [sys.executable, "-c", _SLICES], dict(os.environ), lambda n, s: lines.append(s), slice_us=slice_us
+    )
+    await process.start()
+    assert await asyncio.wait_for(process.wait(), 60) == 0
+    [line] = [x for x in lines if x.startswith("slices ")]
+    slices = {int(x) for x in line.split()[1:]}
+    if slice_us is None:
+        assert 250_000 not in slices  # the kernel's default: 0.75 ms x (1 + log2 CPUs)
+    else:
+        assert slices == {slice_us * 1000}
 
 
 def _pipeline(tmp_path: Path, port: int, env: str = "", gateway_port: int | None = None) -> tuple[object, Path]:
