@@ -15,18 +15,28 @@ import signal
 import sys
 from collections.abc import Callable, Mapping, Sequence
 
-from megaservice.launcher.scheduling import request_slice
+from megaservice.launcher.scheduling import slice_request
 
 __all__ = ["ServiceProcess"]
 
 _PR_SET_PDEATHSIG = 1
 
 
-def _in_child(slice_us: int | None) -> None:  # pragma: no cover - runs in the child between fork and exec
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    if slice_us is not None:
-        request_slice(slice_us)
+def _in_child(prctl: Callable[..., int] | None, ask_slice: Callable[[], None] | None) -> None:  # pragma: no cover
+    """Runs in the child between fork and exec: only calls prepared in the parent, every failure ignored."""
+    with contextlib.suppress(Exception):
+        if prctl is not None:
+            prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    with contextlib.suppress(Exception):
+        if ask_slice is not None:
+            ask_slice()
+
+
+def _prctl() -> Callable[..., int] | None:
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
 
 
 class ServiceProcess:
@@ -63,6 +73,10 @@ class ServiceProcess:
 
     async def start(self) -> None:
         """Start the child with its output piped to the log pump."""
+        in_child = None
+        if sys.platform == "linux":
+            ask_slice = slice_request(self.slice_us) if self.slice_us is not None else None
+            in_child = functools.partial(_in_child, _prctl(), ask_slice)
         self._process = await asyncio.create_subprocess_exec(
             *self.argv,
             env=self.env,
@@ -70,7 +84,7 @@ class ServiceProcess:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=functools.partial(_in_child, self.slice_us) if sys.platform == "linux" else None,
+            preexec_fn=in_child,
         )
         self._pump = asyncio.get_running_loop().create_task(self._read_lines())
 

@@ -1,22 +1,23 @@
-"""Short scheduler slices for the services on a request's path, so their steps do not queue behind the model.
+"""Short scheduler slices for the services on a request's path, so their steps wait less behind the model.
 
 On one machine the model server's threads keep every CPU busy while it generates. A request's other
 steps (the gateway, each service reading its request and writing its answer, PostgreSQL) are short
 and wake up in between; each waits for a CPU until the model's thread running there has used its
-time slice (about 1.4 ms on a 2-CPU machine). Linux 6.12 and later let a task ask for a shorter
-slice (`sched_setattr`, `sched_runtime` for SCHED_OTHER/SCHED_BATCH), and a waking task with a
-shorter slice than the running one may take the CPU at once. A slice changes no share of CPU time,
-only how finely it is cut, and needs no privilege. `up` asks for one (100 µs by default,
-`MEGASERVICE_SCHED_SLICE_US`) in every service it starts except the model server, whose long
-computations keep the kernel's default. Older kernels ignore the request; other systems are skipped.
+time slice (1.4 ms on a 2-CPU machine). Linux 6.12 and later let a task ask for a shorter slice
+(`sched_setattr`, `sched_runtime` for SCHED_OTHER), and a waking SCHED_OTHER task with a shorter
+slice than the running one's may take the CPU at once. A slice changes no share of CPU time, only
+how finely it is cut, and needs no privilege. `up` asks for one (100 µs by default,
+`MEGASERVICE_SCHED_SLICE_US`) in every service it starts, those running small models in process
+(embedding, reranker, guardrails: milliseconds per call) included, except the model server, whose
+generations take seconds: it keeps the slice it inherits from `up`, normally the kernel's default.
+The trace receiver of `--observe` is not on a request's path and keeps it too. Older kernels ignore
+the request; other systems and architectures are skipped.
 
-Each service runs in its own session, hence in its own scheduling group where the kernel groups
-sessions ("autogroup"): `nice` on the model server then changes nothing against the other services
-(it only ranks a process among its own session's), which is why a slice, not a nice value, is the
-means here. docs/performance.md has the measurements.
+Why not a nice value for the model server: `up` starts each service in its own session, and where the
+kernel groups sessions ("autogroup": tasks in the root cpu cgroup, with autogroup on) a nice value
+only ranks a process among its own session's processes, not against the other services.
+docs/performance.md has the measurements.
 """
-
-from __future__ import annotations
 
 import contextlib
 import ctypes
@@ -24,22 +25,47 @@ import os
 import platform
 import struct
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
 
 from megaservice.settings import EnvSettings, variable
 
-__all__ = ["MODEL_SERVERS", "SchedulingSettings", "request_slice"]
+__all__ = ["MODEL_SERVERS", "SchedulingSettings", "slice_of", "slice_request"]
 
 MODEL_SERVERS = frozenset({"llm-server"})
-"""Components whose work is long computations on every CPU: they keep the kernel's slice."""
+"""Components whose work is long computations on every CPU: they keep the slice `up` has."""
 
-_SCHED_SETATTR = {"x86_64": 314, "aarch64": 274, "arm64": 274, "i686": 351, "i386": 351}
-"""`sched_setattr`'s system call number by machine (aarch64 uses the generic table)."""
+_SYSCALLS: dict[tuple[str, int], tuple[int, int]] = {
+    ("x86_64", 8): (314, 315),
+    ("x86_64", 4): (351, 352),  # an i386 userland on a 64-bit kernel (x32 gets ENOSYS: skipped)
+    ("i386", 4): (351, 352),
+    ("i686", 4): (351, 352),
+    ("aarch64", 8): (274, 275),  # the generic table
+    ("riscv64", 8): (274, 275),
+    ("loongarch64", 8): (274, 275),
+    ("aarch64", 4): (380, 381),  # 32-bit ARM (EABI) userland
+    ("armv7l", 4): (380, 381),
+    ("armv8l", 4): (380, 381),
+}
+"""(`sched_setattr`, `sched_getattr`) by machine and the interpreter's pointer size."""
 
-_ATTR = struct.Struct("IIQiIQQQII")
-"""`struct sched_attr` as of Linux 4.13 (56 bytes): size, policy, flags, nice, priority, runtime,
+_ATTR = struct.Struct("=IIQiIQQQII")
+"""`struct sched_attr` as of Linux 5.3 (56 bytes): size, policy, flags, nice, priority, runtime,
 deadline, period, util_min, util_max."""
+assert _ATTR.size == 56
+
+MAX_SLICE_US = 100_000
+"""The longest slice the kernel grants (it cuts a longer request to this)."""
+
+
+def _slice_us(text: str) -> int | None:
+    value = int(text)
+    if value == 0:
+        return None
+    if not 100 <= value <= MAX_SLICE_US:
+        raise ValueError
+    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,30 +77,65 @@ class SchedulingSettings(EnvSettings):
     slice_us: int | None = variable(
         "SCHED_SLICE_US",
         100,
-        zero_off=True,
-        minimum=100,
+        parse=_slice_us,
+        expected="0 (off) or a whole number of µs from 100 to 100000",
         help="The scheduler time slice, in µs, that `megaservice up` asks for in every service it starts but the "
-        "model server (Linux 6.12+; older kernels ignore it), so a request's short steps are not kept waiting "
-        "behind the model's threads. The kernel accepts 100 to 100 000. `0` leaves the kernel's default.",
+        "model server and the trace receiver (Linux 6.12+; older kernels ignore it), so a request's short steps "
+        "wait less behind the model's threads. 100 to 100 000 (the kernel's range); `0` leaves the kernel's default.",
     )
     """The slice `up` asks for, in µs; `None`: the kernel's default."""
 
 
-def request_slice(slice_us: int) -> bool:
-    """Ask the kernel for a `slice_us` time slice for the calling thread; whether it was asked and accepted.
+def _calls() -> tuple[int, int] | None:
+    if sys.platform != "linux":
+        return None
+    return _SYSCALLS.get((platform.machine(), struct.calcsize("P")))
 
-    The threads and processes the thread starts afterwards inherit the slice. Keeps the thread's policy
-    (SCHED_OTHER or SCHED_BATCH; any other policy is left alone) and its nice value. Safe
-    between `fork` and `exec` (a `preexec_fn`): no allocation beyond a small buffer, no lock.
+
+def slice_request(slice_us: int) -> Callable[[], None] | None:
+    """What a child calls between `fork` and `exec` to ask for a `slice_us` time slice; `None` if not here.
+
+    Prepared in the parent (the libc lookup, the packed request: the child inherits the parent's
+    policy and nice value, which the request keeps), so the child only makes one system call, whose
+    failure it ignores. The child's threads and processes inherit the slice. Only SCHED_OTHER is
+    asked for: other policies (a `up` run under `chrt`) are left as they are.
     """
-    number = _SCHED_SETATTR.get(platform.machine()) if sys.platform == "linux" else None
-    if number is None:
-        return False
-    with contextlib.suppress(OSError):
-        policy = os.sched_getscheduler(0)
-        if policy not in (os.SCHED_OTHER, os.SCHED_BATCH):
-            return False
+    calls = _calls()
+    if calls is None:
+        return None
+    try:
+        if os.sched_getscheduler(0) != os.SCHED_OTHER:
+            return None
         nice = os.getpriority(os.PRIO_PROCESS, 0)
-        attr = ctypes.create_string_buffer(_ATTR.pack(_ATTR.size, policy, 0, nice, 0, slice_us * 1000, 0, 0, 0, 0))
-        return int(ctypes.CDLL(None, use_errno=True).syscall(number, 0, attr, 0)) == 0
-    return False
+        syscall = ctypes.CDLL(None, use_errno=True).syscall
+    except (OSError, AttributeError):
+        return None
+    request = ctypes.create_string_buffer(
+        _ATTR.pack(_ATTR.size, os.SCHED_OTHER, 0, nice, 0, slice_us * 1000, 0, 0, 0, 0), _ATTR.size
+    )
+    number = ctypes.c_long(calls[0])
+    zero = ctypes.c_long(0)
+
+    def ask() -> None:  # pragma: no cover - runs in the child between fork and exec
+        syscall(number, zero, request, zero)
+
+    return ask
+
+
+def slice_of(tid: int = 0) -> int | None:
+    """The time slice of thread `tid` (0: the calling thread) in ns, as the kernel reports it.
+
+    `None` where the kernel does not say (before Linux 6.12 it reports 0 for SCHED_OTHER), on other
+    systems, and for a thread that is gone.
+    """
+    calls = _calls()
+    if calls is None:
+        return None
+    buffer = ctypes.create_string_buffer(_ATTR.size)
+    with contextlib.suppress(OSError, AttributeError):
+        syscall = ctypes.CDLL(None, use_errno=True).syscall
+        if syscall(ctypes.c_long(calls[1]), ctypes.c_long(tid), buffer, ctypes.c_long(_ATTR.size), ctypes.c_long(0)):
+            return None
+        runtime = int(_ATTR.unpack(buffer.raw)[5])
+        return runtime or None
+    return None

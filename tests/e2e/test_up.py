@@ -8,7 +8,6 @@ the trace receiver started first.
 
 import contextlib
 import os
-import platform
 import re
 import signal
 import socket
@@ -23,6 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from megaservice.launcher.scheduling import slice_of
 from megaservice.pipeline.loader import find_pipeline
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
@@ -275,26 +275,36 @@ def test_a_killed_service_is_named_reported_and_restarted(stack: Up) -> None:
     assert again.status_code == 200, again.text
 
 
-def _slices(pid: int) -> set[int]:
-    """The scheduler slice (ns) of each thread of `pid`."""
-    found = set()
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        match = re.search(r"se\.slice\s*:\s*(\d+)", (task / "sched").read_text())
-        assert match is not None
-        found.add(int(match[1]))
+def _descendants(roots: dict[int, str]) -> dict[int, str]:
+    """Every live process under one of `roots` (pid -> name), with the name of its root."""
+    parents = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError):  # gone meanwhile
+                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+    found = {}
+    for pid in parents:
+        owner, steps = pid, 0
+        while owner not in roots and owner in parents and steps < 64:
+            owner, steps = parents[owner], steps + 1
+        if owner in roots:
+            found[pid] = roots[owner]
     return found
 
 
-def _parent(pid: int) -> int:
-    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+def _slices(pid: int) -> set[int]:
+    """The scheduler slice (ns) of each live thread of `pid`."""
+    found = set()
+    with contextlib.suppress(OSError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            value = slice_of(int(task.name))
+            if value is not None:  # None: the thread ended meanwhile
+                found.add(value)
+    return found
 
 
-@pytest.mark.skipif(
-    not re.match(r"(\d+)\.(\d+)", platform.release())
-    or tuple(map(int, re.match(r"(\d+)\.(\d+)", platform.release()).groups())) < (6, 12),
-    reason="custom scheduler slices need Linux 6.12+",
-)
-def test_the_request_path_runs_with_short_slices_and_the_model_server_with_the_kernels(stack: Up) -> None:
+@pytest.mark.skipif(slice_of() is None, reason="the kernel does not report scheduler slices (Linux 6.12+)")
+def test_the_request_path_runs_with_short_slices_and_the_model_server_with_ups(stack: Up) -> None:
     started = {}
     for line in stack.lines:
         match = re.search(r"\| (\S+) started( again)? \(pid (\d+)\)", line)
@@ -302,16 +312,12 @@ def test_the_request_path_runs_with_short_slices_and_the_model_server_with_the_k
             started[int(match[3])] = match[1]
     assert {"megaservice", "postgres", "retriever", "reranker", "llm-server"} <= set(started.values())
     checked: dict[str, set[int]] = {}
-    for pid in _processes_using(stack.data_dir):
-        owner, chain = pid, 0
-        while owner not in started and owner > 1 and chain < 32:
-            owner, chain = _parent(owner), chain + 1
-        name = started.get(owner)
-        if name is None or name == "traces":  # up itself; the trace receiver keeps the kernel's slice
-            continue
-        with contextlib.suppress(FileNotFoundError):  # a short-lived process gone meanwhile
-            checked.setdefault(name, set()).update(_slices(pid))
-    assert checked.pop("llm-server").isdisjoint({100_000})
+    counted: dict[str, int] = {}
+    for pid, name in _descendants(started).items():
+        checked.setdefault(name, set()).update(_slices(pid))
+        counted[name] = counted.get(name, 0) + 1
+    assert counted["postgres"] >= 3, counted  # the owner process, PostgreSQL's server and its workers
+    assert checked.pop("traces") == checked.pop("llm-server") == _slices(stack.process.pid)  # up's own
     assert set(checked) >= {"megaservice", "postgres", "retriever", "reranker", "embedding", "llm"}, checked
     assert all(found == {100_000} for found in checked.values()), checked
 
