@@ -4,7 +4,9 @@ import asyncio
 import os
 import shutil
 import signal
+import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -111,6 +113,38 @@ async def test_serve_postgres_runs_the_server_stops_it_cleanly_and_keeps_its_dat
         assert servers(data_dir) == []  # stopped with the service, not orphaned
         log = Cluster.of(data_dir).log.read_text()
         assert "fast shutdown request" in log and "database system is shut down" in log
+
+
+@pytest.mark.timeout(240)
+def test_a_signal_to_the_components_process_group_reaches_the_owner_which_stops_the_server(data_dir):
+    """As `up` stops it (SIGTERM to the group) or Ctrl-C in a terminal: the server is the owner's to stop."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-m", "megaservice.components.postgres", "--host", "127.0.0.1", "--port", str(port)]
+    env = {**os.environ, "MEGASERVICE_DATA_DIR": str(data_dir)}
+    owner = subprocess.Popen(command, env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        ready = lambda: httpx.get(f"http://127.0.0.1:{port}/v1/ready", timeout=5).status_code == 200  # noqa: E731
+        assert wait_for(lambda: owner.poll() is None and _answers(ready), 120), "never ready"
+        os.killpg(owner.pid, signal.SIGTERM)
+        output = owner.communicate(timeout=60)[0].decode()
+    finally:
+        if owner.poll() is None:
+            owner.kill()
+    assert owner.returncode in (0, -signal.SIGTERM), output  # uvicorn ends by the signal it stopped for
+    assert "PostgreSQL exited" not in output  # the server did not stop under the owner's feet
+    assert "stopped" in output
+    log = Cluster.of(data_dir).log.read_text()
+    assert "fast shutdown request" in log and "smart shutdown request" not in log
+    assert servers(data_dir) == []
+
+
+def _answers(check) -> bool:
+    try:
+        return bool(check())
+    except httpx.HTTPError:
+        return False
 
 
 @pytest.mark.slow

@@ -174,6 +174,9 @@ class Owner:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd="/",
+                # its own session: a signal to the owner's process group (Ctrl-C in a terminal, `up` stopping
+                # the service) reaches the owner only, which then stops the server itself (a fast shutdown)
+                start_new_session=True,
                 preexec_fn=as_user(user, signal.SIGINT),  # setuid, then the parent-death signal
                 env={"PATH": "/usr/bin:/bin", "LC_ALL": "C", "LANG": "C"},
             )
