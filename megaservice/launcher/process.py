@@ -55,7 +55,7 @@ class ServiceProcess:
         self.argv = list(argv)
         self.env = dict(env)
         self.slice_us = slice_us
-        """The scheduler slice (µs) the child asks for before it starts (`None`: the kernel's default)."""
+        """The scheduler slice (µs) the child asks for before it starts (`None`: it keeps the one `up` has)."""
         self._emit = emit
         self._process: asyncio.subprocess.Process | None = None
         self._pump: asyncio.Task[None] | None = None

@@ -53,7 +53,7 @@ class Command:
     ports: tuple[int, ...] = ()
     """Other ports it listens on (checked before anything starts, as `port` is)."""
     slice_us: int | None = None
-    """The scheduler slice it asks for (`megaservice.launcher.scheduling`); `None`: the kernel's default."""
+    """The scheduler slice it asks for (`megaservice.launcher.scheduling`); `None`: it keeps the one `up` has."""
 
 
 def service_commands(
