@@ -90,17 +90,11 @@ def up(
     console = Console(highlight=False)
     try:
         loaded, path = load_for_launch(pipeline)
-    except ConfigurationError as exc:
-        console.print(Text(f"error: {exc}", style="red"))
-        raise typer.Exit(2) from None
-    try:
         folder = data_dir if data_dir is not None else StorageSettings.from_env().data_dir
         scheduling = SchedulingSettings.from_env()
-    except ConfigurationError as exc:
-        console.print(Text(f"error: {exc}", style="red"))
-        raise typer.Exit(2) from None
-    observed = observe if observe is not None else loaded.observe is not None or bool(observe_port or observe_ui_port)
-    try:
+        observed = (
+            observe if observe is not None else loaded.observe is not None or bool(observe_port or observe_ui_port)
+        )
         receiver = receiver_for(loaded, port=observe_port, ui_port=observe_ui_port) if observed else None
     except ConfigurationError as exc:
         console.print(Text(f"error: {exc}", style="red"))

@@ -19,7 +19,6 @@ only ranks a process among its own session's processes, not against the other se
 docs/performance.md has the measurements.
 """
 
-import contextlib
 import ctypes
 import os
 import platform
@@ -86,10 +85,15 @@ class SchedulingSettings(EnvSettings):
     """The slice `up` asks for, in µs; `None`: the kernel's default."""
 
 
-def _calls() -> tuple[int, int] | None:
-    if sys.platform != "linux":
+def _syscall() -> tuple[Callable[..., int], int, int] | None:
+    """The C library's `syscall`, and the numbers of `sched_setattr` and `sched_getattr` here; `None` if not here."""
+    numbers = _SYSCALLS.get((platform.machine(), struct.calcsize("P"))) if sys.platform == "linux" else None
+    if numbers is None:
         return None
-    return _SYSCALLS.get((platform.machine(), struct.calcsize("P")))
+    try:
+        return ctypes.CDLL(None, use_errno=True).syscall, numbers[0], numbers[1]
+    except (OSError, AttributeError):
+        return None
 
 
 def slice_request(slice_us: int) -> Callable[[], None] | None:
@@ -100,20 +104,20 @@ def slice_request(slice_us: int) -> Callable[[], None] | None:
     failure it ignores. The child's threads and processes inherit the slice. Only SCHED_OTHER is
     asked for: other policies (a `up` run under `chrt`) are left as they are.
     """
-    calls = _calls()
-    if calls is None:
+    found = _syscall()
+    if found is None:
         return None
+    syscall, setattr_number, _ = found
     try:
         if os.sched_getscheduler(0) != os.SCHED_OTHER:
             return None
         nice = os.getpriority(os.PRIO_PROCESS, 0)
-        syscall = ctypes.CDLL(None, use_errno=True).syscall
-    except (OSError, AttributeError):
+    except OSError:
         return None
     request = ctypes.create_string_buffer(
         _ATTR.pack(_ATTR.size, os.SCHED_OTHER, 0, nice, 0, slice_us * 1000, 0, 0, 0, 0), _ATTR.size
     )
-    number = ctypes.c_long(calls[0])
+    number = ctypes.c_long(setattr_number)
     zero = ctypes.c_long(0)
 
     def ask() -> None:  # pragma: no cover - runs in the child between fork and exec
@@ -128,14 +132,11 @@ def slice_of(tid: int = 0) -> int | None:
     `None` where the kernel does not say (before Linux 6.12 it reports 0 for SCHED_OTHER), on other
     systems, and for a thread that is gone.
     """
-    calls = _calls()
-    if calls is None:
+    found = _syscall()
+    if found is None:
         return None
+    syscall, _, getattr_number = found
     buffer = ctypes.create_string_buffer(_ATTR.size)
-    with contextlib.suppress(OSError, AttributeError):
-        syscall = ctypes.CDLL(None, use_errno=True).syscall
-        if syscall(ctypes.c_long(calls[1]), ctypes.c_long(tid), buffer, ctypes.c_long(_ATTR.size), ctypes.c_long(0)):
-            return None
-        runtime = int(_ATTR.unpack(buffer.raw)[5])
-        return runtime or None
-    return None
+    if syscall(ctypes.c_long(getattr_number), ctypes.c_long(tid), buffer, ctypes.c_long(_ATTR.size), ctypes.c_long(0)):
+        return None
+    return int(_ATTR.unpack(buffer.raw)[5]) or None

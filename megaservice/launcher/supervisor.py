@@ -182,7 +182,7 @@ class Launcher:
     async def _run(self) -> int:
         started = time.monotonic()
         for command in self.commands:
-            process = ServiceProcess(command.name, command.argv, command.env, self.emit, slice_us=command.slice_us)
+            process = self._process(command)
             self.processes.append(process)
             self.emit("up", f"starting {command.name}: {' '.join(command.argv[1:])}")
             await process.start()
@@ -195,6 +195,9 @@ class Launcher:
             return 1
         self._announce(time.monotonic() - started)
         return await self._watch()
+
+    def _process(self, command: Command) -> ServiceProcess:
+        return ServiceProcess(command.name, command.argv, command.env, self.emit, slice_us=command.slice_us)
 
     def _check(self, command: Command) -> Check:
         if command.port is not None:
@@ -303,7 +306,7 @@ class Launcher:
                 f"{command.name} exited with code {code}; restarting it "
                 f"({len(restarts)} of {self.max_restarts} restarts within {self.restart_window:g} s)",
             )
-            replacement = ServiceProcess(command.name, command.argv, command.env, self.emit, slice_us=command.slice_us)
+            replacement = self._process(command)
             self.processes[index] = replacement
             await replacement.start()
             self.emit("up", f"{command.name} started again (pid {replacement.pid})")
