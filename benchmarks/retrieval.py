@@ -7,7 +7,7 @@
 Per size: an embedded PostgreSQL 18 + pgvector 0.8 (megaservice.testing.postgres, Unix socket) gets
 a collection of that many chunks, stored through `Store.replace_file` (files of 1000 chunks, into
 the HNSW index as dataprep stores them). Then, for 200 held-out queries (first sentences of chunks
-never stored), in `--rounds` passes, each query sent three ways back to back, in every order in
+never stored), in `--rounds` passes, each query sent five ways back to back, in every order in
 turn (the same query twice in a row finds its index pages in cache: each way goes before each
 other one for half of the queries):
 
@@ -19,9 +19,13 @@ other one for half of the queries):
   on a connection of that pool, rows fetched;
 * HTTP floor: the same POST, same client, to a `MicroService` served the same way whose route
   reads the body and answers a stored retriever answer at once (no parsing, no database): what
-  any HTTP service costs here, the part of the retriever's extra time no retriever code can cut.
+  any HTTP service costs here, the part of the retriever's extra time no retriever code can cut;
+* two lower bounds for any retriever over HTTP, the same POST to the least a retriever can do (parse
+  the body, the vector as float32, the raw statement on the same pool, the 4 texts back as JSON):
+  "least, MicroService" is that handler as a `MicroService` route, "least, bare ASGI" the same
+  handler as a bare ASGI callable under the same uvicorn (no framework at all).
 
-It prints p50/p99 of the three and the service's ratio to raw (target: service ≤ 1.2x raw), and recall@10 of the
+It prints p50/p99 of each and its ratio to raw (target: service ≤ 1.2x raw), and recall@10 of the
 store's search against exact top-10 (numpy over the same vectors) for several `hnsw.ef_search`
 (target ≥ 0.95), with their p50. Everything runs at c=1 on this machine's two cores, shared with
 whatever else runs: the load average is printed with each table.
@@ -39,7 +43,7 @@ import socket
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -175,10 +179,69 @@ def floor_service(answer: bytes) -> Any:
     return service.app
 
 
+def least_retrieval(store: Store) -> Callable[[bytes], Awaitable[bytes]]:
+    """The least any retriever does with a request: parse the body, run the raw statement, answer the texts."""
+    assert store.collection is not None
+    statement = nearest(store.collection.chunks_table, None)
+
+    async def retrieve(body: bytes) -> bytes:
+        q = np.asarray(orjson.loads(body)["embedding"], dtype=np.float32)
+        async with store.pool.connection() as conn:
+            cur = await conn.execute(statement, {"v": q, "k": K})
+            rows = await cur.fetchall()
+        return orjson.dumps({"retrieved_docs": [{"text": row[3]} for row in rows]})
+
+    return retrieve
+
+
+def least_service(retrieve: Callable[[bytes], Awaitable[bytes]]) -> Any:
+    """`least_retrieval` as the route of a `MicroService` (what the framework's request path costs)."""
+
+    async def retrieval(request: Request) -> Response:
+        return Response(await retrieve(await request.body()), media_type="application/json")
+
+    service = MicroService("least", host="127.0.0.1", port=0, endpoint="/v1/retrieval")
+    service.add_route("/v1/retrieval", retrieval, methods=["POST"])
+    return service.app
+
+
+def least_asgi(retrieve: Callable[[bytes], Awaitable[bytes]]) -> Any:
+    """`least_retrieval` as a bare ASGI callable: no framework, only uvicorn."""
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        parts = []
+        while True:
+            message = await receive()
+            parts.append(message.get("body", b""))
+            if not message.get("more_body"):
+                break
+        answer = await retrieve(b"".join(parts))
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(answer)).encode())]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": answer})
+
+    return app
+
+
+PATHS = {
+    "service": "through the retriever (HTTP)",
+    "raw": "raw SQL over the store's pool",
+    "floor": "HTTP floor (same POST, answered at once)",
+    "least": "least, MicroService (parse, raw SQL, texts)",
+    "bare": "least, bare ASGI (the same, no framework)",
+}
+"""Each way a query is sent, as the tables name it."""
+
+
 async def latency(
-    store: Store, url: str, floor_url: str, queries: list[str], qvecs: np.ndarray, rounds: int
+    store: Store, urls: dict[str, str], queries: list[str], qvecs: np.ndarray, rounds: int
 ) -> dict[str, list[float]]:
-    """Per-query seconds through the service, as raw SQL on the store's pool, and to the HTTP floor, rotating."""
+    """Per-query seconds of each path (`PATHS`: raw SQL on the store's pool, the others POSTs to `urls`), rotating."""
     assert store.collection is not None
     statement = nearest(store.collection.chunks_table, None)
     client = UpstreamClient()
@@ -188,19 +251,18 @@ async def latency(
         orjson.dumps({"text": q, "embedding": v.tolist(), "k": K, "search_type": "similarity"})
         for q, v in zip(queries, qvecs, strict=True)
     ]
-    times: dict[str, list[float]] = {"service": [], "raw": [], "floor": []}
+    times: dict[str, list[float]] = {name: [] for name in PATHS}
 
-    async def service(i: int) -> None:
-        t0 = time.perf_counter()
-        _, answer = await client.post("retriever", f"{url}/v1/retrieval", bodies[i], headers=headers, timeout=timeout)
-        assert len(orjson.loads(answer)["retrieved_docs"]) == K
-        times["service"].append(time.perf_counter() - t0)
+    def post(name: str) -> Callable[[int], Awaitable[None]]:
+        url = f"{urls[name]}/v1/retrieval"
 
-    async def floor(i: int) -> None:
-        t0 = time.perf_counter()
-        _, answer = await client.post("floor", f"{floor_url}/v1/retrieval", bodies[i], headers=headers, timeout=timeout)
-        assert len(orjson.loads(answer)["retrieved_docs"]) == K
-        times["floor"].append(time.perf_counter() - t0)
+        async def send(i: int) -> None:
+            t0 = time.perf_counter()
+            _, answer = await client.post(name, url, bodies[i], headers=headers, timeout=timeout)
+            assert len(orjson.loads(answer)["retrieved_docs"]) == K
+            times[name].append(time.perf_counter() - t0)
+
+        return send
 
     async def raw(i: int) -> None:
         t0 = time.perf_counter()
@@ -210,24 +272,27 @@ async def latency(
         assert len(rows) == K
         times["raw"].append(time.perf_counter() - t0)
 
+    paths = [raw if name == "raw" else post(name) for name in PATHS]
     for i in range(min(20, len(queries))):  # warm-up: prepared statements, pages in cache
-        await service(i)
-        await raw(i)
-        await floor(i)
-    times = {"service": [], "raw": [], "floor": []}
-    # Every order of the three in turn: each path runs before each other one for half of the queries.
+        for path in paths:
+            await path(i)
+    for name in times:
+        times[name].clear()
+    # Every order of the paths in turn: each runs before each other one for half of the queries.
     # (The same query twice in a row finds the index pages the first one read in cache, so an
     # order that put the service before raw SQL more often than after would favour raw SQL.)
-    orders = list(itertools.permutations([service, raw, floor]))
+    orders = list(itertools.permutations(paths))
+    step = 0
     for r in range(rounds):
         for i in range(len(queries)):
-            for path in orders[(i + r) % len(orders)]:
+            for path in orders[step % len(orders)]:
                 await path(i)
-        svc, sql_ = times["service"][-len(queries) :], times["raw"][-len(queries) :]
-        bare = times["floor"][-len(queries) :]
+            step += 1
+        last = {name: pct(t[-len(queries) :], 50) for name, t in times.items()}
         print(
-            f"round {r + 1}: p50 raw {pct(sql_, 50) * 1000:.2f} ms, service {pct(svc, 50) * 1000:.2f} ms = "
-            f"{pct(svc, 50) / pct(sql_, 50):.2f}x; HTTP floor {pct(bare, 50) * 1000:.2f} ms "
+            f"round {r + 1}: p50 raw {last['raw'] * 1000:.2f} ms, service {last['service'] * 1000:.2f} ms = "
+            f"{last['service'] / last['raw']:.2f}x; least {last['least'] / last['raw']:.2f}x, "
+            f"bare {last['bare'] / last['raw']:.2f}x; HTTP floor {last['floor'] * 1000:.2f} ms "
             f"(load average {load_average()})",
             flush=True,
         )
@@ -315,20 +380,30 @@ async def bench_size(
                 "retriever", f"{url}/v1/retrieval", probe, headers=headers, timeout=Timeout(30)
             )
             await client.aclose()
-            async with serve_tcp(floor_service(answer)) as floor_url:
-                times = await latency(store, url, floor_url, queries, qvecs, args.rounds)
-        svc, raw, bare = times["service"], times["raw"], times["floor"]
-        print(f"\nLatency, k={K}, c=1, {len(svc)} queries each (load average {load_average()}):")
-        print("| path | p50 ms | p99 ms |")
-        print("|---|---|---|")
-        print(f"| raw SQL over the store's pool | {pct(raw, 50) * 1000:.2f} | {pct(raw, 99) * 1000:.2f} |")
-        print(f"| through the retriever (HTTP) | {pct(svc, 50) * 1000:.2f} | {pct(svc, 99) * 1000:.2f} |")
-        print(f"| ratio | {pct(svc, 50) / pct(raw, 50):.2f}x | {pct(svc, 99) / pct(raw, 99):.2f}x |")
-        print(f"| HTTP floor (same POST, answered at once) | {pct(bare, 50) * 1000:.2f} | {pct(bare, 99) * 1000:.2f} |")
-        extra = (pct(svc, 50) - pct(raw, 50)) * 1000
+            retrieve = least_retrieval(store)
+            async with (
+                serve_tcp(floor_service(answer)) as floor_url,
+                serve_tcp(least_service(retrieve)) as least_url,
+                serve_tcp(least_asgi(retrieve)) as bare_url,
+            ):
+                urls = {"service": url, "floor": floor_url, "least": least_url, "bare": bare_url}
+                times = await latency(store, urls, queries, qvecs, args.rounds)
+        raw = times["raw"]
+        print(f"\nLatency, k={K}, c=1, {len(raw)} queries each (load average {load_average()}):")
+        print("| path | p50 ms | p99 ms | ratio to raw SQL p50 / p99 |")
+        print("|---|---|---|---|")
+        for name, label in PATHS.items():
+            t = times[name]
+            print(
+                f"| {label} | {pct(t, 50) * 1000:.2f} | {pct(t, 99) * 1000:.2f} | "
+                f"{pct(t, 50) / pct(raw, 50):.2f}x / {pct(t, 99) / pct(raw, 99):.2f}x |"
+            )
+        extra = (pct(times["service"], 50) - pct(raw, 50)) * 1000
         print(
             f"\nThe service adds {extra:.2f} ms at p50, of which an HTTP request answered at once costs "
-            f"{pct(bare, 50) * 1000:.2f} ms."
+            f"{pct(times['floor'], 50) * 1000:.2f} ms; the least a retriever can do over HTTP adds "
+            f"{(pct(times['least'], 50) - pct(raw, 50)) * 1000:.2f} ms as a MicroService route, "
+            f"{(pct(times['bare'], 50) - pct(raw, 50)) * 1000:.2f} ms with no framework."
         )
         await recall_table(settings, vecs, qvecs, args.ef_search)
         await store.connect()  # the service closed it when it stopped
