@@ -7,10 +7,11 @@ under test, not the backends, is the bottleneck.
 """
 
 import argparse
+from collections.abc import Callable
 
 import uvicorn
 
-from megaservice.testing import FakeEmbedding, FakeGuardrail, FakeLLM, FakeReranker, FakeRetriever
+from megaservice.testing import FakeEmbedding, FakeGuardrail, FakeLLM, FakeReranker, FakeRetriever, FakeService
 
 PATHS = {
     "guardrail": "/v1/guardrails",
@@ -29,7 +30,7 @@ def main() -> None:
     parser.add_argument("--token-ms", type=float, default=0.0, help="LLM: milliseconds between two tokens")
     parser.add_argument("--prefill-ms", type=float, default=0.0, help="LLM: milliseconds before the headers")
     args = parser.parse_args()
-    fakes = {
+    fakes: dict[str, Callable[[], FakeService]] = {
         "guardrail": lambda: FakeGuardrail(record=False),
         "embedding": lambda: FakeEmbedding(dim=384, record=False),
         "retriever": lambda: FakeRetriever(record=False),

@@ -25,6 +25,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from backends import PATHS
 
@@ -43,7 +44,7 @@ def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 60.0) -
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise SystemExit(f"process {proc.args} exited with {proc.returncode}")
+            raise SystemExit(f"process {proc.args!r} exited with {proc.returncode}")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.5):
                 return
@@ -199,7 +200,7 @@ def stop(procs: list[subprocess.Popen[bytes]]) -> None:
             proc.kill()
 
 
-def table(results: list[dict[str, object]], args: argparse.Namespace) -> str:
+def table(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
     profile = f"fake LLM: {args.tokens} tokens, {args.prefill_ms} ms before headers, {args.token_ms} ms/token"
     lines = [
         f"### ChatQnA, 5 hops ({profile}; {args.rounds} rounds x {args.duration:g} s)",
@@ -214,14 +215,14 @@ def table(results: list[dict[str, object]], args: argparse.Namespace) -> str:
         for name in dict.fromkeys(r["target"] for r in rows):
             mine = [r for r in rows if r["target"] == name]
 
-            def med(key: str, mine: list[dict[str, object]] = mine) -> str:
-                values = [float(r[key]) for r in mine if r[key] is not None]  # type: ignore[arg-type]
+            def med(key: str, mine: list[dict[str, Any]] = mine) -> str:
+                values = [float(r[key]) for r in mine if r[key] is not None]
                 return f"{statistics.median(values):.1f}" if values else "-"
 
-            ratios = [float(r["rps"]) / lean[r["round"]] for r in mine if lean.get(r["round"])]  # type: ignore[arg-type]
+            ratios = [float(r["rps"]) / lean[r["round"]] for r in mine if lean.get(r["round"])]
             ratio = f"{statistics.median(ratios):.2f}" if ratios else "-"
-            cpu = statistics.median(float(r["cpu_ms_per_req"]) for r in mine)  # type: ignore[arg-type]
-            errors = sum(int(r["errors"]) for r in mine)  # type: ignore[call-overload]
+            cpu = statistics.median(float(r["cpu_ms_per_req"]) for r in mine)
+            errors = sum(int(r["errors"]) for r in mine)
             lines.append(
                 f"| {scenario} | {name} | {med('rps')} | {ratio} | {med('p50_ms')} | {med('p99_ms')} | "
                 f"{med('ttft_p50_ms')} | {med('tokens_per_s')} | {cpu:.2f} | {med('peak_rss_mib')} | {errors} |"

@@ -24,6 +24,7 @@ machine. Medians of `--rounds`.
 import argparse
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import re
@@ -92,7 +93,7 @@ def documents(pages: int) -> dict[str, tuple[bytes, int | None]]:
     laid_out = pages_of(paragraphs)
     text = "\n\n".join(paragraphs)
     html = "<html><head><title>Topics</title></head><body>" + "".join(f"<p>{p}</p>" for p in paragraphs) + "</body>"
-    records = [{"id": i, "topic": f"topic {i % 40}", "text": p} for i, p in enumerate(paragraphs)]
+    records: list[dict[str, Any]] = [{"id": i, "topic": f"topic {i % 40}", "text": p} for i, p in enumerate(paragraphs)]
     csv = "id,topic,text\n" + "".join(f'{r["id"]},{r["topic"]},"{r["text"].replace(chr(34), "")}"\n' for r in records)
     return {
         "doc.pdf": (make_pdf(laid_out), len(laid_out)),
@@ -136,7 +137,7 @@ def part_cut(pages: int, rounds: int) -> None:
         f"{'CPU s':>7} {'chunks/CPU-s':>12}"
     )
     for name, (data, page_count) in documents(pages).items():
-        seconds, cpu, prepared = timed(rounds, lambda n=name, d=data: _prepare(n, d, PARAMS, None, None, 10**7))
+        seconds, cpu, prepared = timed(rounds, functools.partial(_prepare, name, data, PARAMS, None, None, 10**7))
         chunks = len(prepared.pieces)
         megabytes = len(data) / 1e6
         print(
@@ -304,9 +305,11 @@ def part_batch(rounds: int) -> None:
         model.embed(texts[:4])
         cells = []
         for batch in batches:
-            seconds, cpu, _ = timed(
-                rounds, lambda b=batch, t=texts: [model.embed(t[i : i + b]) for i in range(0, len(t), b)]
-            )
+
+            def embed_in_batches(b: int = batch, t: list[str] = texts) -> list[Any]:
+                return [model.embed(t[i : i + b]) for i in range(0, len(t), b)]
+
+            seconds, cpu, _ = timed(rounds, embed_in_batches)
             cells.append(f"{1000 * cpu / len(texts):>7.0f} ({len(texts) / seconds:>5.1f}/s)")
         print(f"{size:>10} " + " ".join(f"{cell:>17}" for cell in cells))
 

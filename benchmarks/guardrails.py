@@ -19,6 +19,7 @@ import json
 import os
 import statistics
 import time
+from collections.abc import Awaitable, Callable
 
 from megaservice.client import Timeout, UpstreamClient, dumps
 from megaservice.components.bias.head import HEAD_FILE
@@ -33,7 +34,9 @@ def texts() -> list[str]:
     return [json.loads(line)["text"] for line in lines if line.strip()]
 
 
-async def drive(call, corpus: list[str], concurrency: int, seconds: float) -> tuple[float, float]:
+async def drive(
+    call: Callable[[str], Awaitable[None]], corpus: list[str], concurrency: int, seconds: float
+) -> tuple[float, float]:
     """(calls per second, median latency in ms) of `concurrency` callers looping for `seconds`."""
     latencies: list[float] = []
     deadline = time.perf_counter() + seconds
@@ -52,7 +55,9 @@ async def drive(call, corpus: list[str], concurrency: int, seconds: float) -> tu
     return len(latencies) / elapsed, statistics.median(latencies) * 1000
 
 
-async def bench_check(name: str, corpus: list[str], levels: list[int], seconds: float) -> list[tuple]:
+async def bench_check(
+    name: str, corpus: list[str], levels: list[int], seconds: float
+) -> list[tuple[str, int, float, float]]:
     async with serve(FakeJudge(flagged=("lazy",), record=False)) as judge_url:
         settings = GuardrailsSettings.from_env(
             {

@@ -11,10 +11,14 @@ is written to be fast, not to be complete: no validation, no metrics, no logging
 import argparse
 import sys
 import time
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import orjson
 import uvicorn
+
+if TYPE_CHECKING:  # the ASGI types only: no framework at run time
+    from starlette.types import Receive, Scope, Send
 
 PROMPT = (
     "### You are a helpful, respectful and honest assistant. Use the search results to answer.\n"
@@ -28,7 +32,7 @@ class Lean:
         self.urls = backends
         self.session: aiohttp.ClientSession | None = None
 
-    async def call(self, role: str, payload: object) -> object:
+    async def call(self, role: str, payload: object) -> Any:
         assert self.session is not None
         async with self.session.post(self.urls[role], data=orjson.dumps(payload), headers=_JSON) as response:
             body = await response.read()
@@ -38,15 +42,15 @@ class Lean:
 
     async def llm_request(self, question: str, max_tokens: int, stream: bool) -> dict[str, object]:
         guarded = await self.call("guardrail", {"text": question})
-        text = guarded["text"]  # type: ignore[index]
+        text = guarded["text"]
         embedding = await self.call("embedding", {"inputs": text})
         found = await self.call(
             "retriever", {"text": text, "embedding": embedding[0], "k": 4, "search_type": "similarity"}
-        )  # type: ignore[index]
-        texts = [d["text"] for d in found["retrieved_docs"]]  # type: ignore[index]
-        ranked = await self.call("rerank", {"query": found["initial_query"], "texts": texts})  # type: ignore[index]
-        best = [texts[r["index"]] for r in ranked[:1]]  # type: ignore[index]
-        prompt = PROMPT.format(context="\n".join(best), question=found["initial_query"])  # type: ignore[index]
+        )
+        texts = [d["text"] for d in found["retrieved_docs"]]
+        ranked = await self.call("rerank", {"query": found["initial_query"], "texts": texts})
+        best = [texts[r["index"]] for r in ranked[:1]]
+        prompt = PROMPT.format(context="\n".join(best), question=found["initial_query"])
         return {
             "model": "fake-llm",
             "messages": [{"role": "user", "content": prompt}],
@@ -54,7 +58,7 @@ class Lean:
             "stream": stream,
         }
 
-    async def __call__(self, scope, receive, send) -> None:
+    async def __call__(self, scope: "Scope", receive: "Receive", send: "Send") -> None:
         if scope["type"] == "lifespan":
             while True:
                 message = await receive()
@@ -79,7 +83,7 @@ class Lean:
             llm = await self.llm_request(request["messages"][-1]["content"], request.get("max_tokens") or 1024, stream)
             if not stream:
                 answer = await self.call("llm", llm)
-                content = answer["choices"][0]["message"]["content"]  # type: ignore[index]
+                content = answer["choices"][0]["message"]["content"]
                 payload = {
                     "id": "chatqna",
                     "object": "chat.completion",
@@ -116,7 +120,7 @@ def _frame(event: bytes) -> bytes:
     return f"data: {content.encode()!r}\n\n".encode()
 
 
-async def _respond(send, status: int, body: bytes) -> None:
+async def _respond(send: "Send", status: int, body: bytes) -> None:
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

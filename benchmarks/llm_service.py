@@ -177,10 +177,10 @@ def table(args: argparse.Namespace, token_ms: float, requests: int, runs: dict[s
     added = statistics.median(s.p(50) - d.p(50) for s, d in pairs)
     ratio = statistics.median(s.tok_s / d.tok_s for s, d in pairs)
     decoded = [statistics.median(s.decode) / statistics.median(d.decode) for s, d in pairs if s.decode and d.decode]
-    decode = f"**{statistics.median(decoded):.3f}** per stream after the first token (p50), " if decoded else ""
+    decode_note = f"**{statistics.median(decoded):.3f}** per stream after the first token (p50), " if decoded else ""
     lines += [
         "",
-        f"added TTFT p50: **{added * 1000:.2f} ms**; tok/s service/direct: {decode}"
+        f"added TTFT p50: **{added * 1000:.2f} ms**; tok/s service/direct: {decode_note}"
         f"{ratio:.3f} all streams over the run's time",
     ]
     return "\n".join(lines)

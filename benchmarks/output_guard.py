@@ -35,10 +35,16 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from bench import cpu_seconds, free_port, pin, wait_port
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+if TYPE_CHECKING:
+    from megaservice import MicroService
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -75,7 +81,7 @@ class StampedLLM:
         self.sentences = sentences
         self.token_delay = token_delay
 
-    async def __call__(self, scope, receive, send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
         while (await receive()).get("more_body"):
@@ -100,6 +106,7 @@ def serve_role(args: argparse.Namespace) -> None:
 
     from megaservice.testing import FakeGuardrail, FakeLLM
 
+    app: ASGIApp
     if args.role == "llm":
         app = FakeLLM(answer(args.sentences), token_delay=args.token_ms / 1000, record=False)
     elif args.role == "stamped-llm":
@@ -122,7 +129,7 @@ def serve_role(args: argparse.Namespace) -> None:
     uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", access_log=False)
 
 
-def gateway(llm_url: str, guard_url: str | None):
+def gateway(llm_url: str, guard_url: str | None) -> "MicroService":
     from fastapi import Request
 
     from megaservice import LLMParams, MicroService, ServiceOrchestrator, ServiceRoleType, ServiceType
@@ -141,7 +148,7 @@ def gateway(llm_url: str, guard_url: str | None):
         orchestrator.add(guard).flow_to(llm, guard)
     service = MicroService("Gateway", service_role=ServiceRoleType.MEGASERVICE, port=0, endpoint="/v1/chat")
 
-    async def handle(request: Request):
+    async def handle(request: Request) -> Any:
         data = await request.json()
         results, _ = await orchestrator.schedule({"text": data["text"]}, llm_parameters=LLMParams(stream=True))
         return next(iter(r for r in results.values() if hasattr(r, "body_iterator")))
@@ -256,7 +263,9 @@ def part_cpu(args: argparse.Namespace, stack: Stack) -> None:
     )
     print("|---:|---:|---:|---:|---:|")
     for concurrency in (1, 8):
-        plain_us, guarded_us, service_us = [], [], []
+        plain_us: list[float] = []
+        guarded_us: list[float] = []
+        service_us: list[float] = []
         for _ in range(args.rounds):
             for url, pid, out in ((plain, plain_pid, plain_us), (guarded, guarded_pid, guarded_us)):
                 before, service_before = cpu_seconds(pid), cpu_seconds(guard_pid)
@@ -301,7 +310,7 @@ def machinery_us_per_token(sentences: int, per_read: int, streams: int = 200) ->
     service = MicroService("stub", host="127.0.0.1", port=9, endpoint="/v1/guardrails", use_remote_service=True)
     node = Node("stub", service, False, url, {}, metrics.node_latency.labels("stub"), Timeout())
 
-    async def source():
+    async def source() -> AsyncIterator[list[bytes]]:
         for i in range(0, len(events), per_read):
             yield events[i : i + per_read]
 

@@ -12,6 +12,8 @@ import importlib
 import json
 import sys
 import time
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any
 
 ROLES = ("guardrail", "embedding", "retriever", "rerank", "llm")
 PROMPT = (
@@ -20,15 +22,21 @@ PROMPT = (
 )
 
 
-def build(package: str, host: str, port: int, backends: dict[str, str]):
+def build(package: str, host: str, port: int, backends: dict[str, str]) -> Any:
     pkg = importlib.import_module(package)
     from fastapi import Request  # both frameworks are FastAPI-based
 
     llm_params = getattr(pkg, "LLMParams", None) or importlib.import_module(f"{package}.cores.proto.docarray").LLMParams
     st = pkg.ServiceType
+    if TYPE_CHECKING:  # checked against megaservice's hooks; at run time the orchestrator of `package`
+        from megaservice import ServiceOrchestrator
+    else:
+        ServiceOrchestrator = pkg.ServiceOrchestrator
 
-    class ChatQnA(pkg.ServiceOrchestrator):
-        def align_inputs(self, inputs, cur_node, runtime_graph, llm_parameters_dict, **kwargs):
+    class ChatQnA(ServiceOrchestrator):
+        def align_inputs(
+            self, inputs: Any, cur_node: str, runtime_graph: Any, llm_parameters_dict: dict[str, Any], **kwargs: Any
+        ) -> Any:
             kind = self.services[cur_node].service_type
             if kind == st.EMBEDDING:
                 return {"inputs": inputs["text"]}
@@ -43,7 +51,15 @@ def build(package: str, host: str, port: int, backends: dict[str, str]):
                 }
             return inputs
 
-        def align_outputs(self, data, cur_node, inputs, runtime_graph, llm_parameters_dict, **kwargs):
+        def align_outputs(
+            self,
+            data: Any,
+            cur_node: str,
+            inputs: Any,
+            runtime_graph: Any,
+            llm_parameters_dict: dict[str, Any],
+            **kwargs: Any,
+        ) -> Any:
             kind = self.services[cur_node].service_type
             if kind == st.EMBEDDING:
                 return {"text": inputs["inputs"], "embedding": data[0]}
@@ -56,7 +72,7 @@ def build(package: str, host: str, port: int, backends: dict[str, str]):
                 return {"text": data["choices"][0]["message"]["content"]}
             return data
 
-        def align_generator(self, gen, **kwargs):
+        def align_generator(self, gen: Iterable[bytes | str], **kwargs: Any) -> Iterator[str]:
             # OPEA's shape: a sync generator over the LLM's chunks, re-framed as `data: b'<token>'`.
             for chunk in gen:
                 text = chunk.decode() if isinstance(chunk, bytes | bytearray) else chunk
@@ -70,7 +86,7 @@ def build(package: str, host: str, port: int, backends: dict[str, str]):
             yield "data: [DONE]\n\n"
 
     orchestrator = ChatQnA()
-    nodes = []
+    nodes: list[Any] = []
     for role, kind in zip(ROLES, (st.GUARDRAIL, st.EMBEDDING, st.RETRIEVER, st.RERANK, st.LLM), strict=True):
         url = backends[role]
         hostport, _, path = url.removeprefix("http://").partition("/")
@@ -88,7 +104,7 @@ def build(package: str, host: str, port: int, backends: dict[str, str]):
             orchestrator.flow_to(nodes[-1], node)
         nodes.append(node)
 
-    async def chatqna(request: Request):
+    async def chatqna(request: Request) -> Any:
         data = await request.json()
         stream = bool(data.get("stream", True))
         params = llm_params(max_tokens=data.get("max_tokens") or 1024, stream=stream)

@@ -88,7 +88,8 @@ def load(path: Path = DATA, distractors: int = DISTRACTORS, seed: int = 0) -> li
 
 
 def _dcg(grades: Sequence[int], k: int) -> float:
-    return sum((2**g - 1) / math.log2(i + 2) for i, g in enumerate(grades[:k]))
+    gain: float = sum((2**g - 1) / math.log2(i + 2) for i, g in enumerate(grades[:k]))
+    return gain
 
 
 def metrics(order: Sequence[int], grades: Sequence[int]) -> dict[str, float]:

@@ -107,7 +107,7 @@ def vectors(folder: Path, size: int, noise: float) -> np.ndarray:
     """
     found = sorted(folder.glob("chunks-*.npy"), key=lambda p: int(p.stem.split("-")[1]))
     path = next((p for p in found if int(p.stem.split("-")[1]) >= size), found[-1] if found else folder / "chunks.npy")
-    real = np.load(path)
+    real: np.ndarray = np.load(path)
     if len(real) >= size:
         return real[:size]
     if noise <= 0:
