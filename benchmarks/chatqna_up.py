@@ -689,4 +689,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
+    # SIGTERM ends the run as Ctrl-C does: `main`'s `finally` stops `megaservice up` (the default action
+    # would kill this process alone and leave `up` and its services running).
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     main()
