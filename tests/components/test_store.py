@@ -1,14 +1,17 @@
 """The store on a real embedded PostgreSQL with pgvector and real MiniLM embeddings."""
 
 import asyncio
+import contextlib
+import time
 
 import numpy as np
 import pytest
 from psycopg import sql
 
-from megaservice.components._store import Chunk, ModelMismatch, Store, StoreSettings
+from megaservice.components._store import Chunk, ModelMismatch, Store, StoreSettings, StoreUnavailable
 from megaservice.components._store.queries import RRF_K
 from megaservice.components.embedding.minilm import DIMENSION, MODEL_ID
+from megaservice.components.postgres.cluster import DATABASE, ROLE
 from megaservice.exceptions import InputError
 from tests.components.pgdata import FILES, QUERIES, embed, store_files
 
@@ -300,6 +303,89 @@ async def test_after_a_restart_the_same_store_writes_and_reads_at_once(postgres,
     assert sorted(f.source for f in await store.files()) == ["a.md", "b.md"]
     hits = await store.search(embed(minilm, ["stored after the restart"])[0], k=1)
     assert hits[0].source == "b.md"
+
+
+class CuttableLink:
+    """A TCP proxy to the embedded server's socket, to cut as a dead PostgreSQL is cut and to restore at once.
+
+    `cut()` closes every connection through it and refuses new ones (as a killed server: broken connections,
+    then "connection refused"); `restore()` listens again on the same port. The server itself runs on, so
+    the outage ends exactly when the test says (a restart of the real server takes seconds of its own).
+    """
+
+    def __init__(self, socket: str) -> None:
+        self.socket = socket
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    @property
+    def conninfo(self) -> str:
+        return f"host=127.0.0.1 port={self.port} dbname={DATABASE} user={ROLE}"
+
+    async def restore(self) -> None:
+        self._server = await asyncio.start_server(self._pipe, "127.0.0.1", self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def cut(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        for writer in list(self._writers):
+            writer.transport.abort()
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        server_reader, server_writer = await asyncio.open_unix_connection(self.socket)
+        self._writers |= {writer, server_writer}
+
+        async def copy(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(OSError):
+                while data := await source.read(65536):
+                    sink.write(data)
+                    await sink.drain()
+            sink.transport.abort()
+
+        try:
+            await asyncio.gather(copy(reader, server_writer), copy(server_reader, writer))
+        finally:
+            self._writers -= {writer, server_writer}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(60)
+async def test_database_gone_a_while_is_503_within_the_pool_timeout_and_back_within_a_second(
+    postgres, collection, minilm
+):
+    """While the database is away each call fails after `PG_POOL_TIMEOUT` (1 s here), and at once again when back.
+
+    A timeout was retried (2 s); and psycopg_pool's reconnection delay, doubling from 1 s, had grown to 4 s by
+    the end of this outage, so calls failed 2.5-3.5 s longer (10-15 s after an outage of 15 s).
+    """
+    link = CuttableLink(str(postgres.cluster.socket))
+    await link.restore()
+    settings = postgres.store_settings(collection=collection, connection=link.conninfo, pool_timeout=1.0)
+    store = await Store.open(settings, model=MODEL_ID, dimension=DIMENSION)
+    try:
+        await store_files(store, minilm, {"a.md": ["the only file"]})
+        await asyncio.gather(*(store.count() for _ in range(4)))  # several pooled connections, all cut below
+        await link.cut()
+        cut = time.monotonic()
+        for _ in range(2):  # the first finds the broken connections, the second an empty pool
+            start = time.monotonic()
+            with pytest.raises(StoreUnavailable, match=r"the database \(PostgreSQL at host=127\.0\.0\.1"):
+                await store.count()
+            assert time.monotonic() - start < 1.6  # 1 s, and 2 s when a timeout was retried
+        await asyncio.sleep(3.8 - (time.monotonic() - cut))  # psycopg_pool's attempts: at 0, 1, 3, then 7 s
+        await link.restore()
+        back = time.monotonic()
+        while True:
+            with contextlib.suppress(StoreUnavailable):
+                assert await store.count() == 1
+                break
+        assert time.monotonic() - back < 2.0
+    finally:
+        await store.aclose()
+        await link.cut()
 
 
 async def test_hybrid_leaves_out_words_most_chunks_have(store, minilm):

@@ -11,8 +11,10 @@ both. A reader may open with neither (it learns them from the collection, once o
 Connections come from a pool (psycopg_pool) of autocommit connections; one that broke (PostgreSQL
 restarted) is replaced and a search is tried once more, so the services recover on their own.
 While PostgreSQL cannot be reached every call raises `StoreUnavailable` (503 naming the database),
-after at most `PG_POOL_TIMEOUT` seconds. With no `PG_CONNECTION_STRING` the store joins the embedded
-PostgreSQL of the data directory, or starts it (`megaservice.components.postgres.embedded`).
+after at most `PG_POOL_TIMEOUT` seconds; the pool tries to connect every `RECONNECT_DELAY` (0.5 s),
+so calls succeed again within about that once PostgreSQL answers. With no `PG_CONNECTION_STRING`
+the store joins the embedded PostgreSQL of the data directory, or starts it
+(`megaservice.components.postgres.embedded`).
 """
 
 import asyncio
@@ -32,7 +34,8 @@ from pgvector.psycopg import register_vector_async
 from psycopg import AsyncConnection, sql
 from psycopg.rows import TupleRow
 from psycopg.types.json import Jsonb, set_json_loads
-from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from psycopg_pool import AsyncConnectionPool, PoolClosed, PoolTimeout, TooManyRequests
+from psycopg_pool.base import AttemptWithBackoff
 
 from megaservice.components._store import queries, schema
 from megaservice.components._store.checks import (
@@ -49,7 +52,7 @@ from megaservice.components._store.settings import StoreSettings, shown_dsn
 from megaservice.components._store.types import Chunk, Collection, FileInfo, Hit
 from megaservice.exceptions import InputError, UpstreamTimeout
 
-__all__ = ["MAX_K", "Store"]
+__all__ = ["MAX_K", "RECONNECT_DELAY", "Store"]
 
 logger = logging.getLogger("megaservice.store")
 
@@ -58,6 +61,53 @@ _COMMON_TTL = 60.0  # seconds the common words of hybrid search are kept
 _T = TypeVar("_T")
 _Conn = AsyncConnection[TupleRow]
 _BROKEN = (psycopg.OperationalError, psycopg.InterfaceError)
+_POOL_ERRORS = (PoolTimeout, PoolClosed, TooManyRequests)  # OperationalErrors too, but no connection broke
+
+RECONNECT_DELAY = 0.5
+"""Seconds between the pool's attempts to replace a connection while PostgreSQL cannot be reached.
+
+psycopg_pool doubles the delay after each failed attempt (1, 2, 4, 8, 16 s ...): after an outage of
+15 s its next attempt came up to 15 s after PostgreSQL answered again, and every call failed until
+then. A failed attempt on a server that is down costs well under a millisecond."""
+_WARN_EVERY = 10.0  # seconds between two of psycopg_pool's warnings of a failed attempt, per pool
+
+
+class _Reconnecting(AttemptWithBackoff):
+    """psycopg_pool's reconnection attempt, with the delay held at `RECONNECT_DELAY` (jittered by 10 %)."""
+
+    INITIAL_DELAY = RECONNECT_DELAY
+    DELAY_BACKOFF = 1.0
+
+
+class _Pool(AsyncConnectionPool[_Conn]):
+    """psycopg_pool's pool, trying again every `RECONNECT_DELAY` s (not ever more rarely) while the server is down."""
+
+    async def _add_connection(self, attempt: AttemptWithBackoff | None, growing: bool = False) -> None:
+        # a failed attempt reschedules itself with the same `attempt`: the first one sets the policy
+        await super()._add_connection(attempt or _Reconnecting(timeout=self.reconnect_timeout), growing)
+
+
+class _FewerReconnectWarnings(logging.Filter):
+    """psycopg_pool's warning of each failed attempt to connect, at most once per pool every `_WARN_EVERY` s.
+
+    Each connection the pool lost tries again every `RECONNECT_DELAY`: a pool of 10 would log 20 a second.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._shown: dict[str, float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg != "error connecting in %r: %s" or not isinstance(record.args, tuple) or not record.args:
+            return True
+        pool, now = str(record.args[0]), time.monotonic()
+        if now - self._shown.get(pool, -_WARN_EVERY) < _WARN_EVERY:
+            return False
+        self._shown[pool] = now
+        return True
+
+
+logging.getLogger("psycopg.pool").addFilter(_FewerReconnectWarnings())
 
 
 class Store:
@@ -70,7 +120,7 @@ class Store:
         self.model = model
         self.dimension = dimension
         self._collection: Collection | None = None
-        self._pool: AsyncConnectionPool[_Conn] | None = None
+        self._pool: _Pool | None = None
         self._lease: Any = None  # the embedded server's lease, while this store uses it
         self._location = shown_dsn(self.settings.connection) if self.settings.connection else "(embedded)"
         self._lock = asyncio.Lock()
@@ -126,7 +176,7 @@ class Store:
                     self._collection = await self._setup(conn)
             except _BROKEN as exc:
                 raise StoreUnavailable(_reason(exc), url=self._location) from exc
-            self._pool = AsyncConnectionPool(
+            self._pool = _Pool(
                 conninfo,
                 min_size=self.settings.pool_min,
                 max_size=max(self.settings.pool_max, self.settings.pool_min),
@@ -197,16 +247,18 @@ class Store:
         )
 
     @asynccontextmanager
-    async def _connection(self, timeout: float | None = None) -> AsyncIterator[_Conn]:
-        """A pooled connection; database failures become `StoreUnavailable` (or `UpstreamTimeout`)."""
+    async def _connection(self, timeout: float | None = None, *, waited: float = 0.0) -> AsyncIterator[_Conn]:
+        """A pooled connection; database failures become `StoreUnavailable` (or `UpstreamTimeout`).
+
+        It waits at most `timeout` (`PG_POOL_TIMEOUT`) less `waited`, the seconds already spent waiting for one.
+        """
         await self.connect()
+        limit = timeout or self.settings.pool_timeout
         try:
-            async with self.pool.connection(timeout=timeout) as conn:
+            async with self.pool.connection(timeout=max(limit - waited, 0.001)) as conn:
                 yield conn
         except PoolTimeout as exc:
-            raise StoreUnavailable(
-                f"no connection within {timeout or self.settings.pool_timeout:g} s", url=self._location
-            ) from exc
+            raise StoreUnavailable(f"no connection within {limit:g} s", url=self._location) from exc
         except psycopg.errors.QueryCanceled as exc:
             raise UpstreamTimeout(
                 f"the database (PostgreSQL) did not answer within {self.settings.query_timeout:g} s",
@@ -220,16 +272,20 @@ class Store:
         """`work` on a connection; once more on a fresh one if the first was broken (PostgreSQL restarted).
 
         `work` is one read, or one transaction that may run twice (a transaction cut by a broken
-        connection did not commit, or committed what the second run commits again).
+        connection did not commit, or committed what the second run commits again). Waiting for the
+        two connections takes at most `PG_POOL_TIMEOUT` in all; no connection in that time is not retried.
         """
+        start = time.monotonic()
+        waited = 0.0
         try:
             async with self._connection() as conn:
+                waited = time.monotonic() - start
                 return await work(conn)
         except StoreUnavailable as exc:
-            if not isinstance(exc.__cause__, _BROKEN):
+            if not isinstance(exc.__cause__, _BROKEN) or isinstance(exc.__cause__, _POOL_ERRORS):
                 raise
             await self.pool.check()  # drop every idle connection that broke with it
-        async with self._connection() as conn:
+        async with self._connection(waited=waited) as conn:
             return await work(conn)
 
     async def _known_collection(self, conn: _Conn | None = None) -> Collection | None:
