@@ -19,6 +19,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from megaservice.components._store import Store, StoreSettings
+from megaservice.components._store.schema import REGISTRY, table_names
 from megaservice.components.dataprep import DataprepSettings, create_service
 from megaservice.components.dataprep.embedder import Embedder, load_embedder
 from megaservice.components.embedding.backend import Embedded
@@ -292,6 +293,39 @@ async def test_index_name_writes_lists_and_deletes_another_collection(dataprep, 
         assert await elsewhere.count() == 0
     finally:
         await elsewhere.aclose()
+
+
+async def registered(store: Store, names: list[str]) -> list[str]:
+    """Which of `names` have a registry row or a chunks table in the store's database."""
+    async with store.pool.connection() as conn:
+        query = sql.SQL("SELECT name FROM {} WHERE name = ANY(%s)").format(sql.Identifier(REGISTRY))
+        cur = await conn.execute(query, (names,))
+        rows = [row[0] for row in await cur.fetchall()]
+        tables = [table_names(name)[0] for name in names]
+        cur = await conn.execute("SELECT tablename FROM pg_tables WHERE tablename = ANY(%s)", (tables,))
+        rows += [row[0] for row in await cur.fetchall()]
+    return rows
+
+
+async def test_get_and_delete_of_an_unknown_index_name_create_nothing_and_take_no_slot(store_settings, store, minilm):
+    """Report D1: reading a collection that does not exist created it and used up DATAPREP_MAX_COLLECTIONS."""
+    settings = settings_for(store_settings, max_collections=2)  # the default and one other
+    unknown = [f"{store_settings.collection}_unknown_{i}" for i in range(3)]
+    async for dataprep in start(settings, load_embedder(settings, minilm=minilm)):
+        for name in unknown:
+            listed = await dataprep.client.post("/v1/dataprep/get", json={"index_name": name})
+            assert listed.status_code == 200 and listed.json() == [], listed.text
+            everything = await dataprep.delete({"file_path": "all", "index_name": name})
+            assert everything.status_code == 200 and everything.json()["chunks"] == 0, everything.text
+            one = await dataprep.delete({"file_path": "a.txt", "index_name": name})
+            assert one.status_code == 404 and name in one.json()["detail"], one.text
+        assert await registered(store, unknown) == []
+        real = f"{store_settings.collection}_real"
+        answer = await dataprep.ingest(("a.txt", b"the only other collection"), index_name=real)
+        assert answer.status_code == 200, answer.text  # the slot was still free
+        assert await registered(store, [real]) == [real, table_names(real)[0]]
+        full = await dataprep.ingest(("a.txt", b"one collection too many"), index_name=unknown[0])
+        assert full.status_code == 400 and "DATAPREP_MAX_COLLECTIONS" in full.json()["detail"]
 
 
 # -- get and delete -------------------------------------------------------------------------------

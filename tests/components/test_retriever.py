@@ -213,6 +213,34 @@ async def test_index_name_searches_another_collection(postgres, collection, mini
         await store.aclose()
 
 
+async def test_an_unknown_index_name_is_searched_as_empty_and_takes_no_slot(postgres, collection, minilm):
+    """Report D1: searches of collections that do not exist used up RETRIEVER_MAX_COLLECTIONS."""
+    other = collection + "_other"
+    store = await Store.open(postgres.store_settings(collection=other), model=MODEL_ID, dimension=DIMENSION)
+    try:
+        await store_files(store, minilm, {"other.md": ["only the other collection has this sentence about owls"]})
+        settings = settings_for(postgres, collection, max_collections=2)  # the default and one other
+        async with serve(create_service(settings).app) as url, httpx.AsyncClient(base_url=url) as client:
+            await wait_ready(client)
+            vector = embed(minilm, ["owls"])[0].tolist()
+            for i in range(3):
+                body = {"text": "owls", "embedding": vector, "index_name": f"{collection}_unknown_{i}"}
+                answer = await client.post("/v1/retrieval", json=body)
+                assert answer.status_code == 200 and answer.json()["retrieved_docs"] == [], answer.text
+            answer = await client.post("/v1/retrieval", json={"text": "owls", "embedding": vector, "index_name": other})
+            assert answer.status_code == 200, answer.text  # the one slot was still free
+            assert [d["text"] for d in answer.json()["retrieved_docs"]] == [
+                "only the other collection has this sentence about owls"
+            ]
+        unknown = Store(postgres.store_settings(collection=f"{collection}_unknown_0"))
+        try:
+            assert await unknown.count() == 0 and unknown.collection is None  # nothing was created
+        finally:
+            await unknown.aclose()
+    finally:
+        await store.aclose()
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(240)
 async def test_database_down_is_a_503_naming_it_and_it_recovers(postgres, retriever, minilm):

@@ -155,6 +155,19 @@ async def test_a_reader_opened_before_the_first_write_finds_the_collection_later
         await writer.aclose()
 
 
+async def test_find_collection_names_existing_collections_and_creates_none(postgres, collection, store, minilm):
+    await store_files(store, minilm, {"a.md": ["a sentence"]})
+    other = await store.find_collection(collection)  # any store of the database finds any collection
+    assert other is not None and other == store.collection and other.model == MODEL_ID
+    assert await store.find_collection(collection + "_missing") is None
+    assert await store.find_collection(collection + "_missing") is None  # still: the lookup created nothing
+    reader = await Store.open(postgres.store_settings(collection=collection + "_missing"))
+    try:
+        assert reader.collection is None
+    finally:
+        await reader.aclose()
+
+
 async def test_thresholds(store, minilm):
     await store_files(store, minilm)
     vector = embed(minilm, ["what is the biggest planet"])[0]

@@ -301,6 +301,18 @@ class Store:
                 self._collection = found
         return self._collection
 
+    async def find_collection(self, name: str) -> Collection | None:
+        """The record of collection `name` (any collection of this store's database), or `None` if it does not exist.
+
+        Reads the registry only: a service asks this before it opens a store for a collection a request
+        names, so that reading or deleting from one that does not exist creates nothing.
+        """
+
+        async def work(conn: _Conn) -> Collection | None:
+            return await schema.read_collection(conn, name)
+
+        return await self._retrying(work)
+
     async def _common_words(self, conn: _Conn, collection: Collection) -> list[str]:
         """The words hybrid search leaves out (in over 1 % of the chunks), from PostgreSQL's statistics.
 

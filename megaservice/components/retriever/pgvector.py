@@ -5,6 +5,8 @@ is 503); afterwards the store's pool reconnects by itself when PostgreSQL restar
 built with another embedding model than `RETRIEVER_EMBEDDING_MODEL` makes every search a 409 naming
 both, and `/v1/ready` a 503 with the same reason. A request's `index_name` (OPEA's) searches that
 collection instead of `COLLECTION_NAME`: one store per collection, at most `RETRIEVER_MAX_COLLECTIONS`.
+A collection that does not exist is searched as an empty one: it takes none of those stores, and
+nothing is created (only dataprep's ingest creates a collection).
 """
 
 import asyncio
@@ -76,6 +78,8 @@ class PgvectorBackend:
         """The store's search with the request's options."""
         self._check()
         store = await self._store(search.collection)
+        if store is None:
+            return []  # a collection that does not exist holds no documents
         return await store.search(
             search.vector,
             k=search.k,
@@ -88,7 +92,8 @@ class PgvectorBackend:
             filters=search.filters,
         )
 
-    async def _store(self, collection: str | None) -> Store:
+    async def _store(self, collection: str | None) -> Store | None:
+        """The store of `collection` (`None`: the default), or `None` when no such collection exists."""
         if collection is None or collection == self.store_settings.collection:
             return self.store
         store = self._others.get(collection)
@@ -99,6 +104,16 @@ class PgvectorBackend:
                 raise InputError(
                     f"index_name {collection!r} is not a collection name: {exc}", status_code=422
                 ) from None
+            if await self.store.find_collection(collection) is None:
+                return None  # searched as empty, holding none of the RETRIEVER_MAX_COLLECTIONS stores
+            store = self._open(collection)
+        await store.connect()
+        return store
+
+    def _open(self, collection: str) -> Store:
+        """The store of an existing collection, made on first use (at most `RETRIEVER_MAX_COLLECTIONS` in all)."""
+        store = self._others.get(collection)  # made by a concurrent search meanwhile
+        if store is None:
             if len(self._others) + 1 >= self.settings.max_collections:
                 raise InputError(
                     f"index_name {collection!r}: this retriever searches at most {self.settings.max_collections} "
@@ -107,7 +122,6 @@ class PgvectorBackend:
                 )
             settings: StoreSettings = dataclasses.replace(self.store_settings, collection=collection, pool_min=0)
             store = self._others[collection] = Store(settings, model=self.settings.model)
-        await store.connect()
         return store
 
     async def aclose(self) -> None:
