@@ -157,9 +157,23 @@ def test_invalid_json_is_refused():
         read_document("bad.json", b"{'single': 'quotes'}")
 
 
-def test_json_with_nothing_in_it_has_no_text():
-    with pytest.raises(InputError, match=r"nothing\.json: no text found"):
-        read_document("nothing.json", b'{"a": null, "b": "", "c": []}')
+@pytest.mark.parametrize(
+    ("name", "data"),
+    [
+        ("nothing.json", b'{"a": null, "b": "", "c": []}'),
+        ("nothing.json", b"[null, null]"),  # report D3: a list of nulls was stored as ","
+        ("nothing.json", b'{"a": [null, null, ""], "b": "  "}'),
+        ("nothing.jsonl", b"[null]\n[null, null]\n"),
+    ],
+)
+def test_json_with_nothing_in_it_has_no_text(name, data):
+    with pytest.raises(InputError, match=r"nothing\.jsonl?: no text found") as caught:
+        read_document(name, data)
+    assert caught.value.status_code == 400
+
+
+def test_json_lists_leave_out_their_nulls():
+    assert read_document("l.json", b'{"tags": ["a", null, "", "b"]}').sections[0].text == "tags: a, b"
 
 
 # -- chunking -------------------------------------------------------------------------------------

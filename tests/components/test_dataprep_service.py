@@ -367,6 +367,7 @@ BAD_INPUTS = [
     pytest.param({"files": [("empty.txt", b"")]}, 400, "empty.txt: the file is empty", id="empty-file"),
     pytest.param({"files": [("blank.md", b"  \n\n  ")]}, 400, "blank.md: the file is empty", id="blank-file"),
     pytest.param({"files": [("nothing.json", b'{"a": null}')]}, 400, "no text found", id="no-text"),
+    pytest.param({"files": [("nulls.json", b"[null, null]")]}, 400, "no text found", id="list-of-nulls"),
     pytest.param({"files": [("virus.exe", b"MZ\x90\x00")]}, 415, "virus.exe: unsupported file type", id="unsupported"),
     pytest.param({"files": [("../../etc/passwd.txt", b"x")]}, 400, "'..' part", id="dot-dot"),
     pytest.param({"files": [("/etc/passwd.txt", b"x")]}, 400, "absolute path", id="absolute"),

@@ -326,26 +326,28 @@ def _csv(name: str, data: bytes) -> Document:
 
 
 def _flatten(value: Any, path: str = "") -> Iterator[str]:
-    """`key.path: value` lines of a JSON value (a list of scalars on one line)."""
+    """`key.path: value` lines of a JSON value (a list of scalars on one line); nulls and blank strings left out."""
     if isinstance(value, dict):
         for key, item in value.items():
             yield from _flatten(item, f"{path}.{key}" if path else str(key))
     elif isinstance(value, list):
         if all(not isinstance(item, dict | list) for item in value):
-            text = ", ".join(_scalar(item) for item in value)
+            text = ", ".join(scalar for scalar in map(_scalar, value) if scalar)
             if text:
                 yield f"{path}: {text}" if path else text
         else:
             for index, item in enumerate(value):
                 yield from _flatten(item, f"{path}[{index}]")
-    elif value is not None and value != "":
-        yield f"{path}: {_scalar(value)}" if path else _scalar(value)
+    elif scalar := _scalar(value):
+        yield f"{path}: {scalar}" if path else scalar
 
 
 def _scalar(value: Any) -> str:
+    """A JSON scalar as text (`true`, `false`, numbers, strings); "" for null or a blank string."""
     if isinstance(value, bool):
         return "true" if value else "false"
-    return "" if value is None else str(value)
+    text = "" if value is None else str(value)
+    return text if text.strip() else ""
 
 
 def _records(value: Any) -> list[Any]:
