@@ -39,13 +39,26 @@ def test_text_in_its_encodings():
     assert read_document("a.txt", b"\xef\xbb\xbfbom").sections[0].text == "bom"
     assert read_document("a.txt", "utf sixteen".encode("utf-16")).sections[0].text == "utf sixteen"
     assert read_document("a.txt", "caf\xe9".encode("cp1252")).sections[0].text == "café"
-    text = read_document("a.txt", b"one\r\ntwo\x00\n\n\n\n\nthree   ").sections[0].text
-    assert text == "one\ntwo\n\nthree"  # NUL out (PostgreSQL refuses it), CRLF unified, blank runs cut
+    text = read_document("a.txt", b"one\r\ntwo\n\n\n\n\nthree   ").sections[0].text
+    assert text == "one\ntwo\n\nthree"  # CRLF unified, blank runs cut
 
 
-def test_binary_named_text_is_refused():
-    with pytest.raises(InputError, match=r"blob\.txt: binary data"):
-        read_document("blob.txt", b"\x00\x01\x02\xff\xfe\x00" * 100)
+@pytest.mark.parametrize(
+    ("name", "data"),
+    [
+        ("blob.txt", b"\x00\x01\x02\xff\xfe\x00" * 100),
+        ("blob.txt", b"abc\x00def"),  # report D4: valid UTF-8, so it was read with its NUL dropped
+        ("blob.txt", b"\xef\xbb\xbfabc\x00def"),
+        ("blob.txt", b"a" * 10_000 + b"\x00"),  # past the first 8 KiB too
+        ("blob.md", "utf-16 without its BOM".encode("utf-16-le")),
+        ("blob.csv", b"a,b\n1,\x002\n"),
+        ("blob.json", b'{"a": "x\x00"}'),
+    ],
+)
+def test_binary_named_text_is_refused(name, data):
+    with pytest.raises(InputError, match=r"blob\.(txt|md|csv|json): binary data") as caught:
+        read_document(name, data)
+    assert caught.value.status_code == 400
 
 
 @pytest.mark.parametrize("data", [b"", b"   \n\t  ", b"\n\n"])

@@ -369,6 +369,7 @@ BAD_INPUTS = [
     pytest.param({"files": [("nothing.json", b'{"a": null}')]}, 400, "no text found", id="no-text"),
     pytest.param({"files": [("nulls.json", b"[null, null]")]}, 400, "no text found", id="list-of-nulls"),
     pytest.param({"files": [("virus.exe", b"MZ\x90\x00")]}, 415, "virus.exe: unsupported file type", id="unsupported"),
+    pytest.param({"files": [("nul.txt", b"abc\x00def")]}, 400, "nul.txt: binary data, not text", id="nul-bytes"),
     pytest.param({"files": [("../../etc/passwd.txt", b"x")]}, 400, "'..' part", id="dot-dot"),
     pytest.param({"files": [("/etc/passwd.txt", b"x")]}, 400, "absolute path", id="absolute"),
     pytest.param({"files": [("a.txt", b"x"), ("a.txt", b"y")]}, 400, "sent twice", id="twice"),

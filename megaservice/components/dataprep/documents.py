@@ -5,7 +5,7 @@
 
 Formats, by the file name's suffix (a fetched link also by its `Content-Type`):
 
-    .txt .text                 text (UTF-8, UTF-16 with a BOM, else Windows-1252)
+    .txt .text                 text (UTF-8, UTF-16 with a BOM, else Windows-1252; NUL bytes: binary, refused)
     .md .markdown              markdown (as text; the chunker splits at headings first)
     .html .htm                 the visible text (no script, style, template); `<title>` kept as the title
     .pdf                       each page's text layer (pypdf), page numbers kept (no OCR)
@@ -160,18 +160,21 @@ def _clean(text: str) -> str:
 
 
 def decode_text(name: str, data: bytes) -> str:
-    """Bytes as text: UTF-8 (BOM or not), UTF-16 with its BOM, else Windows-1252; binary data is refused."""
-    if data.startswith(b"\xef\xbb\xbf"):
-        return data[3:].decode("utf-8", errors="replace")
+    """Bytes as text: UTF-8 (BOM or not), UTF-16 with its BOM, else Windows-1252; NUL bytes are refused as binary.
+
+    A NUL byte is valid UTF-8 but no text file holds one (PostgreSQL's text cannot store it either):
+    the file is binary, or in an encoding the name does not say (UTF-16 without a BOM).
+    """
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
         return data.decode("utf-16", errors="replace")
+    if b"\x00" in data:
+        raise InputError(f"{name}: binary data, not text (is the file name's suffix right?)")
+    if data.startswith(b"\xef\xbb\xbf"):
+        return data[3:].decode("utf-8", errors="replace")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:
-        pass
-    if b"\x00" in data[:8192]:
-        raise InputError(f"{name}: binary data, not text (is the file name's suffix right?)")
-    return data.decode("cp1252", errors="replace")
+        return data.decode("cp1252", errors="replace")
 
 
 def _text(name: str, data: bytes) -> Document:
