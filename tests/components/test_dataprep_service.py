@@ -372,6 +372,10 @@ BAD_INPUTS = [
     pytest.param({"files": [("nul.txt", b"abc\x00def")]}, 400, "nul.txt: binary data, not text", id="nul-bytes"),
     pytest.param({"files": [("../../etc/passwd.txt", b"x")]}, 400, "'..' part", id="dot-dot"),
     pytest.param({"files": [("/etc/passwd.txt", b"x")]}, 400, "absolute path", id="absolute"),
+    pytest.param({"files": [("C:/x.txt", b"x")]}, 400, "'C:/x.txt' is an absolute path", id="drive"),
+    # report D5: the multipart parser cut these two to "x.txt" (python-multipart's IE6 workaround)
+    pytest.param({"files": [("C:\\x.txt", b"x")]}, 400, "'C:\\\\x.txt' is an absolute path", id="drive-backslash"),
+    pytest.param({"files": [("\\\\host\\share\\x.txt", b"x")]}, 400, "is an absolute path", id="unc"),
     pytest.param({"files": [("a.txt", b"x"), ("a.txt", b"y")]}, 400, "sent twice", id="twice"),
     pytest.param({"files": [("ok.txt", b"fine text"), ("bad.pdf", b"not a pdf")]}, 400, "bad.pdf", id="one-bad"),
     pytest.param({"fields": {"link_list": "https://example.org"}}, 400, "JSON list of URLs", id="links-not-json"),
@@ -411,6 +415,21 @@ async def test_bad_input_is_a_clear_4xx_and_nothing_is_stored(dataprep, store, r
     assert message in answer.json()["detail"]
     assert await dataprep.get() == []
     assert await store.count() == 0
+
+
+@pytest.mark.parametrize("filename", [b"C:\\x.txt", b"c:\\docs\\x.txt", b"C:\\\\x.txt"])
+async def test_a_windows_absolute_name_is_refused_as_sent(dataprep, store, filename):
+    """Report D5: `filename="C:\\x.txt"`, its backslash unescaped as curl and browsers send it, was stored as x.txt."""
+    body = (
+        b'--b0undary\r\nContent-Disposition: form-data; name="files"; filename="' + filename + b'"\r\n'
+        b"Content-Type: text/plain\r\n\r\nsome text\r\n--b0undary--\r\n"
+    )
+    answer = await dataprep.client.post(
+        "/v1/dataprep/ingest", content=body, headers={"content-type": "multipart/form-data; boundary=b0undary"}
+    )
+    assert answer.status_code == 400, answer.text
+    assert "is an absolute path" in answer.json()["detail"] and "C:" in answer.json()["detail"].upper()
+    assert await dataprep.get() == [] and await store.count() == 0
 
 
 async def test_an_oversize_upload_is_413_and_nothing_is_stored(store_settings, store, minilm):

@@ -1,6 +1,7 @@
 r"""The fields of dataprep's requests, read and checked: each refusal an `InputError` saying what is wrong.
 
     source_name("guides/intro.md")          "guides/intro.md"; "../x", "/etc/passwd", "C:\\x" refused
+    sent_filename(upload)                   an upload's file name as the client sent it (`C:\\x.txt` too)
     read_link_list('["https://a.org/x"]')   ["https://a.org/x"]; anything but a JSON list of http(s) URLs refused
     read_chunk_params(form)                 ChunkParams from `chunk_size` and `chunk_overlap` (OPEA's defaults)
 
@@ -10,6 +11,7 @@ control characters, at most 255 bytes. Folder parts are kept (`megaservice inges
 `docs/a/README.md` and `docs/b/README.md`, two files, not one replacing the other).
 """
 
+import contextlib
 import re
 import unicodedata
 from collections.abc import Mapping
@@ -17,16 +19,41 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import orjson
+from starlette.datastructures import UploadFile
 
 from megaservice.components._store.settings import collection_name
 from megaservice.components.dataprep.chunking import ChunkParams
 from megaservice.exceptions import InputError
 
-__all__ = ["MAX_LINKS", "read_chunk_params", "read_index_name", "read_link_list", "source_name"]
+__all__ = ["MAX_LINKS", "read_chunk_params", "read_index_name", "read_link_list", "sent_filename", "source_name"]
 
 MAX_LINKS = 100
 """Most URLs in one `link_list`."""
 _DRIVE = re.compile(r"^[A-Za-z]:")
+_FILENAME = re.compile(r';\s*filename\s*=\s*("(?:[^"\\]|\\.)*"|[^;]*)', re.IGNORECASE)
+"""The `filename` parameter of a Content-Disposition header (not `filename*`, which multipart/form-data forbids)."""
+
+
+def sent_filename(upload: UploadFile) -> str | None:
+    r"""The upload's file name as the client sent it.
+
+    Starlette's multipart parser (python-multipart) cuts a name that starts with a drive and a
+    backslash (`C:\x.txt`) or with two backslashes to its last part (a workaround for IE6, which sent
+    the whole path). Such a name is absolute: it is read again from the part's Content-Disposition,
+    unquoted the same way, so that `source_name` refuses it as it refuses `C:/x.txt`.
+    """
+    name = upload.filename
+    header = upload.headers.get("content-disposition")
+    match = _FILENAME.search(header) if name is not None and header is not None else None
+    if match is None:
+        return name
+    sent = match.group(1).strip()
+    if len(sent) >= 2 and sent[0] == sent[-1] == '"':
+        sent = sent[1:-1].replace("\\\\", "\\").replace('\\"', '"')  # python-multipart's unquoting
+    with contextlib.suppress(UnicodeDecodeError):  # starlette's decoding of the name: UTF-8, else latin-1 as read
+        sent = sent.encode("latin-1").decode()
+    shortened = sent[1:3] == ":\\" or sent[:2] == "\\\\"
+    return sent if shortened and sent.split("\\")[-1] == name else name
 
 
 def source_name(filename: str | None) -> str:

@@ -31,7 +31,13 @@ from megaservice.components.dataprep.chunking import ChunkParams
 from megaservice.components.dataprep.documents import check_dependencies
 from megaservice.components.dataprep.embedder import Embedder, load_embedder
 from megaservice.components.dataprep.ingest import Ingestor, Prepared
-from megaservice.components.dataprep.inputs import read_chunk_params, read_index_name, read_link_list, source_name
+from megaservice.components.dataprep.inputs import (
+    read_chunk_params,
+    read_index_name,
+    read_link_list,
+    sent_filename,
+    source_name,
+)
 from megaservice.components.dataprep.links import LinkLimits, fetch_link
 from megaservice.components.dataprep.metrics import dataprep_metrics, failure_kind
 from megaservice.constants import ServiceType
@@ -190,7 +196,7 @@ class _Routes:
         for upload in uploads:
             if not isinstance(upload, UploadFile):
                 raise InputError("`files` must be file uploads (multipart/form-data with a filename), not text")
-            name = source_name(upload.filename)
+            name = source_name(sent_filename(upload))
             if name in names:
                 raise InputError(f"{name}: sent twice in one request")
             names.add(name)
