@@ -151,6 +151,10 @@ async def test_chat_request_gets_retrieved_docs_and_documents(retriever, minilm)
         ({"text": "q", "embedding": [0.1] * DIMENSION, "search_type": "hybrid", "fetch_k": 0}, "`fetch_k` must be"),
         ({"text": "q", "embedding": [0.1] * DIMENSION, "filters": {"page": {"$regex": "x"}}}, "unknown operator"),
         ({"text": "q", "embedding": [0.1] * DIMENSION, "lambda_mult": 2}, "`lambda_mult` must be between 0 and 1"),
+        # report D6: OPEA's EmbedDoc refuses negative thresholds (NonNegativeFloat); a similarity is at most 1
+        ({"text": "q", "embedding": [0.1] * DIMENSION, "score_threshold": -1}, "`score_threshold` must not be"),
+        ({"text": "q", "embedding": [0.1] * DIMENSION, "score_threshold": 5}, "`score_threshold` must be at most 1"),
+        ({"text": "q", "embedding": [0.1] * DIMENSION, "distance_threshold": -0.5}, "`distance_threshold` must not be"),
         ({"text": "q", "embedding": [0.0] * DIMENSION}, "all zeros"),
         ({"query": "q"}, "the body must have `text` and `embedding`"),
     ],

@@ -133,8 +133,8 @@ def _search(body: dict[str, Any], text: Any, field: str, vector: "list[float] | 
         text=text,
         k=_count(body, "k", 4),
         search_type=search_type,
-        distance_threshold=_number(body, "distance_threshold", None),
-        score_threshold=_number(body, "score_threshold", None),
+        distance_threshold=_threshold(body, "distance_threshold"),
+        score_threshold=_score_threshold(body),
         fetch_k=_count(body, "fetch_k", 20),
         lambda_mult=_fraction(body, "lambda_mult", 0.5),
         filters=_filters(body),
@@ -160,6 +160,22 @@ def _number(body: dict[str, Any], field: str, default: float | None) -> float | 
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise _fail(f"`{field}` must be a number, not {value!r}")
     return float(value)
+
+
+def _threshold(body: dict[str, Any], field: str) -> float | None:
+    """A threshold: a number, not negative (OPEA's `NonNegativeFloat`), or `None`."""
+    value = _number(body, field, None)
+    if value is not None and value < 0:
+        raise _fail(f"`{field}` must not be negative (OPEA's NonNegativeFloat), got {value:g}")
+    return value
+
+
+def _score_threshold(body: dict[str, Any]) -> float | None:
+    """`score_threshold`: from 0 to 1, as a cosine similarity is never above 1."""
+    value = _threshold(body, "score_threshold")
+    if value is not None and value > 1:
+        raise _fail(f"`score_threshold` must be at most 1, got {value:g}: it is a cosine similarity, never above 1")
+    return value
 
 
 def _fraction(body: dict[str, Any], field: str, default: float) -> float:
