@@ -138,7 +138,7 @@ async def test_chat_request_gets_retrieved_docs_and_documents(retriever, minilm)
         ({"text": "q", "embedding": [0.1] * 768}, f"768 dimensions, but collection .* holds {DIMENSION}"),
         (
             {"text": "q", "embedding": [0.1] * DIMENSION, "search_type": "semantic"},
-            "`search_type` 'semantic' is not one of",
+            '`search_type` "semantic" is not one of',
         ),
         ({"text": "q", "embedding": [0.1] * DIMENSION, "k": 0}, "`k` must be from 1 to 1000, got 0"),
         ({"text": "q", "embedding": [0.1] * DIMENSION, "k": -3}, "`k` must be from 1 to 1000, got -3"),
@@ -330,3 +330,22 @@ def test_requests_are_read_into_searches():
     assert constraints.search.filters == {"$and": [{"a": 1}, {"b": {"$gte": 2}}]}
     with pytest.raises(InputError, match="not both"):
         read_request({"text": "q", "embedding": [1.0], "filters": {"a": 1}, "constraints": {"a": 1}})
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "shown"),
+    [
+        ("k", True, "`k` must be an integer from 1 to 1000, not true"),
+        ("fetch_k", "20", '`fetch_k` must be an integer from 1 to 1000, not "20"'),
+        ("search_type", None, "`search_type` null is not one of similarity"),
+        ("search_type", ["mmr"], '`search_type` ["mmr"] is not one of similarity'),
+        ("score_threshold", False, "`score_threshold` must be a number, not false"),
+        ("lambda_mult", {"a": None}, '`lambda_mult` must be a number, not {"a":null}'),
+        ("k", "x" * 500, '`k` must be an integer from 1 to 1000, not "' + "x" * 59 + "..."),
+    ],
+)
+def test_refusals_show_the_value_as_the_json_sent(field, value, shown):
+    """Report D7: the messages showed Python's reprs (True, None) of JSON values."""
+    with pytest.raises(InputError) as caught:
+        read_request({"text": "q", "embedding": [1.0], field: value})
+    assert str(caught.value).startswith(shown) and caught.value.status_code == 422

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import orjson
 
 from megaservice.components._store import MAX_K, SEARCH_TYPES
 from megaservice.components.retriever.backend import Search
@@ -56,6 +57,15 @@ def _fail(message: str) -> InputError:
 
 def _kind(value: Any) -> str:
     return "null" if value is None else type(value).__name__
+
+
+def _shown(value: Any, limit: int = 60) -> str:
+    """`value` as the JSON the client sent (`true`, `null`, `"mmr"`), cut to about `limit` characters."""
+    try:
+        text = orjson.dumps(value).decode()
+    except TypeError:  # orjson's JSONEncodeError: not a JSON value (a caller in Python)
+        text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def read_request(body: Any) -> Asked:
@@ -124,7 +134,7 @@ def _search(body: dict[str, Any], text: Any, field: str, vector: "list[float] | 
         raise _fail(f"`{field}` is empty: send the query's text")
     search_type = body.get("search_type", "similarity")
     if search_type not in SEARCH_TYPES:
-        raise _fail(f"`search_type` {search_type!r} is not one of {', '.join(SEARCH_TYPES)}")
+        raise _fail(f"`search_type` {_shown(search_type)} is not one of {', '.join(SEARCH_TYPES)}")
     collection = body.get("index_name")
     if collection is not None and not isinstance(collection, str):
         raise _fail(f"`index_name` must be a string, not {_kind(collection)}")
@@ -147,7 +157,7 @@ def _count(body: dict[str, Any], field: str, default: int) -> int:
     if value is None:
         return default
     if isinstance(value, bool) or not isinstance(value, int):
-        raise _fail(f"`{field}` must be an integer from 1 to {MAX_K}, not {value!r}")
+        raise _fail(f"`{field}` must be an integer from 1 to {MAX_K}, not {_shown(value)}")
     if not 1 <= value <= MAX_K:
         raise _fail(f"`{field}` must be from 1 to {MAX_K}, got {value}")
     return value
@@ -158,7 +168,7 @@ def _number(body: dict[str, Any], field: str, default: float | None) -> float | 
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise _fail(f"`{field}` must be a number, not {value!r}")
+        raise _fail(f"`{field}` must be a number, not {_shown(value)}")
     return float(value)
 
 
