@@ -23,7 +23,7 @@ from megaservice.components._store.schema import REGISTRY, table_names
 from megaservice.components.dataprep import DataprepSettings, create_service
 from megaservice.components.dataprep.embedder import Embedder, load_embedder
 from megaservice.components.embedding.backend import Embedded
-from megaservice.components.embedding.minilm import MODEL_ID, MiniLM
+from megaservice.components.embedding.minilm import DIMENSION, MODEL_ID, MiniLM
 from megaservice.exceptions import UpstreamConnectError
 from megaservice.testing import client_for, serve, unused_url
 from megaservice.testing.documents import make_docx, make_pdf, prose
@@ -254,6 +254,8 @@ async def test_a_model_the_collection_was_not_built_with_is_refused_naming_both(
                 await anyio.sleep(0.02)
         assert answer.status_code == 503
         assert "BAAI/bge-base-en-v1.5" in answer.text and MODEL_ID in answer.text
+        # report D7: the dimensions of "this service uses model ..." had no parentheses
+        assert f"uses model 'BAAI/bge-base-en-v1.5' ({DIMENSION} dimensions):" in answer.json()["reason"]
         refused = await client.post("/v1/dataprep/ingest", files=[("files", ("b.txt", b"more text"))])
         assert refused.status_code == 503
         assert "BAAI/bge-base-en-v1.5" in refused.json()["detail"] and MODEL_ID in refused.json()["detail"]

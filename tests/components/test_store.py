@@ -129,8 +129,10 @@ async def test_another_model_or_dimension_is_refused_naming_both(postgres, colle
         await Store.open(settings, model="BAAI/bge-small-en-v1.5", dimension=DIMENSION)
     assert MODEL_ID in str(caught.value) and "BAAI/bge-small-en-v1.5" in str(caught.value)
     assert caught.value.status_code == 409
-    with pytest.raises(ModelMismatch, match=f"{DIMENSION} dimensions.*768 dimensions"):
+    with pytest.raises(ModelMismatch, match=rf"\({DIMENSION} dimensions\), but this service uses model '.*' \(768 dim"):
         await Store.open(settings, model=MODEL_ID, dimension=768)
+    with pytest.raises(ModelMismatch, match="this service uses 768 dimensions:"):
+        await Store.open(settings, dimension=768)
     reader = await Store.open(settings)  # no model: takes the collection's
     try:
         assert reader.collection.model == MODEL_ID

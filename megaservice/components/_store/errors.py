@@ -33,14 +33,10 @@ class ModelMismatch(InputError):
         model: str | None,
         dimension: int | None,
     ) -> None:
-        ours = " ".join(
-            part
-            for part in (
-                f"model {model!r}" if model is not None else "",
-                f"{dimension} dimensions" if dimension is not None else "",
-            )
-            if part
-        )
+        if model is None:
+            ours = f"{dimension} dimensions"
+        else:
+            ours = f"model {model!r}" + (f" ({dimension} dimensions)" if dimension is not None else "")
         super().__init__(
             f"collection {collection!r} was built with model {stored_model!r} ({stored_dimension} dimensions), "
             f"but this service uses {ours}: configure the same embedding model for dataprep and retriever, "
