@@ -419,6 +419,16 @@ async def test_bad_input_is_a_clear_4xx_and_nothing_is_stored(dataprep, store, r
     assert await store.count() == 0
 
 
+async def test_a_json_body_to_ingest_is_told_to_send_a_form(dataprep, store):
+    """Report D7: a JSON body was answered "send `files` ... or `link_list`", though it held `link_list`."""
+    answer = await dataprep.client.post("/v1/dataprep/ingest", json={"link_list": ["https://example.org/x"]})
+    assert answer.status_code == 400, answer.text
+    detail = answer.json()["detail"]
+    assert "takes a multipart/form-data body, not application/json" in detail
+    assert "`link_list` (a form field holding a JSON list of URLs)" in detail
+    assert await store.count() == 0
+
+
 @pytest.mark.parametrize("filename", [b"C:\\x.txt", b"c:\\docs\\x.txt", b"C:\\\\x.txt"])
 async def test_a_windows_absolute_name_is_refused_as_sent(dataprep, store, filename):
     """Report D5: `filename="C:\\x.txt"`, its backslash unescaped as curl and browsers send it, was stored as x.txt."""

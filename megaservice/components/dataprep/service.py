@@ -58,6 +58,8 @@ _MULTIPART_MARGIN = 64 * 1024
 """Bytes of multipart framing and form fields allowed in an ingest request besides its files."""
 CHARACTERS_PER_TOKEN = 4.5
 """Characters of English per MiniLM token (benchmarks/dataprep.py: 1500-character chunks hold 331 on average)."""
+_FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
+"""The bodies an ingest request may have (the second only carries `link_list` and the other fields)."""
 _PERMANENT = (ModelMismatch, ConfigurationError, MissingDependencyError)
 """Startup failures that waiting does not cure: reported by `/v1/ready`, not retried."""
 
@@ -72,6 +74,17 @@ def long_chunk_warning(chunk_size: int, model_id: str, max_tokens: int) -> str |
         f"CHUNK_SIZE {chunk_size} characters is about {tokens} tokens, and {model_id} reads {max_tokens}: the end "
         f"of most chunks will be stored but not embedded; CHUNK_SIZE={fits} fits (docs/components/dataprep.md)"
     )
+
+
+def _check_form(request: Request) -> None:
+    """`InputError` (400) for an ingest body that is not a form (a JSON body would read as an empty form)."""
+    media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media_type and media_type not in _FORM_TYPES:
+        raise InputError(
+            f"/v1/dataprep/ingest takes a multipart/form-data body, not {media_type[:100]}: OPEA's form, with "
+            "`files` (file uploads) and `link_list` (a form field holding a JSON list of URLs), e.g. "
+            """curl -F files=@guide.pdf -F 'link_list=["https://example.org/page"]'"""
+        )
 
 
 def _json(content: Any, status: int = 200) -> Response:
@@ -170,6 +183,7 @@ class _Routes:
     async def _ingest(self, request: Request) -> Response:
         started = time.perf_counter()
         self._check_started()
+        _check_form(request)
         form = await request.form(max_files=self.settings.max_files, max_fields=1000)
         try:
             collection = read_index_name(form.get("index_name"), writing=True)
