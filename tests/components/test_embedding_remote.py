@@ -88,6 +88,7 @@ async def test_openai_backend_sends_the_key_and_the_model_and_reads_usage():
     assert server.requests[-1]["model"] == "nomic-embed-text"
     assert server.headers[-1]["authorization"] == "Bearer sk-test"
     assert answer["model"] == info["model_id"] == "nomic-embed-text"
+    assert info["model_dtype"] is None  # a remote model's is not known
     assert answer["usage"]["prompt_tokens"] == sum(len(t.split()) for t in TEXTS)
     assert np.array(answer["data"][0]["embedding"]) == pytest.approx(np.array(doc["embedding"]))
     assert np.linalg.norm(doc["embedding"]) == pytest.approx(1.0)

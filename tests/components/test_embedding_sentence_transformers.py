@@ -59,6 +59,7 @@ async def test_info_reports_the_loaded_models_limits(client):
     assert info["model_id"] == str(FOLDER)
     assert info["max_input_length"] == 256
     assert info["dimension"] == 384
+    assert info["model_dtype"] == "float32"
 
 
 def test_without_a_model_the_packaged_minilm_is_named():

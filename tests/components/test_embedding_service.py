@@ -98,6 +98,7 @@ async def test_tei_info_describes_the_model_as_tei_does(client):
     assert info["model_id"] == MODEL_ID
     assert info["max_input_length"] == 256
     assert info["model_type"] == {"embedding": {"pooling": "mean"}}
+    assert info["model_dtype"] == "int8"  # report D7: it said float32 of the packaged int8 ONNX model
     assert info["auto_truncate"] is True
     models = (await client.get("/v1/models")).json()
     assert [m["id"] for m in models["data"]] == [MODEL_ID]

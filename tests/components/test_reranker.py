@@ -261,6 +261,7 @@ class CountingEmbedder:
     model_id = MODEL_ID
     dimension = 384
     max_input_length = 256
+    model_dtype = "int8"
 
     def __init__(self, model: MiniLM) -> None:
         self.model = model

@@ -146,6 +146,10 @@ class EmbeddingBackend(Protocol):
     def max_input_length(self) -> int:
         """Most tokens of one text the model reads (the rest is cut off)."""
 
+    @property
+    def model_dtype(self) -> str | None:
+        """The number type the model runs in, as TEI's `/info` names it (`int8`, `float32`); `None`: not known."""
+
     async def start(self) -> None:
         """Load the model (in a worker thread), or nothing for a remote backend; run once the service starts."""
 

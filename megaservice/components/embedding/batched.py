@@ -43,6 +43,10 @@ class Encoder(Protocol):
         """Most tokens of one text the model reads."""
 
     @property
+    def dtype(self) -> str | None:
+        """The weights' number type (`int8`, `float32`), as TEI's `/info` names it; `None` when not known."""
+
+    @property
     def loaded(self) -> bool:
         """Whether the model is in memory."""
 
@@ -122,6 +126,11 @@ class BatchedBackend:
     def max_input_length(self) -> int:
         """Most tokens of one text the model reads."""
         return self._encoder.max_input_length
+
+    @property
+    def model_dtype(self) -> str | None:
+        """The model's number type (`int8` for the packaged MiniLM); `None` when not known."""
+        return self._encoder.dtype
 
     async def start(self) -> None:
         """Load the model in the worker thread; a failure is kept and reported by `ready()`."""

@@ -46,6 +46,14 @@ class MiniLM:
         self._lock = threading.Lock()
 
     @property
+    def dtype(self) -> str | None:
+        """The weights' number type: `int8` for the packaged graph, `None` (not known) for one given as `onnx_file`.
+
+        The packaged graph stores its weights as int8, each scaled back to float32 where it is used.
+        """
+        return "int8" if self._onnx_file is None else None
+
+    @property
     def loaded(self) -> bool:
         """Whether the model is in memory."""
         return self._session is not None

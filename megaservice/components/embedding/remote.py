@@ -81,6 +81,11 @@ class RemoteBackend:
         """Not known of a remote model: 512 (what most embedding models read)."""
         return 512
 
+    @property
+    def model_dtype(self) -> str | None:
+        """Not known of a remote model: `None`."""
+        return None
+
     async def start(self) -> None:
         """Nothing to load: the remote is probed by `ready()`."""
 

@@ -55,6 +55,13 @@ class SentenceTransformerEncoder:
         return 512 if self._model is None else int(self._model.max_seq_length)
 
     @property
+    def dtype(self) -> str:
+        """The weights' number type: `float32` (how sentence-transformers loads them on the CPU) until loaded."""
+        if self._model is None:
+            return "float32"
+        return str(next(self._model.parameters()).dtype).removeprefix("torch.")
+
+    @property
     def loaded(self) -> bool:
         """Whether the model is in memory."""
         return self._model is not None

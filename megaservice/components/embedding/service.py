@@ -142,7 +142,7 @@ class _Routes:
         return {
             "model_id": self.backend.model_id,
             "model_sha": None,
-            "model_dtype": "float32",
+            "model_dtype": self.backend.model_dtype,
             "model_type": {"embedding": {"pooling": "mean"}},
             "max_concurrent_requests": 512,
             "max_input_length": self.backend.max_input_length,
