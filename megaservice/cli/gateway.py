@@ -26,7 +26,8 @@ def gateway(
     work_offline()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
     try:
-        service = create_gateway(load_pipeline(pipeline), host=host, port=port)
+        # the gateway starts no component: their backends are checked by `up` and `export`, not imported here
+        service = create_gateway(load_pipeline(pipeline, check_backends=False), host=host, port=port)
     except ConfigurationError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(2) from None

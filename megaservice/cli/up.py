@@ -89,7 +89,7 @@ def up(
 
     console = Console(highlight=False)
     try:
-        loaded, path = load_for_launch(pipeline)
+        loaded, path = load_for_launch(pipeline, demo=demo)
         folder = data_dir if data_dir is not None else StorageSettings.from_env().data_dir
         scheduling = SchedulingSettings.from_env()
         observed = (

@@ -16,7 +16,7 @@ A component's settings have at least `host`, `port` and `backend` (the CLI's `--
 import importlib
 from types import ModuleType
 
-__all__ = ["COMPONENTS", "component_module"]
+__all__ = ["COMPONENTS", "backend_name", "backends", "component_module"]
 
 COMPONENTS: dict[str, str] = {
     "embedding": "megaservice.components.embedding",
@@ -40,3 +40,26 @@ def component_module(name: str) -> ModuleType:
     except KeyError:
         raise KeyError(f"no component {name!r}; the components are: {', '.join(COMPONENTS)}") from None
     return importlib.import_module(path)
+
+
+def backends(component: str) -> tuple[str, ...]:
+    """The backend names component `component` accepts (its `backend.BACKENDS`).
+
+    Imports the component's package, not its backends' optional dependencies.
+    """
+    return tuple(_backend_module(component).BACKENDS)
+
+
+def backend_name(component: str, name: str) -> str:
+    """Component `component`'s own name of backend `name` (OPEA's names mapped), as its `--backend` takes it.
+
+    Raises:
+        ConfigurationError: the component has no backend `name` (the message names its environment variable).
+    """
+    found = _backend_module(component).backend_name(name)
+    assert isinstance(found, str)
+    return found
+
+
+def _backend_module(component: str) -> ModuleType:
+    return importlib.import_module(f"{component_module(component).__name__}.backend")

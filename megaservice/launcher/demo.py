@@ -14,17 +14,16 @@ logger = logging.getLogger(__name__)
 _SUFFIXES = frozenset({".txt", ".md", ".html", ".htm", ".pdf", ".docx", ".csv", ".json", ".jsonl"})
 
 
-def demo_files(folder: Path, entries: Sequence[str]) -> list[Path]:
-    """The files of `entries` (files or folders, relative to `folder`), folders walked in name order."""
+def demo_files(paths: Sequence[Path]) -> list[Path]:
+    """The files of `paths` (files or folders: `megaservice.pipeline.demo_paths`), folders walked in name order."""
     files: list[Path] = []
-    for entry in entries:
-        path = (folder / entry).resolve()
+    for path in paths:
         if path.is_dir():
             files.extend(p for p in sorted(path.rglob("*")) if p.is_file() and p.suffix.lower() in _SUFFIXES)
         elif path.is_file():
             files.append(path)
         else:
-            raise FileNotFoundError(f"demo corpus {entry!r} not found (looked for {path})")
+            raise FileNotFoundError(f"demo corpus {str(path)!r} not found")
     return files
 
 

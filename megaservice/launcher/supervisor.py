@@ -28,6 +28,7 @@ from megaservice.launcher.ports import taken_ports
 from megaservice.launcher.process import ServiceProcess
 from megaservice.launcher.readiness import Check, http_ready, postgres_ready
 from megaservice.launcher.scheduling import MODEL_SERVERS
+from megaservice.pipeline.loader import demo_paths, find_pipeline, load_pipeline
 from megaservice.pipeline.model import Pipeline
 from megaservice.settings import environment
 
@@ -234,10 +235,10 @@ class Launcher:
         if not self.pipeline.demo or dataprep is None:
             return True
         try:
-            files = demo_files(self.path.parent, self.pipeline.demo)
+            files = demo_files(demo_paths(self.pipeline, self.path))
             url = self.pipeline.services[dataprep].base_url()
             count = await ingest_demo(url, files)
-        except (OSError, RuntimeError, ValueError) as exc:
+        except (OSError, RuntimeError, ValueError, ConfigurationError) as exc:  # a demo file removed since `up` checked
             self.emit("up", f"the demo corpus could not be ingested: {exc}")
             return False
         if count is None:
@@ -325,12 +326,17 @@ class Launcher:
                 await process.stop(self.stop_grace)
 
 
-def load_for_launch(name_or_path: str) -> tuple[Pipeline, Path]:
-    """The pipeline and its file, for `megaservice up`."""
-    from megaservice.pipeline.loader import find_pipeline, load_pipeline
+def load_for_launch(name_or_path: str, *, demo: bool = True) -> tuple[Pipeline, Path]:
+    """The pipeline and its file, for `megaservice up`; with `demo`, its demo corpus is checked to exist.
 
+    Raises:
+        ConfigurationError: no such pipeline; or its file is not valid (`PipelineFileError`, naming the line).
+    """
     path = find_pipeline(name_or_path)
-    return load_pipeline(path), path
+    pipeline = load_pipeline(path)
+    if demo and pipeline.megaservice.dataprep is not None:
+        demo_paths(pipeline, path)  # what `up` ingests once everything is ready: checked before anything starts
+    return pipeline, path
 
 
 def describe(commands: Sequence[Command]) -> str:

@@ -8,6 +8,7 @@ builder.py   `Pipeline` → `ServiceOrchestrator`
 from megaservice.pipeline.builder import build_orchestrator, flow_nodes
 from megaservice.pipeline.loader import (
     PipelineFileError,
+    demo_paths,
     find_pipeline,
     load_pipeline,
     parse_pipeline,
@@ -21,6 +22,7 @@ __all__ = [
     "PipelineFileError",
     "ServiceSpec",
     "build_orchestrator",
+    "demo_paths",
     "find_pipeline",
     "flow_nodes",
     "load_pipeline",

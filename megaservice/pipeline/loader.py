@@ -10,10 +10,17 @@ import yaml
 from pydantic import ValidationError
 
 from megaservice.exceptions import ConfigurationError
-from megaservice.pipeline.model import Pipeline
+from megaservice.pipeline.model import LocatedError, Pipeline
 from megaservice.settings import environment
 
-__all__ = ["PipelineFileError", "find_pipeline", "load_pipeline", "parse_pipeline", "shipped_pipelines"]
+__all__ = [
+    "PipelineFileError",
+    "demo_paths",
+    "find_pipeline",
+    "load_pipeline",
+    "parse_pipeline",
+    "shipped_pipelines",
+]
 
 _PATH_IN_MESSAGE = re.compile(r"^((?:services|megaservice)(?:\.[\w-]+)*)")
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(:-([^}]*))?\}")
@@ -31,8 +38,12 @@ class PipelineFileError(ConfigurationError):
 
 def shipped_pipelines() -> dict[str, Path]:
     """The pipeline files that ship with megaservice, by name (`megaservice pipelines` lists them)."""
-    folder = resources.files("megaservice.pipeline") / "files"
-    return {Path(str(item)).stem: Path(str(item)) for item in folder.iterdir() if str(item).endswith(".yaml")}
+    return {item.stem: item for item in _shipped_folder().iterdir() if item.suffix == ".yaml"}
+
+
+def _shipped_folder() -> Path:
+    """Where the shipped pipeline files and the demo corpus (`corpus/`) are."""
+    return Path(str(resources.files("megaservice.pipeline") / "files"))
 
 
 def find_pipeline(name_or_path: str | Path) -> Path:
@@ -48,21 +59,27 @@ def find_pipeline(name_or_path: str | Path) -> Path:
     )
 
 
-def load_pipeline(name_or_path: str | Path, environ: Mapping[str, str] | None = None) -> Pipeline:
+def load_pipeline(
+    name_or_path: str | Path, environ: Mapping[str, str] | None = None, *, check_backends: bool = True
+) -> Pipeline:
     """Read and validate a pipeline file (or a shipped pipeline by name); `${VAR:-default}` from `environ`.
 
     Raises:
         PipelineFileError: the file is not valid YAML or not a valid pipeline; each problem with its line.
     """
     path = find_pipeline(name_or_path)
-    return parse_pipeline(path.read_text(encoding="utf-8"), str(path), environ)
+    return parse_pipeline(path.read_text(encoding="utf-8"), str(path), environ, check_backends=check_backends)
 
 
-def parse_pipeline(text: str, source: str = "<pipeline>", environ: Mapping[str, str] | None = None) -> Pipeline:
+def parse_pipeline(
+    text: str, source: str = "<pipeline>", environ: Mapping[str, str] | None = None, *, check_backends: bool = True
+) -> Pipeline:
     """Validate pipeline YAML `text`; `source` names it in errors.
 
     String values may name environment variables: `${VAR}`, or `${VAR:-default}` when it is unset or
-    empty (`environ`, default: the process's environment).
+    empty (`environ`, default: the process's environment). A key given twice in one mapping is an
+    error. With `check_backends`, each service's `backend` must be one its component has: that
+    imports those components (not their backends' dependencies); the gateway, which starts none, skips it.
     """
     env = environment() if environ is None else environ
     try:
@@ -72,15 +89,22 @@ def parse_pipeline(text: str, source: str = "<pipeline>", environ: Mapping[str, 
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
         raise PipelineFileError(source, [(line, f"not valid YAML: {getattr(exc, 'problem', exc)}")]) from None
+    duplicates = _duplicate_keys(root, [])
+    if duplicates:
+        raise PipelineFileError(source, duplicates)
     if not isinstance(data, dict):
         raise PipelineFileError(source, [(1, "a pipeline file is a mapping with `name`, `services` and `megaservice`")])
     try:
-        return Pipeline.model_validate(data)
+        return Pipeline.model_validate(data, context={"check_backends": check_backends})
     except ValidationError as exc:
         problems = []
         for error in exc.errors(include_url=False):
             location = [str(part) for part in error["loc"]]
             message = error["msg"].removeprefix("Value error, ")
+            cause = error.get("ctx", {}).get("error")
+            if isinstance(cause, LocatedError):  # a whole-file rule broken at one place
+                problems.append((_line(root, list(cause.location)), message))
+                continue
             if not location:  # a whole-file rule: its message starts with the path it is about
                 found = _PATH_IN_MESSAGE.match(message)
                 location = found.group(1).split(".") if found else []
@@ -89,6 +113,45 @@ def parse_pipeline(text: str, source: str = "<pipeline>", environ: Mapping[str, 
                 (_line(root, location), f"{where}: {message}" if where and not message.startswith(where) else message)
             )
         raise PipelineFileError(source, problems) from None
+
+
+def demo_paths(pipeline: Pipeline, path: Path) -> list[Path]:
+    """The file or folder of each of `pipeline.demo`'s entries, for the pipeline file at `path`.
+
+    An entry is a path, absolute or relative to the pipeline file's folder. A relative one that is
+    not there is looked up among the shipped files: a copy of a shipped pipeline file keeps its
+    `demo: [corpus]`, the packaged demo corpus, wherever it is copied to.
+
+    Raises:
+        PipelineFileError: an entry is neither; its line, and what to do about it.
+    """
+    problems: list[tuple[int | None, str]] = []
+    found: list[Path] = []
+    root: Any = None
+    for index, entry in enumerate(pipeline.demo):
+        given = Path(entry).expanduser()
+        places = [given] if given.is_absolute() else [path.parent / given, _shipped_folder() / given]
+        there = next((place for place in places if place.exists()), None)
+        if there is not None:
+            found.append(there.resolve())
+            continue
+        if root is None:
+            root = yaml.compose(path.read_text(encoding="utf-8"))
+        missing = (
+            "does not exist"
+            if given.is_absolute()
+            else f"is not next to this file ({places[0].resolve()}), nor shipped with megaservice"
+        )
+        problems.append(
+            (
+                _line(root, ["demo", str(index)]),
+                f"demo: {entry!r} {missing}; name a file or folder (relative to this file, or absolute), "
+                "drop it from `demo`, or run `megaservice up --no-demo`",
+            )
+        )
+    if problems:
+        raise PipelineFileError(str(path), problems)
+    return found
 
 
 def _expand(value: Any, environ: Mapping[str, str]) -> Any:
@@ -100,6 +163,28 @@ def _expand(value: Any, environ: Mapping[str, str]) -> Any:
     if isinstance(value, list):
         return [_expand(item, environ) for item in value]
     return value
+
+
+def _duplicate_keys(node: Any, location: list[str]) -> list[tuple[int | None, str]]:
+    """Each key given twice in a mapping under `node`, at its second line, naming the first."""
+    problems: list[tuple[int | None, str]] = []
+    if isinstance(node, yaml.MappingNode):
+        first: dict[str, int] = {}
+        for key, value in node.value:
+            if not isinstance(key, yaml.ScalarNode) or key.tag == "tag:yaml.org,2002:merge":
+                continue
+            name = str(key.value)
+            line = key.start_mark.line + 1
+            where = ".".join([*location, name])
+            if name in first:
+                problems.append((line, f"{where} is defined twice (first at line {first[name]})"))
+            else:
+                first[name] = line
+            problems.extend(_duplicate_keys(value, [*location, name]))
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            problems.extend(_duplicate_keys(item, [*location, str(index)]))
+    return problems
 
 
 def _line(node: Any, location: list[str]) -> int | None:

@@ -18,20 +18,33 @@ One schema for every use: `load_pipeline()` builds the `ServiceOrchestrator` fro
 """
 
 import itertools
+from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationInfo, field_validator, model_validator
 
-from megaservice.components import COMPONENTS
+from megaservice.components import COMPONENTS, backend_name, backends
 from megaservice.constants import ServiceType
+from megaservice.exceptions import ConfigurationError
 
-__all__ = ["COMPONENT_NODES", "Megaservice", "NodeRole", "Observe", "Pipeline", "ServiceSpec"]
+__all__ = ["COMPONENT_NODES", "LocatedError", "Megaservice", "NodeRole", "Observe", "Pipeline", "ServiceSpec"]
 
 _NAME = r"^[a-z][a-z0-9-]{0,39}$"
 
 Port = Annotated[int, Field(ge=1, le=65535)]
 Route = Literal["chatqna", "openai", "ui"]
 ROUTES: tuple[Route, ...] = ("chatqna", "openai", "ui")
+
+
+class LocatedError(ValueError):
+    """A rule of the whole file broken at one place in it: `location` is the path there (`megaservice.flow.3`).
+
+    The loader reports the line of that place; the message says what is wrong in words.
+    """
+
+    def __init__(self, location: Sequence[str | int], message: str) -> None:
+        super().__init__(message)
+        self.location = tuple(str(part) for part in location)
 
 
 class NodeRole(BaseModel):
@@ -99,6 +112,22 @@ class ServiceSpec(BaseModel):
             raise ValueError(f"unknown component {value!r}; the components are: {known}")
         return value
 
+    @field_validator("backend")
+    @classmethod
+    def _backend(cls, value: str | None, info: ValidationInfo) -> str | None:
+        """With the `check_backends` context (the loader's default): a backend the component has."""
+        component = info.data.get("component")
+        if value is None or component not in COMPONENTS or not (info.context or {}).get("check_backends"):
+            return value
+        try:
+            backend_name(component, value)
+        except ConfigurationError:
+            known = ", ".join(backends(component))
+            raise ValueError(f"unknown {component} backend {value!r}; the backends are: {known}") from None
+        except ImportError:  # the component does not import here (`export` on another machine): it says why itself
+            pass
+        return value
+
     @field_validator("env", mode="before")
     @classmethod
     def _strings(cls, value: Any) -> Any:
@@ -156,21 +185,30 @@ class Megaservice(BaseModel):
     routes: list[Route] = Field(default_factory=lambda: list(ROUTES))
     """OPEA's `/v1/chatqna`, the OpenAI-compatible `/v1/chat/completions` + `/v1/models`, the chat page at `/`."""
 
+    def is_chain(self) -> bool:
+        """Whether the flow is a list of names (else it is edges, `"a -> b"`)."""
+        return not any("->" in step for step in self.flow)
+
     def edges(self) -> list[tuple[str, str]]:
         """The flow as `(from, to)` pairs, in the file's order."""
-        if not any("->" in step for step in self.flow):
+        if self.is_chain():
             return list(itertools.pairwise(self.flow))
-        pairs: list[tuple[str, str]] = []
-        for step in self.flow:
-            parts = [part.strip() for part in step.split("->")]
-            if len(parts) < 2 or not all(parts):
-                raise ValueError(f"flow step {step!r} must be 'a -> b' (or the whole flow a list of names)")
-            pairs.extend(itertools.pairwise(parts))
-        return pairs
+        return [pair for index in range(len(self.flow)) for pair in self.step_edges(index)]
+
+    def step_edges(self, index: int) -> list[tuple[str, str]]:
+        """The `(from, to)` pairs of the flow's step `index` written as edges (`"a -> b -> c"`)."""
+        step = self.flow[index]
+        parts = [part.strip() for part in step.split("->")]
+        if len(parts) < 2 or not all(parts):
+            raise LocatedError(
+                ("megaservice", "flow", index),
+                f"megaservice.flow step {step!r} must be 'a -> b' (or the whole flow a list of names)",
+            )
+        return list(itertools.pairwise(parts))
 
     def nodes(self) -> list[str]:
         """Every service of the flow, in order of first mention."""
-        if not any("->" in step for step in self.flow):
+        if self.is_chain():
             return list(dict.fromkeys(self.flow))
         return list(dict.fromkeys(name for pair in self.edges() for name in pair))
 
@@ -204,7 +242,8 @@ class Pipeline(BaseModel):
     services: dict[Annotated[str, Field(pattern=_NAME)], ServiceSpec] = Field(min_length=1)
     megaservice: Megaservice
     demo: list[str] = Field(default_factory=list)
-    """Files (relative to the pipeline file) ingested on the first start, when the store is empty."""
+    """Files or folders ingested on the first start, when the store is empty: absolute, or relative to the
+    pipeline file, else to the shipped files (`corpus`, the demo corpus, so a copied file keeps it)."""
     observe: Observe | None = None
     """`true` (or its settings): `megaservice up` starts a trace receiver and viewer and traces every service."""
 
@@ -265,34 +304,45 @@ class Pipeline(BaseModel):
         return found
 
     def _check_cycles(self) -> None:
-        state: dict[str, int] = {}
-
-        def visit(name: str, path: list[str]) -> None:
-            if state.get(name) == 2:
-                return
-            if state.get(name) == 1:
-                raise ValueError(f"services needs a cycle: {' -> '.join([*path, name])}")
-            state[name] = 1
-            for needed in self.services[name].needs:
-                visit(needed, [*path, name])
-            state[name] = 2
-
-        for name in self.services:
-            visit(name, [])
+        """No service needs itself through others; a cycle is reported at the `needs` that closes it."""
+        graph: dict[str, list[str]] = {}
+        for name, spec in self.services.items():
+            for needed in spec.needs:
+                cycle = _path(graph, needed, name)
+                if cycle is not None:
+                    raise LocatedError(
+                        ("services", name, "needs"),
+                        f"services.{name}.needs makes a cycle: {' -> '.join([name, *cycle])}",
+                    )
+                graph.setdefault(name, []).append(needed)
 
     def _check_flow_cycles(self) -> None:
-        from megaservice.dag import DAG
-
-        dag = DAG()
-        for node in self.megaservice.nodes():
-            dag.add_node_if_not_exists(node)
-        for start, end in self.megaservice.edges():
-            if start == end:
-                raise ValueError(f"megaservice.flow: {start!r} flows to itself")
-            dag.graph[start].add(end)
-        valid, reason = dag.validate()
-        if not valid:
-            raise ValueError(f"megaservice.flow is not a DAG: {reason}")
+        """The flow is a DAG; a service named twice in a chain, or the edge that closes a cycle, is reported."""
+        flow = self.megaservice.flow
+        if self.megaservice.is_chain():
+            first: dict[str, int] = {}
+            for index, name in enumerate(flow):
+                if name in first:
+                    raise LocatedError(
+                        ("megaservice", "flow", index),
+                        f"megaservice.flow names {name!r} twice (items {first[name] + 1} and {index + 1}); a chain "
+                        'names each service once (a flow with branches is written as edges: ["a -> b", "a -> c"])',
+                    )
+                first[name] = index
+            return
+        graph: dict[str, list[str]] = {}
+        for index in range(len(flow)):
+            for start, end in self.megaservice.step_edges(index):
+                if start == end:
+                    raise LocatedError(("megaservice", "flow", index), f"megaservice.flow: {start!r} flows to itself")
+                cycle = _path(graph, end, start)
+                if cycle is not None:
+                    raise LocatedError(
+                        ("megaservice", "flow", index),
+                        f"megaservice.flow has a cycle: {' -> '.join([start, *cycle])} "
+                        f"(closed by {flow[index].strip()!r})",
+                    )
+                graph.setdefault(start, []).append(end)
 
     def start_order(self) -> list[str]:
         """The services to start, each after what it needs (file order otherwise)."""
@@ -309,3 +359,22 @@ class Pipeline(BaseModel):
             if spec.started:
                 add(name)
         return [name for name in order if self.services[name].started]
+
+
+def _path(graph: Mapping[str, Sequence[str]], start: str, end: str) -> list[str] | None:
+    """The nodes of a path from `start` to `end` along `graph`'s edges (both ends included), if there is one."""
+    seen: set[str] = set()
+
+    def walk(node: str) -> list[str] | None:
+        if node == end:
+            return [node]
+        if node in seen:
+            return None
+        seen.add(node)
+        for following in graph.get(node, ()):
+            found = walk(following)
+            if found is not None:
+                return [node, *found]
+        return None
+
+    return walk(start)

@@ -7,13 +7,16 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from megaservice.cli import app
 from megaservice.exceptions import ConfigurationError
 from megaservice.launcher import Launcher, LaunchError, service_commands
 from megaservice.launcher.observe import receiver_for
 from megaservice.launcher.process import ServiceProcess
 from megaservice.launcher.scheduling import SchedulingSettings, slice_of
-from megaservice.pipeline import load_pipeline
+from megaservice.launcher.supervisor import load_for_launch
+from megaservice.pipeline import demo_paths, load_pipeline
 from megaservice.pipeline.loader import find_pipeline, parse_pipeline
 
 pytestmark = pytest.mark.anyio
@@ -130,6 +133,33 @@ def test_a_taken_port_is_named_with_its_service_before_anything_starts(tmp_path:
         with pytest.raises(LaunchError):
             asyncio.run(launcher.run())
     assert lines == []  # nothing was started
+
+
+def _up(*args: str) -> tuple[int, str]:
+    """`megaservice up ARGS` in process: its exit code and what it printed, on one line per line."""
+    result = CliRunner().invoke(app, ["up", *args], env={"COLUMNS": "400", "NO_COLOR": "1"})
+    return result.exit_code, result.output
+
+
+def test_a_copy_of_the_shipped_chatqna_keeps_its_demo_corpus(tmp_path: Path) -> None:
+    copy = tmp_path / "my.yaml"
+    copy.write_text(find_pipeline("chatqna").read_text())
+    code, output = _up("--dry-run", str(copy))
+    assert code == 0, output
+    pipeline, path = load_for_launch(str(copy))
+    assert demo_paths(pipeline, path) == [(find_pipeline("chatqna").parent / "corpus").resolve()]
+
+
+def test_a_demo_corpus_that_is_not_there_is_refused_with_its_line_before_anything_starts(tmp_path: Path) -> None:
+    copy = tmp_path / "my.yaml"
+    copy.write_text(find_pipeline("chatqna").read_text().replace("demo: [corpus]", "demo: [my-docs]"))
+    code, output = _up("--dry-run", str(copy))  # a dry run: nothing could start, even if the check were missing
+    assert code == 2, output
+    assert output.startswith(f"error: {copy}:49: demo: 'my-docs' is not next to this file ({tmp_path / 'my-docs'})")
+    assert "`megaservice up --no-demo`" in output
+    assert output.count("\n") == 1  # the error alone: no command printed
+    code, output = _up("--dry-run", "--no-demo", str(copy))
+    assert code == 0, output
 
 
 def _free_ports(n: int) -> list[int]:

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     import numpy.typing as npt
     from PIL.Image import Image
 
-__all__ = ["BACKENDS", "ClipBackend", "ClipSettings", "load_backend"]
+__all__ = ["BACKENDS", "ClipBackend", "ClipSettings", "backend_name", "load_backend"]
 
 BACKENDS = ("transformers",)
 """The backends `CLIP_BACKEND` may name."""
@@ -109,10 +109,16 @@ class ClipBackend(Protocol):
         """Release what the backend holds."""
 
 
+def backend_name(name: str) -> str:
+    """`name` if it is one of `BACKENDS`; `ConfigurationError` listing them if not."""
+    if name not in BACKENDS:
+        raise ConfigurationError(f"CLIP_BACKEND={name!r} is not a backend; choose one of {BACKENDS}")
+    return name
+
+
 def load_backend(settings: ClipSettings, **kwargs: Any) -> ClipBackend:
     """The backend `settings.backend` names, built (`start()` loads it)."""
-    if settings.backend != "transformers":
-        raise ConfigurationError(f"CLIP_BACKEND={settings.backend!r} is not a backend; choose one of {BACKENDS}")
+    backend_name(settings.backend)
     from megaservice.components.clip.transformers_clip import TransformersClip
 
     return TransformersClip(settings.model, threads=settings.threads, **kwargs)

@@ -27,7 +27,15 @@ from megaservice.components.guardrails.toxicity import Toxicity
 from megaservice.exceptions import ConfigurationError
 from megaservice.settings import EnvSettings, variable
 
-__all__ = ["BACKENDS", "CHECKS", "DEFAULT_CHECKS", "GuardrailsBackend", "GuardrailsSettings", "load_backend"]
+__all__ = [
+    "BACKENDS",
+    "CHECKS",
+    "DEFAULT_CHECKS",
+    "GuardrailsBackend",
+    "GuardrailsSettings",
+    "backend_name",
+    "load_backend",
+]
 
 BACKENDS = ("local", "llama-guard")
 """The backends `GUARDRAILS_BACKEND` may name."""
@@ -224,6 +232,16 @@ class GuardrailsSettings(EnvSettings):
         )
 
 
+def backend_name(name: str) -> str:
+    """`name` as one of `BACKENDS` (OPEA's component name mapped); `ConfigurationError` listing them if none."""
+    found = _OPEA_NAMES.get(name, name)
+    if found not in BACKENDS:
+        raise ConfigurationError(
+            f"GUARDRAILS_BACKEND: no guardrails backend {found!r}; the backends are: {', '.join(BACKENDS)}"
+        )
+    return found
+
+
 def load_backend(settings: GuardrailsSettings, *, minilm: MiniLM | None = None) -> Guardrails:
     """The backend `settings.backend` names, built but not loaded.
 
@@ -233,11 +251,7 @@ def load_backend(settings: GuardrailsSettings, *, minilm: MiniLM | None = None) 
     Raises:
         ConfigurationError: the backend is not one of `BACKENDS`.
     """
-    name = _OPEA_NAMES.get(settings.backend, settings.backend)
-    if name not in BACKENDS:
-        raise ConfigurationError(
-            f"GUARDRAILS_BACKEND: no guardrails backend {name!r}; the backends are: {', '.join(BACKENDS)}"
-        )
+    name = backend_name(settings.backend)
     checks = settings.checks
     style = settings.judge_style
     if name == "llama-guard":

@@ -17,7 +17,7 @@ from megaservice.client import StreamedAnswer
 from megaservice.exceptions import ConfigurationError
 from megaservice.settings import EnvSettings, variable
 
-__all__ = ["BACKENDS", "LLMBackend", "LLMSettings", "load_backend"]
+__all__ = ["BACKENDS", "LLMBackend", "LLMSettings", "backend_name", "load_backend"]
 
 BACKENDS: dict[str, str] = {
     "openai": "openai",
@@ -118,19 +118,25 @@ class LLMBackend(Protocol):
         ...
 
 
+def backend_name(name: str) -> str:
+    """The backend `name` means (OPEA's names mapped); `ConfigurationError` listing the known ones if none."""
+    kind = BACKENDS.get(name)
+    if kind is None:
+        hint = " (an in-process or vendor backend of OPEA; run an OpenAI-compatible server instead)"
+        raise ConfigurationError(
+            f"LLM_BACKEND/LLM_COMPONENT_NAME {name!r} is not an LLM backend here"
+            f"{hint if name in _NOT_HERE else ''}; choose one of: {', '.join(BACKENDS)}"
+        )
+    return kind
+
+
 def load_backend(settings: LLMSettings) -> LLMBackend:
     """The backend `settings.backend` names, built (no I/O until its first call).
 
     Raises:
         ConfigurationError: the name is not a backend of this service, or `LLM_ENDPOINT` is not an http(s) URL.
     """
-    kind = BACKENDS.get(settings.backend)
-    if kind is None:
-        hint = " (an in-process or vendor backend of OPEA; run an OpenAI-compatible server instead)"
-        raise ConfigurationError(
-            f"LLM_BACKEND/LLM_COMPONENT_NAME {settings.backend!r} is not an LLM backend here"
-            f"{hint if settings.backend in _NOT_HERE else ''}; choose one of: {', '.join(BACKENDS)}"
-        )
+    backend_name(settings.backend)
     from megaservice.components.llm.openai_compat import OpenAIBackend
 
     return OpenAIBackend(settings)

@@ -18,7 +18,15 @@ from megaservice.components.llm_server.request import ChatRequest
 from megaservice.exceptions import ConfigurationError
 from megaservice.settings import EnvSettings, variable
 
-__all__ = ["BACKENDS", "Generation", "LLMServerBackend", "LLMServerSettings", "default_threads", "load_backend"]
+__all__ = [
+    "BACKENDS",
+    "Generation",
+    "LLMServerBackend",
+    "LLMServerSettings",
+    "backend_name",
+    "default_threads",
+    "load_backend",
+]
 
 BACKENDS = ("llama-cpp",)
 """The backends `LLM_SERVER_BACKEND` may name."""
@@ -155,6 +163,15 @@ class LLMServerBackend(Protocol):
         ...
 
 
+def backend_name(name: str) -> str:
+    """`name` if it is one of `BACKENDS`; `ConfigurationError` listing them if not."""
+    if name not in BACKENDS:
+        raise ConfigurationError(
+            f"LLM_SERVER_BACKEND {name!r} is not a model server backend; choose one of: {', '.join(BACKENDS)}"
+        )
+    return name
+
+
 def load_backend(settings: LLMServerSettings) -> LLMServerBackend:
     """The backend `settings.backend` names (the model is loaded later, by `start()`).
 
@@ -162,11 +179,7 @@ def load_backend(settings: LLMServerSettings) -> LLMServerBackend:
         ConfigurationError: an unknown backend, or a model file that does not exist.
         MissingDependencyError: llama-cpp-python or the packaged model is not installed.
     """
-    if settings.backend not in BACKENDS:
-        raise ConfigurationError(
-            f"LLM_SERVER_BACKEND {settings.backend!r} is not a model server backend; choose one of: "
-            f"{', '.join(BACKENDS)}"
-        )
+    backend_name(settings.backend)
     from megaservice.components.llm_server.llamacpp import LlamaCppBackend
 
     return LlamaCppBackend(settings)

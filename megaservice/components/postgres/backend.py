@@ -13,9 +13,17 @@ from typing import Any, Self
 from megaservice.exceptions import ConfigurationError
 from megaservice.settings import EnvSettings, StorageSettings, variable
 
-__all__ = ["BACKENDS", "PostgresSettings"]
+__all__ = ["BACKENDS", "PostgresSettings", "backend_name"]
 
 BACKENDS = ("embedded",)
+"""The backends `POSTGRES_BACKEND` may name."""
+
+
+def backend_name(name: str) -> str:
+    """`name` if it is one of `BACKENDS`; `ConfigurationError` if not."""
+    if name not in BACKENDS:
+        raise ConfigurationError(f"POSTGRES_BACKEND={name!r}: the only backend is `embedded`")
+    return name
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,5 +69,4 @@ class PostgresSettings(EnvSettings):
 
     def check(self) -> None:
         """`ConfigurationError` if the backend is not one there is."""
-        if self.backend not in BACKENDS:
-            raise ConfigurationError(f"POSTGRES_BACKEND={self.backend!r}: the only backend is `embedded`")
+        backend_name(self.backend)
