@@ -1,6 +1,8 @@
 """The model server with its real model (SmolLM2-135M, loaded once per session) on a real socket."""
 
 import asyncio
+import threading
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -8,6 +10,9 @@ import anyio
 import httpx
 import orjson
 import pytest
+
+from megaservice.components.llm_server.model import Prompt
+from megaservice.components.llm_server.request import read_chat_request
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
@@ -171,6 +176,8 @@ async def test_a_client_that_leaves_stops_its_generation_and_frees_the_model(llm
                 while len(events(got)) < 4:  # a few tokens came: the model is generating
                     got += await response.content.readany()
                 response.close()  # the client leaves
+        while backend.pending:  # its slot is freed at the model's next step
+            await asyncio.sleep(0.01)
         answer = await post(llm_server.url, {"messages": STORY, "max_tokens": 3})
     assert answer.status_code == 200 and answer.json()["usage"]["completion_tokens"] == 3
     assert backend.cancelled == cancelled + 1
@@ -225,3 +232,34 @@ async def test_a_json_schema_response_format_constrains_the_answer(llm_server):
     answer = (await post(llm_server.url, body)).json()["choices"][0]
     assert answer["finish_reason"] == "stop"
     assert set(orjson.loads(answer["message"]["content"])) == {"city"}
+
+
+async def test_a_generation_that_fails_fails_alone_and_an_empty_prompt_is_refused(llm_server):
+    model = llm_server.backend.model
+    chat = read_chat_request({"messages": STORY, "max_tokens": 8, **GREEDY})
+    prompt = model.prompt(chat)
+    pieces: list[str] = []
+
+    def broken(piece: str) -> None:
+        raise ValueError("the client's queue is gone")
+
+    def generate(emit: Callable[[str], None]) -> Any:
+        try:
+            return model.generate(prompt, chat, emit, threading.Event())
+        except RuntimeError as exc:
+            return exc
+
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as tasks:
+            results: dict[str, Any] = {}
+
+            async def run(name: str, emit: Callable[[str], None]) -> None:
+                results[name] = await anyio.to_thread.run_sync(generate, emit)
+
+            tasks.start_soon(run, "healthy", pieces.append)
+            tasks.start_soon(run, "broken", broken)
+    assert results["healthy"].completion_tokens == 8 and "".join(pieces)
+    assert isinstance(results["broken"], RuntimeError) and "the client's queue is gone" in str(results["broken"])
+    empty = Prompt([], 8, prompt.stops)
+    with pytest.raises(RuntimeError, match="empty prompt"):
+        await anyio.to_thread.run_sync(model.generate, empty, chat, pieces.append, threading.Event())

@@ -7,20 +7,22 @@
 
 The decoder's thread owns a llama.cpp context with `slots` sequences, each with its own `context`
 tokens of KV cache. Each step is one `llama_decode` of a batch holding the last token of every
-sequence that is generating, and as much as fits of the prompts of those just admitted (chunks of
-at most `batch` tokens in all): a generation streams its tokens while the next request's prompt
-is read, and the model's weights are read once per step for every sequence (on this 2-CPU machine
-4 sequences decode at about twice the tokens per second of one). Then each sequence samples its
-token with its own sampler chain (`sampler.sampler_chain`), and its text goes through its own
-`TextOut`.
+sequence that is generating, and prompt tokens of those just admitted in the room left: up to
+`batch` tokens in all when no sequence is generating, `reading` while some are (a new request's
+prompt then takes several steps, and the running streams go on between them). Then each sequence
+samples its token with its own sampler chain (`sampler.sampler_chain`), and its text goes through
+its own `TextOut`.
 
 A sequence ends at the end of the turn, a stop sequence, its `max_tokens`, or when its `stopped`
-event is set (checked every step). A slot keeps the tokens of its last sequence in its KV cache:
-a new sequence takes the free slot whose tokens share the longest prefix with its prompt and
-reads only the rest (the system prompt and template of a RAG pipeline are read once per slot).
+event is set (checked every step). What fails in one job's own work (its text, its `emit`) fails
+that job only; a failed `llama_decode` fails the jobs in that batch. A slot keeps the tokens of its
+last sequence in its KV cache: a new sequence takes the free slot whose tokens share the longest
+prefix with its prompt (of equals, the one used longest ago) and reads only the rest.
 """
 
 import ctypes
+import itertools
+import logging
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -30,6 +32,8 @@ from typing import Any
 from megaservice.components.llm_server.text import TextOut
 
 __all__ = ["Decoder", "Job", "Outcome"]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,8 +63,11 @@ class Job:
     stopped: threading.Event
     """Set to stop the generation at its next step."""
     done: threading.Event = field(default_factory=threading.Event)
+    """Set when the job has ended (`outcome` or `error` is then set)."""
     outcome: Outcome | None = None
-    error: BaseException | None = None
+    """How it ended (`None` if it failed)."""
+    error: Exception | None = None
+    """What failed it."""
 
 
 @dataclass(eq=False, slots=True)
@@ -69,13 +76,17 @@ class _Slot:
 
     seq: int
     cached: list[int] = field(default_factory=list)
+    """The tokens the sequence's KV cache holds, in order."""
     job: Job | None = None
     todo: list[int] = field(default_factory=list)
     """Prompt tokens not read yet; then the sampled token the next step reads."""
     out: TextOut | None = None
     count: int = 0
+    """Tokens the job generated so far."""
     logits_at: int = -1
     """Where in this step's batch the job's logits are (-1: none this step)."""
+    used: int = 0
+    """When the slot was last given a job (a counter), to reuse the one used longest ago."""
 
 
 class Decoder:
@@ -90,6 +101,7 @@ class Decoder:
         context: int,
         threads: int,
         batch: int = 512,
+        reading: int = 128,
         params: Any = None,
     ) -> None:
         self._lib = llama_cpp
@@ -98,9 +110,17 @@ class Decoder:
         """Context parameters to start from (llama-cpp-python's `Llama.context_params`: flash attention off, ...)."""
         self._vocab = llama_cpp.llama_model_get_vocab(model)
         self.slots = slots
+        """Sequences decoded at once."""
         self.context = context
+        """KV cache tokens of each sequence (prompt + answer)."""
         self.threads = threads
+        """llama.cpp's threads."""
         self.batch = max(batch, slots)
+        """Most tokens one step decodes."""
+        self.reading = max(1, min(reading, self.batch - slots))
+        """Most prompt tokens one step reads while some sequence is generating."""
+        self.prompt_tokens_read = 0
+        """Prompt tokens decoded so far (those a slot's KV cache already held are not read again)."""
         self._queue: deque[Job] = deque()
         self._wake = threading.Condition()
         self._closing = False
@@ -108,8 +128,7 @@ class Decoder:
         self._ctx: Any = None
         self._batch: Any = None
         self._slots = [_Slot(seq) for seq in range(slots)]
-        self.prompt_tokens_read = 0
-        """Prompt tokens decoded so far (those a slot's KV cache already held are not read again)."""
+        self._turns = itertools.count(1)
         self._piece = ctypes.create_string_buffer(256)
 
     def start(self) -> None:
@@ -128,18 +147,26 @@ class Decoder:
         ctx = lib.llama_init_from_model(self._model, params)
         if not ctx:
             raise RuntimeError(f"llama.cpp could not make a context of {self.slots} x {self.context} tokens")
-        self._ctx = ctx
-        self._batch = lib.llama_batch_init(self.batch, 0, 1)
-        self._thread = threading.Thread(target=self._run, name="llm-server-decoder", daemon=True)
-        self._thread.start()
+        try:
+            self._batch = lib.llama_batch_init(self.batch, 0, 1)
+            self._ctx = ctx
+            self._thread = threading.Thread(target=self._run, name="llm-server-decoder", daemon=True)
+            self._thread.start()
+        except BaseException:
+            lib.llama_free(ctx)
+            self._ctx = None
+            raise
 
     def generate(self, job: Job) -> Outcome:
         """Queue `job` and wait for its end (blocking); raises what failed it."""
         with self._wake:
             if self._closing:
-                raise RuntimeError("the model server is stopping")
-            self._queue.append(job)
-            self._wake.notify()
+                self._end(job, None, RuntimeError("the model server is stopping"))
+            elif not job.tokens:
+                self._end(job, None, RuntimeError("an empty prompt cannot be generated from"))
+            else:
+                self._queue.append(job)
+                self._wake.notify()
         job.done.wait()
         if job.error is not None:
             raise job.error
@@ -147,16 +174,13 @@ class Decoder:
         return job.outcome
 
     def close(self) -> None:
-        """Stop every job, end the thread, free the context (blocking)."""
+        """Stop every job (`cancelled`), end the thread, free the context (blocking)."""
         with self._wake:
             self._closing = True
             self._wake.notify()
         if self._thread is not None:
             self._thread.join()
             self._thread = None
-        for job in self._queue:
-            self._end(job, Outcome(0, "cancelled"))
-        self._queue.clear()
         if self._batch is not None:
             self._lib.llama_batch_free(self._batch)
             self._batch = None
@@ -167,22 +191,27 @@ class Decoder:
     # The decoder's thread.
 
     def _run(self) -> None:
-        while True:
-            with self._wake:
-                while not self._closing and not self._queue and not self._busy():
-                    self._wake.wait()
-                if self._closing:
-                    break
-                self._admit()
-            try:
+        try:
+            while True:
+                with self._wake:
+                    while not self._closing and not self._queue and not self._busy():
+                        self._wake.wait()
+                    if self._closing:
+                        break
+                    self._admit()
                 self._step()
-            except BaseException as exc:  # noqa: BLE001  # every running job learns what failed
-                for slot in self._slots:
-                    if slot.job is not None:
-                        self._fail(slot, exc)
-        for slot in self._slots:
-            if slot.job is not None:
-                self._finish(slot, "cancelled")
+        except Exception:  # a bug: say it, and fail every job rather than leave them waiting
+            logger.exception("the model server's decoder stopped")
+        finally:
+            with self._wake:
+                self._closing = True
+                queued = list(self._queue)
+                self._queue.clear()
+            for job in queued:
+                self._end(job, Outcome(0, "cancelled"))
+            for slot in self._slots:
+                if slot.job is not None:
+                    self._release(slot, Outcome(slot.count, "cancelled"))
 
     def _busy(self) -> bool:
         return any(slot.job is not None for slot in self._slots)
@@ -197,7 +226,7 @@ class Decoder:
             if job.stopped.is_set():
                 self._end(job, Outcome(0, "cancelled"))
                 continue
-            slot = max(free, key=lambda s: _shared(s.cached, job.tokens))
+            slot = max(free, key=lambda s: (_shared(s.cached, job.tokens), -s.used))
             keep = min(_shared(slot.cached, job.tokens), len(job.tokens) - 1)  # the last one is read for its logits
             memory = self._lib.llama_get_memory(self._ctx)
             if not self._lib.llama_memory_seq_rm(memory, slot.seq, keep, -1):
@@ -205,27 +234,42 @@ class Decoder:
                 keep = 0
             slot.cached = job.tokens[:keep]
             slot.todo = job.tokens[keep:]
-            self.prompt_tokens_read += len(slot.todo)
-            slot.job, slot.out, slot.count = job, TextOut(job.stops), 0
+            slot.job, slot.out, slot.count, slot.used = job, TextOut(job.stops), 0, next(self._turns)
 
     def _step(self) -> None:
         """One `llama_decode` of every running job's next tokens, then each samples and emits."""
-        lib, batch = self._lib, self._batch
         for slot in self._slots:
             if slot.job is not None and slot.job.stopped.is_set():
-                self._finish(slot, "cancelled")
-        running = [slot for slot in self._slots if slot.job is not None]
+                self._release(slot, Outcome(slot.count, "cancelled"))
+        running = [(slot, slot.job) for slot in self._slots if slot.job is not None]
         if not running:
             return
+        self._fill(running)
+        status = self._lib.llama_decode(self._ctx, self._batch)
+        if status != 0:
+            for slot, _ in running:
+                self._fail(slot, f"llama.cpp could not decode the batch (llama_decode returned {status})")
+            return
+        for slot, job in running:
+            if slot.logits_at >= 0:
+                token = self._lib.llama_sampler_sample(job.sampler, self._ctx, slot.logits_at)
+                try:
+                    self._sampled(slot, job, token)
+                except Exception as exc:  # noqa: BLE001  # this job's own work (its text, its emit): it alone fails
+                    self._fail(slot, f"{type(exc).__name__}: {exc}", exc)
+
+    def _fill(self, running: list[tuple[_Slot, Job]]) -> None:
+        """The step's batch: a token of each generating job, then prompt tokens in the room left."""
+        batch = self._batch
+        generating = [slot for slot, job in running if len(slot.cached) + len(slot.todo) > len(job.tokens)]
+        reading = [slot for slot, _ in running if slot not in generating]
+        limit = self.batch if not generating else len(generating) + self.reading
         n = 0
-        generating = [slot for slot in running if len(slot.cached) + len(slot.todo) > len(slot.job.tokens)]  # type: ignore[union-attr]
-        reading = [slot for slot in running if slot not in generating]
-        for slot in generating + reading:  # generating ones first: a token each, then prompts in what is left
+        for slot in generating + reading:
             slot.logits_at = -1
-            room = self.batch - n
-            if room <= 0:
+            part = slot.todo[: limit - n]
+            if not part:
                 continue
-            part = slot.todo[:room]
             position = len(slot.cached)
             for offset, token in enumerate(part):
                 batch.token[n] = token
@@ -236,34 +280,30 @@ class Decoder:
                 n += 1
             slot.cached.extend(part)
             del slot.todo[: len(part)]
+            if slot in reading:
+                self.prompt_tokens_read += len(part)
             if not slot.todo:
                 batch.logits[n - 1] = 1
                 slot.logits_at = n - 1
         batch.n_tokens = n
-        status = lib.llama_decode(self._ctx, batch)
-        if status != 0:
-            raise RuntimeError(f"llama.cpp could not decode the batch (llama_decode returned {status})")
-        for slot in running:
-            if slot.logits_at >= 0:
-                self._sampled(slot, lib.llama_sampler_sample(slot.job.sampler, self._ctx, slot.logits_at))  # type: ignore[union-attr]
 
-    def _sampled(self, slot: _Slot, token: int) -> None:
-        job, out = slot.job, slot.out
-        assert job is not None and out is not None
+    def _sampled(self, slot: _Slot, job: Job, token: int) -> None:
+        out = slot.out
+        assert out is not None
         if job.stopped.is_set():
-            self._finish(slot, "cancelled")
+            self._release(slot, Outcome(slot.count, "cancelled"))
             return
         if self._lib.llama_vocab_is_eog(self._vocab, token):
-            self._finish(slot, "stop")
+            self._finish(slot, job, out, "stop")
             return
         slot.count += 1
         piece = out.feed(self._token_bytes(token))
         if piece:
             job.emit(piece)
         if out.stopped:
-            self._finish(slot, "stop")
+            self._finish(slot, job, out, "stop")
         elif slot.count >= job.max_tokens:
-            self._finish(slot, "length")
+            self._finish(slot, job, out, "length")
         else:
             slot.todo = [token]
 
@@ -275,27 +315,32 @@ class Decoder:
             size = lib.llama_token_to_piece(self._vocab, token, buffer, len(buffer), 0, False)
         return buffer.raw[:size]
 
-    def _finish(self, slot: _Slot, reason: str) -> None:
-        job, out = slot.job, slot.out
-        assert job is not None and out is not None
-        if reason != "cancelled":
-            rest = out.flush()
-            if rest:
-                job.emit(rest)
-        slot.job, slot.out, slot.todo = None, None, []
-        self._end(job, Outcome(slot.count, reason))
+    def _finish(self, slot: _Slot, job: Job, out: TextOut, reason: str) -> None:
+        """The job's answer is complete: what `out` held back goes out, then the job ends."""
+        rest = out.flush()
+        if rest:
+            job.emit(rest)
+        self._release(slot, Outcome(slot.count, reason))
 
-    def _fail(self, slot: _Slot, exc: BaseException) -> None:
+    def _release(self, slot: _Slot, outcome: Outcome) -> None:
         job = slot.job
         assert job is not None
+        slot.job, slot.out, slot.todo = None, None, []
+        self._end(job, outcome)
+
+    def _fail(self, slot: _Slot, reason: str, cause: Exception | None = None) -> None:
+        """The job fails (an error of its own, so each waiting thread raises its own); its KV cache is dropped."""
+        job = slot.job
+        if job is None:
+            return
         slot.job, slot.out, slot.todo, slot.cached = None, None, [], []
         self._lib.llama_memory_seq_rm(self._lib.llama_get_memory(self._ctx), slot.seq, -1, -1)
-        job.error = exc
-        self._end(job, None)
+        error = RuntimeError(reason)
+        error.__cause__ = cause
+        self._end(job, None, error)
 
-    def _end(self, job: Job, outcome: Outcome | None) -> None:
-        if outcome is not None:
-            job.outcome = outcome
+    def _end(self, job: Job, outcome: Outcome | None, error: Exception | None = None) -> None:
+        job.outcome, job.error = outcome, error
         if job.sampler is not None:
             self._lib.llama_sampler_free(job.sampler)
             job.sampler = None

@@ -76,6 +76,7 @@ class LlamaCppBackend:
         """Generations stopped because their client left."""
         self.last_outcome: Outcome | None = None
         """How the last generation that ran ended."""
+        self._counting = threading.Lock()
 
     @property
     def model_id(self) -> str:
@@ -118,9 +119,10 @@ class LlamaCppBackend:
     ) -> Callable[[Callable[[str], None], threading.Event], Outcome]:
         def produce(emit: Callable[[str], None], stopped: threading.Event) -> Outcome:
             outcome = self.model.generate(prompt, chat, emit, stopped)
-            self.last_outcome = outcome
-            if outcome.finish_reason == "cancelled":
-                self.cancelled += 1
+            with self._counting:  # generations end in several threads at once
+                self.last_outcome = outcome
+                if outcome.finish_reason == "cancelled":
+                    self.cancelled += 1
             return outcome
 
         return produce
@@ -140,6 +142,7 @@ class LlamaCppBackend:
     async def aclose(self) -> None:
         """Stop the running generations; free the model once the last one returned."""
         self._runner.close()
+        await self._runner.drained()
         await self._runner.call(self.model.close)
 
 

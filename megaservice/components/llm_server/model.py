@@ -145,9 +145,11 @@ class LlamaModel:
             )
             try:
                 decoder.start()
-            except RuntimeError as exc:
+            except BaseException as exc:
                 llm.close()
-                raise ConfigurationError(f"LLM_SERVER_PARALLEL / LLM_SERVER_CONTEXT: {exc}") from exc
+                if isinstance(exc, RuntimeError):
+                    raise ConfigurationError(f"LLM_SERVER_PARALLEL / LLM_SERVER_CONTEXT: {exc}") from exc
+                raise
             self._lib, self._vocab, self._decoder, self._llm = llama_cpp, vocab, decoder, llm
 
     def prompt(self, chat: ChatRequest) -> Prompt:
@@ -162,6 +164,8 @@ class LlamaModel:
         except Exception as exc:  # noqa: BLE001  # a template's raise_exception, or any Jinja error
             raise InputError(f"the model's chat template refused the messages: {exc}", status_code=400) from None
         tokens: list[int] = llm.tokenize(text.encode(), add_bos=False, special=True)
+        if not tokens:
+            raise InputError("the model's chat template made an empty prompt of these messages", status_code=400)
         room = self.context - len(tokens)
         asked = chat.max_tokens
         if room < 1 or (asked is not None and asked > room):
@@ -226,6 +230,7 @@ class LlamaModel:
             if self._llm is not None:
                 self._llm.close()
                 self._llm = None
+            self._lib = self._vocab = None
 
 
 def _token_text(llama_cpp: Any, vocab: Any, token: int) -> str:

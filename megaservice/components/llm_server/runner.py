@@ -9,8 +9,9 @@
         run.close()                   # the client left, or the answer is complete
 
 `produce(emit, stopped)` is blocking code (a generation on the model): it runs in one of the
-runner's `parallel` worker threads (`_shared.blocking.Worker`), calls `emit(item)` for each token,
-and returns once it is done or `stopped` is set. `emit` hands the item to the event loop with
+runner's `parallel` worker threads (`_shared.blocking.Worker`), has `emit(item)` called for each
+token (from any thread: the model's decoder calls it from its own), and returns once it is done or
+`stopped` is set. `emit` hands the item to the event loop with
 `call_soon_threadsafe`, so the loop never waits for the model and the thread never waits for the loop.
 
 A `Run` is never cancelled while its thread works, it is told to stop (`stopped`), and its place
@@ -54,6 +55,8 @@ class ModelRunner:
         self.pending = 0
         """Runs opened and not finished: those working, and those waiting their turn."""
         self._worker = Worker(parallel)
+        self._idle = asyncio.Event()
+        self._idle.set()
         self._open: set[Run[Any, Any]] = set()
 
     def open(self, produce: "Produce[_T, _R]") -> "Run[_T, _R]":
@@ -66,6 +69,7 @@ class ModelRunner:
             raise ModelBusy(self.pending - self.parallel)
         run: Run[_T, _R] = Run(self, produce)
         self.pending += 1
+        self._idle.clear()
         self._open.add(run)
         return run
 
@@ -78,10 +82,17 @@ class ModelRunner:
         for run in list(self._open):
             run.close()
 
+    async def drained(self, timeout: float = 10.0) -> None:
+        """Wait (at most `timeout` seconds) until no run is open: after `close()`, until every thread returned."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), timeout)
+
     def _done(self, run: "Run[Any, Any]") -> None:
         if run in self._open:
             self._open.discard(run)
             self.pending -= 1
+            if not self.pending:
+                self._idle.set()
 
 
 class Run(Generic[_T, _R]):
