@@ -65,14 +65,15 @@ def llm_server() -> Iterator[LLMServer]:
     """The model server with the packaged SmolLM2 on a real socket, loaded once for the whole session.
 
     It runs on an event loop of its own, in a thread, so every test (each on its own loop) can use it.
-    At most one request waits while another generates (`max_waiting=1`): the queue's limit is testable.
+    Two generations run at once (`parallel=2`) and at most one request waits (`max_waiting=1`): the
+    queue's limit is testable.
     """
     if importlib.util.find_spec("llama_cpp") is None:  # not imported here: the backend sets OpenMP's policy first
         pytest.skip("llama-cpp-python is not installed")
     from megaservice.components.llm_server import LLMServerSettings, create_service
     from megaservice.components.llm_server.llamacpp import LlamaCppBackend
 
-    settings = LLMServerSettings(host="127.0.0.1", port=0, context=1024, threads=2, max_waiting=1)
+    settings = LLMServerSettings(host="127.0.0.1", port=0, context=1024, threads=2, parallel=2, max_waiting=1)
     backend = LlamaCppBackend(settings)
     service = create_service(settings, backend)
     loop = asyncio.new_event_loop()

@@ -1,6 +1,8 @@
 """The model server with its real model (SmolLM2-135M, loaded once per session) on a real socket."""
 
 import asyncio
+import threading
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -8,6 +10,9 @@ import anyio
 import httpx
 import orjson
 import pytest
+
+from megaservice.components.llm_server.model import Prompt
+from megaservice.components.llm_server.request import read_chat_request
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
@@ -40,6 +45,7 @@ async def test_it_lists_its_model_and_is_ready(llm_server):
     assert ready.status_code == 200
     assert [m["id"] for m in listed["data"]] == ["SmolLM2-135M-Instruct.Q4_1"]
     assert listed["data"][0]["meta"]["context_length"] == 1024
+    assert listed["data"][0]["meta"]["parallel"] == 2
     assert one.json()["id"] == "SmolLM2-135M-Instruct.Q4_1"
     assert other.status_code == 404 and other.json()["error"]["code"] == "model_not_found"
 
@@ -170,29 +176,49 @@ async def test_a_client_that_leaves_stops_its_generation_and_frees_the_model(llm
                 while len(events(got)) < 4:  # a few tokens came: the model is generating
                     got += await response.content.readany()
                 response.close()  # the client leaves
+        while backend.pending:  # its slot is freed at the model's next step
+            await asyncio.sleep(0.01)
         answer = await post(llm_server.url, {"messages": STORY, "max_tokens": 3})
     assert answer.status_code == 200 and answer.json()["usage"]["completion_tokens"] == 3
     assert backend.cancelled == cancelled + 1
     assert backend.pending == 0
 
 
-async def test_when_too_many_requests_wait_one_more_is_refused_with_503(llm_server):
+async def test_generations_run_side_by_side_and_one_more_than_the_queue_holds_is_refused_with_503(llm_server):
     backend = llm_server.backend
     url = f"{llm_server.url}/v1/chat/completions"
     with anyio.fail_after(30):
         async with aiohttp.ClientSession() as session:
-            running = await session.post(url, json=endless(900, backend))
-            await running.content.readany()  # generating
+            first = await session.post(url, json=endless(900, backend))
+            second = await session.post(url, json=endless(900, backend))
+            got = [b"", b""]
+            while min(len(events(g)) for g in got) < 4:  # both stream at once (parallel=2)
+                for i, response in enumerate((first, second)):
+                    got[i] += await response.content.readany()
             waiting = await session.post(url, json=endless(900, backend))  # admitted: headers sent, waits its turn
             assert waiting.status == 200
             refused = await session.post(url, json={"messages": STORY, "max_tokens": 2})
             body = await refused.json()
-            running.close()
-            waiting.close()
+            for response in (first, second, waiting):
+                response.close()
         while backend.pending:
             await asyncio.sleep(0.01)
     assert refused.status == 503
     assert "busy" in body["error"]["message"]
+    after = await post(llm_server.url, {"messages": STORY, "max_tokens": 3})  # every slot free again
+    assert after.status_code == 200 and after.json()["usage"]["completion_tokens"] == 3
+
+
+async def test_a_prompt_read_before_is_not_read_again_and_gets_the_same_answer(llm_server):
+    decoder = llm_server.backend.model.decoder
+    body = {"messages": [{"role": "user", "content": "Name three colours of the rainbow."}], "max_tokens": 12, **GREEDY}
+    first = await post(llm_server.url, body)
+    read = decoder.prompt_tokens_read
+    again = await post(llm_server.url, body)
+    prompt_tokens = again.json()["usage"]["prompt_tokens"]
+    assert prompt_tokens > 10
+    assert decoder.prompt_tokens_read - read == 1  # its KV cache kept the prompt: only the last token is read again
+    assert again.json()["choices"][0]["message"]["content"] == first.json()["choices"][0]["message"]["content"]
 
 
 async def test_a_json_schema_response_format_constrains_the_answer(llm_server):
@@ -206,3 +232,34 @@ async def test_a_json_schema_response_format_constrains_the_answer(llm_server):
     answer = (await post(llm_server.url, body)).json()["choices"][0]
     assert answer["finish_reason"] == "stop"
     assert set(orjson.loads(answer["message"]["content"])) == {"city"}
+
+
+async def test_a_generation_that_fails_fails_alone_and_an_empty_prompt_is_refused(llm_server):
+    model = llm_server.backend.model
+    chat = read_chat_request({"messages": STORY, "max_tokens": 8, **GREEDY})
+    prompt = model.prompt(chat)
+    pieces: list[str] = []
+
+    def broken(piece: str) -> None:
+        raise ValueError("the client's queue is gone")
+
+    def generate(emit: Callable[[str], None]) -> Any:
+        try:
+            return model.generate(prompt, chat, emit, threading.Event())
+        except RuntimeError as exc:
+            return exc
+
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as tasks:
+            results: dict[str, Any] = {}
+
+            async def run(name: str, emit: Callable[[str], None]) -> None:
+                results[name] = await anyio.to_thread.run_sync(generate, emit)
+
+            tasks.start_soon(run, "healthy", pieces.append)
+            tasks.start_soon(run, "broken", broken)
+    assert results["healthy"].completion_tokens == 8 and "".join(pieces)
+    assert isinstance(results["broken"], RuntimeError) and "the client's queue is gone" in str(results["broken"])
+    empty = Prompt([], 8, prompt.stops)
+    with pytest.raises(RuntimeError, match="empty prompt"):
+        await anyio.to_thread.run_sync(model.generate, empty, chat, pieces.append, threading.Event())

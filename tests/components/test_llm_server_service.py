@@ -28,6 +28,7 @@ class ScriptedModel:
         self.path = Path("scripted.gguf")
         self.context = 64
         self.threads = 1
+        self.parallel = 1
         self.metadata: dict[str, str] = {}
         self.pieces = pieces
         self.failure = failure

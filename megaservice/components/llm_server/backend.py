@@ -93,14 +93,22 @@ class LLMServerSettings(EnvSettings):
         help="The context window in tokens (prompt + answer); a request that cannot fit is refused with 400.",
     )
     """The context window (llama.cpp's `n_ctx`)."""
+    parallel: int = variable(
+        "LLM_SERVER_PARALLEL",
+        4,
+        minimum=1,
+        help="Generations the model server runs at once, decoded together (a token of each per step, each with "
+        "its own `LLM_SERVER_CONTEXT` tokens of KV cache); more requests wait their turn.",
+    )
+    """Generations run at once (llama.cpp's sequences)."""
     max_waiting: int = variable(
         "LLM_SERVER_MAX_WAITING",
         16,
         minimum=0,
-        help="Requests that may wait while the model generates for another (one generation at a time); "
-        "beyond that a request is refused at once with 503.",
+        help="Requests that may wait while `LLM_SERVER_PARALLEL` generations run; beyond that a request is "
+        "refused at once with 503.",
     )
-    """Requests queued behind the one generating; more are refused with 503."""
+    """Requests queued behind the ones generating; more are refused with 503."""
     chat_template: Path | None = variable(
         "LLM_SERVER_CHAT_TEMPLATE",
         None,

@@ -1,9 +1,10 @@
-"""The `llama-cpp` backend: a GGUF model in process, one generation at a time, tokens streamed to the loop.
+"""The `llama-cpp` backend: a GGUF model in process, `LLM_SERVER_PARALLEL` generations at once, tokens streamed.
 
-Threads: the model is loaded and generates in the runner's one worker thread (`runner.ModelRunner`);
-prompts are built and tokenized in another (`_shared.blocking.Worker`), so a request's prompt is
-checked while the model generates for another, and a request that cannot fit is refused before it
-waits. Requests beyond `LLM_SERVER_MAX_WAITING` waiting are refused with 503 at once.
+Threads: each running generation holds one of the runner's worker threads (`runner.ModelRunner`)
+while the model's decoder thread generates for all of them together (`decoder.Decoder`); prompts
+are built and tokenized in another (`_shared.blocking.Worker`), so a request's prompt is checked
+while the model generates for others, and a request that cannot fit is refused before it waits.
+Requests beyond `LLM_SERVER_MAX_WAITING` waiting are refused with 503 at once.
 """
 
 import logging
@@ -46,7 +47,7 @@ class LlamaGeneration:
             self.finish_reason = outcome.finish_reason
 
     def close(self) -> None:
-        """Stop generating; the model is free for the next request once the current token is done."""
+        """Stop generating; the slot is free for the next request once the current step is done."""
         self._run.close()
 
 
@@ -58,11 +59,15 @@ class LlamaCppBackend:
             path = settings.model if settings.model is not None else packaged_model()
             template = _read_template(settings.chat_template)
             model = LlamaModel(
-                path, context=settings.context, threads=settings.threads or default_threads(), chat_template=template
+                path,
+                context=settings.context,
+                threads=settings.threads or default_threads(),
+                parallel=settings.parallel,
+                chat_template=template,
             )
         self.model = model
         self._name = settings.model_name or model.path.name.removesuffix(".gguf")
-        self._runner = ModelRunner(settings.max_waiting)
+        self._runner = ModelRunner(settings.max_waiting, parallel=settings.parallel)
         self._prompts = Worker(1)
         self._failure: BaseException | None = None
         self.load_seconds: float | None = None
@@ -71,6 +76,7 @@ class LlamaCppBackend:
         """Generations stopped because their client left."""
         self.last_outcome: Outcome | None = None
         """How the last generation that ran ended."""
+        self._counting = threading.Lock()
 
     @property
     def model_id(self) -> str:
@@ -113,9 +119,10 @@ class LlamaCppBackend:
     ) -> Callable[[Callable[[str], None], threading.Event], Outcome]:
         def produce(emit: Callable[[str], None], stopped: threading.Event) -> Outcome:
             outcome = self.model.generate(prompt, chat, emit, stopped)
-            self.last_outcome = outcome
-            if outcome.finish_reason == "cancelled":
-                self.cancelled += 1
+            with self._counting:  # generations end in several threads at once
+                self.last_outcome = outcome
+                if outcome.finish_reason == "cancelled":
+                    self.cancelled += 1
             return outcome
 
         return produce
@@ -127,6 +134,7 @@ class LlamaCppBackend:
             "file": self.model.path.name,
             "context_length": self.model.context,
             "threads": self.model.threads,
+            "parallel": self.model.parallel,
             "architecture": metadata.get("general.architecture"),
             "size_bytes": self.model.path.stat().st_size if self.model.path.is_file() else None,
         }
@@ -134,6 +142,7 @@ class LlamaCppBackend:
     async def aclose(self) -> None:
         """Stop the running generations; free the model once the last one returned."""
         self._runner.close()
+        await self._runner.drained()
         await self._runner.call(self.model.close)
 
 

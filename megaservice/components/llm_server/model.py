@@ -1,14 +1,15 @@
-"""A GGUF chat model run by llama.cpp (llama-cpp-python's `Llama`), called from worker threads.
+"""A GGUF chat model run by llama.cpp (llama-cpp-python), generating for several requests at once.
 
-    model = LlamaModel(path, context=2048, threads=2)
+    model = LlamaModel(path, context=2048, threads=2, parallel=4)
     model.load()                                              # blocking (~0.2 s for SmolLM2-135M)
     prompt = model.prompt(chat)                               # the chat template, tokenized, checked
     outcome = model.generate(prompt, chat, emit, stopped)     # emit(text) per token; returns the counts
 
-`prompt()` only reads the vocabulary and may run beside a generation; `generate()` uses the
-model's context and runs in one thread at a time (`runner.ModelRunner`). The generation loop is
-ours, over `Llama.generate()` (which keeps the KV cache of the longest common prompt prefix): a
-token at a time, so a client that leaves stops it at the next token, and the counts are exact.
+`prompt()` only reads the vocabulary and may run beside generations. `generate()` blocks its
+thread until the answer is complete: up to `parallel` generations run at once, decoded together by
+one thread (`decoder.Decoder`: a token of each per step, each with its own KV cache of `context`
+tokens, which keeps the longest common prompt prefix of the slot's previous request); a client
+that leaves stops its generation at the next step, and the counts are exact.
 """
 
 import json
@@ -20,8 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from megaservice.components._shared.deps import package_dir, require
+from megaservice.components.llm_server.decoder import Decoder, Job, Outcome
 from megaservice.components.llm_server.request import ChatRequest
-from megaservice.components.llm_server.text import TextOut
+from megaservice.components.llm_server.sampler import check_grammar, sampler_chain
 from megaservice.exceptions import ConfigurationError, InputError
 from megaservice.settings import set_default
 
@@ -58,33 +60,28 @@ class Prompt:
     """Most tokens the answer may have (the request's, or what the context leaves)."""
     stops: tuple[str, ...]
     """The request's stop sequences, and the template's end-of-turn text."""
-    grammar: Any = None
-    """A `LlamaGrammar` constraining the answer (`response_format`), or `None`."""
-    logits_processor: Any = None
-    """What adds the request's `logit_bias` to the logits, or `None`."""
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """How a generation ended."""
-
-    completion_tokens: int
-    """Tokens generated (the one that ended the answer not counted)."""
-    finish_reason: str
-    """`stop` (end of turn or a stop sequence), `length` (max_tokens), or `cancelled` (told to stop)."""
+    grammar: str | None = None
+    """The GBNF grammar constraining the answer (`response_format`), or `None`."""
+    bias: dict[int, float] | None = None
+    """The request's `logit_bias`, checked (token id → value added to its logit)."""
 
 
 class LlamaModel:
     """A GGUF chat model: loaded by `load()`, then `prompt()` and `generate()` from worker threads."""
 
-    def __init__(self, path: Path, *, context: int, threads: int, chat_template: str | None = None) -> None:
+    def __init__(
+        self, path: Path, *, context: int, threads: int, parallel: int = 1, chat_template: str | None = None
+    ) -> None:
         self.path = path
         self.context = context
         self.threads = threads
+        self.parallel = parallel
         self._template = chat_template
         self._llm: Any = None
+        self._lib: Any = None
+        self._vocab: Any = None
+        self._decoder: Decoder | None = None
         self._formatter: Any = None
-        self._is_end: Callable[[int], bool] = lambda token: False
         self._end_text = ""
         self._lock = threading.Lock()
 
@@ -92,6 +89,11 @@ class LlamaModel:
     def loaded(self) -> bool:
         """Whether the model is in memory."""
         return self._llm is not None
+
+    @property
+    def decoder(self) -> Decoder | None:
+        """What generates (`None` until loaded)."""
+        return self._decoder
 
     @property
     def metadata(self) -> dict[str, str]:
@@ -118,14 +120,8 @@ class LlamaModel:
             chat_format = require("llama_cpp.llama_chat_format", _EXTRA, "llama-cpp-python")
             if not self.path.is_file():
                 raise ConfigurationError(f"LLM_SERVER_MODEL: no model file at {self.path}")
-            try:
-                llm = llama_cpp.Llama(
-                    model_path=str(self.path),
-                    n_ctx=self.context,
-                    n_threads=self.threads,
-                    n_threads_batch=self.threads,
-                    verbose=False,
-                )
+            try:  # the vocabulary, template and weights; its own context is not used (16 tokens)
+                llm = llama_cpp.Llama(model_path=str(self.path), n_ctx=16, n_batch=16, n_threads=1, verbose=False)
             except ValueError as exc:
                 raise ConfigurationError(f"LLM_SERVER_MODEL: llama.cpp cannot load {self.path}: {exc}") from exc
             template = self._template or llm.metadata.get("tokenizer.chat_template")
@@ -139,8 +135,22 @@ class LlamaModel:
             self._formatter = chat_format.Jinja2ChatFormatter(
                 template=template, eos_token=self._end_text, bos_token=_token_text(llama_cpp, vocab, bos)
             )
-            self._is_end = lambda token: bool(llama_cpp.llama_vocab_is_eog(vocab, token))
-            self._llm = llm
+            decoder = Decoder(
+                llama_cpp,
+                llm.model,
+                slots=self.parallel,
+                context=self.context,
+                threads=self.threads,
+                params=llm.context_params,  # as `Llama` makes its own context (flash attention off, ...)
+            )
+            try:
+                decoder.start()
+            except BaseException as exc:
+                llm.close()
+                if isinstance(exc, RuntimeError):
+                    raise ConfigurationError(f"LLM_SERVER_PARALLEL / LLM_SERVER_CONTEXT: {exc}") from exc
+                raise
+            self._lib, self._vocab, self._decoder, self._llm = llama_cpp, vocab, decoder, llm
 
     def prompt(self, chat: ChatRequest) -> Prompt:
         """`chat`'s messages through the chat template, tokenized, and the answer's length checked.
@@ -154,6 +164,8 @@ class LlamaModel:
         except Exception as exc:  # noqa: BLE001  # a template's raise_exception, or any Jinja error
             raise InputError(f"the model's chat template refused the messages: {exc}", status_code=400) from None
         tokens: list[int] = llm.tokenize(text.encode(), add_bos=False, special=True)
+        if not tokens:
+            raise InputError("the model's chat template made an empty prompt of these messages", status_code=400)
         room = self.context - len(tokens)
         asked = chat.max_tokens
         if room < 1 or (asked is not None and asked > room):
@@ -164,7 +176,10 @@ class LlamaModel:
                 status_code=400,
             )
         stops = (*chat.stop, self._end_text) if self._end_text else chat.stop
-        return Prompt(tokens, asked or room, stops, self._grammar(chat), self._bias(chat.logit_bias))
+        grammar = self._grammar(chat)
+        if grammar is not None:
+            check_grammar(self._lib, self._vocab, grammar)
+        return Prompt(tokens, asked or room, stops, grammar, self._bias(chat.logit_bias))
 
     def generate(
         self, prompt: Prompt, chat: ChatRequest, emit: Callable[[str], None], stopped: threading.Event
@@ -173,86 +188,49 @@ class LlamaModel:
 
         Stops at the end of the turn, a stop sequence, `prompt.max_tokens`, or when `stopped` is set.
         """
-        llm = self._llm
-        sampling = chat.sampling
-        llm.set_seed(chat.seed % 2**32 if chat.seed is not None else random.getrandbits(32))
-        out = TextOut(prompt.stops)
-        tokens = llm.generate(
-            prompt.tokens,
-            temp=sampling["temperature"],
-            top_p=sampling["top_p"],
-            top_k=int(sampling["top_k"]),
-            min_p=sampling["min_p"],
-            typical_p=sampling["typical_p"],
-            repeat_penalty=sampling["repeat_penalty"],
-            presence_penalty=sampling["presence_penalty"],
-            frequency_penalty=sampling["frequency_penalty"],
-            logits_processor=prompt.logits_processor,
-            grammar=prompt.grammar,
+        decoder = self._decoder
+        if decoder is None:
+            raise RuntimeError("the model is not loaded")
+        seed = chat.seed % 2**32 if chat.seed is not None else random.getrandbits(32)
+        chain = sampler_chain(
+            self._lib, self._vocab, self.vocabulary, chat.sampling, seed, grammar=prompt.grammar, bias=prompt.bias
         )
-        count, reason = 0, "length"
-        try:
-            for token in tokens:
-                if stopped.is_set():
-                    reason = "cancelled"
-                    break
-                if self._is_end(token):
-                    reason = "stop"
-                    break
-                count += 1
-                piece = out.feed(llm.detokenize([token]))
-                if piece:
-                    emit(piece)
-                if out.stopped:
-                    reason = "stop"
-                    break
-                if count >= prompt.max_tokens:
-                    break
-        finally:
-            tokens.close()
-        if reason != "cancelled":
-            rest = out.flush()
-            if rest:
-                emit(rest)
-        return Outcome(count, reason)
+        return decoder.generate(Job(prompt.tokens, prompt.max_tokens, prompt.stops, chain, emit, stopped))
 
-    def _grammar(self, chat: ChatRequest) -> Any:
+    def _grammar(self, chat: ChatRequest) -> str | None:
+        """The GBNF grammar of the request's `response_format` (`None` for text)."""
         if chat.response_format == "text":
             return None
         grammars = require("llama_cpp.llama_grammar", _EXTRA, "llama-cpp-python")
         if chat.response_format == "json_object":
-            return grammars.LlamaGrammar.from_string(grammars.JSON_GBNF, verbose=False)
+            return str(grammars.JSON_GBNF)
         try:
-            return grammars.LlamaGrammar.from_json_schema(json.dumps(chat.schema), verbose=False)
-        except Exception as exc:  # noqa: BLE001  # whatever the schema converter or the grammar parser raised
+            return str(grammars.json_schema_to_gbnf(json.dumps(chat.schema)))
+        except Exception as exc:  # noqa: BLE001  # whatever the schema converter raised
             raise InputError(
                 f"response_format.json_schema: cannot follow this schema: {exc}", status_code=400
             ) from None
 
-    def _bias(self, bias: dict[int, float]) -> Any:
-        """A logits processor adding `bias` (token id → value) to the logits, or `None`."""
+    def _bias(self, bias: dict[int, float]) -> dict[int, float] | None:
+        """The request's `logit_bias`, its tokens checked against the vocabulary (`None` if empty)."""
         if not bias:
             return None
         size = self.vocabulary
         wrong = [token for token in bias if not 0 <= token < size]
         if wrong:
             raise InputError(f"logit_bias: no token {wrong[0]} in this model (0 to {size - 1})", status_code=400)
-        llama = require("llama_cpp.llama", _EXTRA, "llama-cpp-python")
-        ids = list(bias)
-        values = [bias[token] for token in ids]
-
-        def add_bias(input_ids: Any, scores: Any) -> Any:
-            scores[ids] += values
-            return scores
-
-        return llama.LogitsProcessorList([add_bias])
+        return bias
 
     def close(self) -> None:
         """Free the model's memory."""
         with self._lock:
+            if self._decoder is not None:
+                self._decoder.close()
+                self._decoder = None
             if self._llm is not None:
                 self._llm.close()
                 self._llm = None
+            self._lib = self._vocab = None
 
 
 def _token_text(llama_cpp: Any, vocab: Any, token: int) -> str:

@@ -1,6 +1,6 @@
-"""One generation at a time on a model, in a worker thread; its tokens handed to the event loop as they come.
+"""Generations on a model, at most `parallel` at once, each in a worker thread; their tokens handed to the loop.
 
-    runner = ModelRunner(max_waiting=16)
+    runner = ModelRunner(max_waiting=16, parallel=4)
     run = runner.open(produce)        # ModelBusy (503) at once if 16 requests already wait
     try:
         async for pieces in run:      # lists of what `produce` emitted since the loop last looked
@@ -8,14 +8,15 @@
     finally:
         run.close()                   # the client left, or the answer is complete
 
-`produce(emit, stopped)` is blocking code (the model's generation loop): it runs in the runner's one
-worker thread (`_shared.blocking.Worker`), calls `emit(item)` for each token, and returns once it is
-done or `stopped` is set. `emit` hands the item to the event loop with `call_soon_threadsafe`, so
-the loop never waits for the model and the thread never waits for the loop.
+`produce(emit, stopped)` is blocking code (a generation on the model): it runs in one of the
+runner's `parallel` worker threads (`_shared.blocking.Worker`), has `emit(item)` called for each
+token (from any thread: the model's decoder calls it from its own), and returns once it is done or
+`stopped` is set. `emit` hands the item to the event loop with
+`call_soon_threadsafe`, so the loop never waits for the model and the thread never waits for the loop.
 
-A model is used by one thread at a time: a `Run` is never cancelled while its thread works, it is
-told to stop (`stopped`), and the next run starts when that thread has returned. A run closed
-before its turn does nothing when its turn comes. Requests wait their turn in order (FIFO).
+A `Run` is never cancelled while its thread works, it is told to stop (`stopped`), and its place
+goes to the next run when that thread has returned. A run closed before its turn does nothing when
+its turn comes. Requests wait their turn in order (FIFO).
 """
 
 import asyncio
@@ -46,30 +47,34 @@ class ModelBusy(InputError):
 
 
 class ModelRunner:
-    """Runs blocking work on one model, one call at a time, in one worker thread; at most `max_waiting` wait."""
+    """Runs blocking work on one model, `parallel` calls at a time in worker threads; at most `max_waiting` wait."""
 
-    def __init__(self, max_waiting: int) -> None:
+    def __init__(self, max_waiting: int, *, parallel: int = 1) -> None:
         self.max_waiting = max_waiting
+        self.parallel = parallel
         self.pending = 0
-        """Runs opened and not finished: the one working, and those waiting their turn."""
-        self._worker = Worker(1)
+        """Runs opened and not finished: those working, and those waiting their turn."""
+        self._worker = Worker(parallel)
+        self._idle = asyncio.Event()
+        self._idle.set()
         self._open: set[Run[Any, Any]] = set()
 
     def open(self, produce: "Produce[_T, _R]") -> "Run[_T, _R]":
         """A run of `produce`, queued now; it starts when iterated and its turn comes.
 
         Raises:
-            ModelBusy: `max_waiting` runs already wait (one more is working).
+            ModelBusy: `max_waiting` runs already wait (and `parallel` are working).
         """
-        if self.pending > self.max_waiting:
-            raise ModelBusy(self.pending - 1)
+        if self.pending >= self.max_waiting + self.parallel:
+            raise ModelBusy(self.pending - self.parallel)
         run: Run[_T, _R] = Run(self, produce)
         self.pending += 1
+        self._idle.clear()
         self._open.add(run)
         return run
 
     async def call(self, function: Callable[..., _R], *args: object) -> _R:
-        """`function(*args)` in the model's thread, in turn with the runs (loading the model, ...)."""
+        """`function(*args)` in one of the runner's threads, in turn with the runs (loading the model, ...)."""
         return await self._worker.run(function, *args)
 
     def close(self) -> None:
@@ -77,10 +82,17 @@ class ModelRunner:
         for run in list(self._open):
             run.close()
 
+    async def drained(self, timeout: float = 10.0) -> None:
+        """Wait (at most `timeout` seconds) until no run is open: after `close()`, until every thread returned."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), timeout)
+
     def _done(self, run: "Run[Any, Any]") -> None:
         if run in self._open:
             self._open.discard(run)
             self.pending -= 1
+            if not self.pending:
+                self._idle.set()
 
 
 class Run(Generic[_T, _R]):
@@ -126,7 +138,7 @@ class Run(Generic[_T, _R]):
         raise StopAsyncIteration
 
     def close(self) -> None:
-        """Stop: the thread stops at its next token (or never starts); the model is then free for the next run."""
+        """Stop: the thread stops at its next token (or never starts); its place is then free for the next run."""
         self._stopped.set()
         if self._task is None:
             self._runner._done(self)
