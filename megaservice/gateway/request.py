@@ -5,7 +5,9 @@ Both chat routes take OpenAI's chat request (OPEA's `ChatCompletionRequest` is o
     messages      a string, or OpenAI's list of messages; the last user message is the question,
                   the whole list is the conversation the LLM sees
     stream        default: false on /v1/chat/completions (OpenAI), true on /v1/chatqna (OPEA)
-    k, search_type, distance_threshold, fetch_k, lambda_mult, score_threshold     the retriever's
+    k, search_type, distance_threshold, fetch_k, lambda_mult, score_threshold     the retriever's,
+                  checked here with its rules (`megaservice.protocol.retrieval`): a wrong one is
+                  a 422 before any node is called
     top_n         how many documents the reranker keeps (OPEA's default: 1)
 
 What the LLM gets besides: on /v1/chat/completions every other field the client sent, as sent
@@ -26,12 +28,11 @@ from pydantic import BaseModel, ConfigDict, NonNegativeFloat, PositiveInt, Valid
 from megaservice.exceptions import InputError
 from megaservice.gateway.turn import Framing, Turn
 from megaservice.limits import InputLimits
+from megaservice.protocol.retrieval import RETRIEVAL_FIELDS, read_retrieval
 
 __all__ = ["RETRIEVAL_FIELDS", "ROLES", "read_turn"]
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
-
-RETRIEVAL_FIELDS = ("search_type", "k", "distance_threshold", "fetch_k", "lambda_mult", "score_threshold")
 
 _NOT_FOR_THE_LLM = frozenset(
     {
@@ -46,16 +47,19 @@ _OPEA_LLM_DEFAULTS = {"max_tokens": 1024, "temperature": 0.01, "top_p": 0.95, "f
 
 
 class _Knobs(BaseModel):
-    """The request's retrieval and reranking settings, checked."""
+    """The request's retrieval and reranking settings, read as OPEA's `ChatCompletionRequest` reads them.
+
+    The retrieval fields' values are then checked with the retriever's rules (`read_retrieval`).
+    """
 
     model_config = ConfigDict(extra="ignore")
 
     search_type: str = "similarity"
-    k: PositiveInt = 4
+    k: int = 4
     distance_threshold: float | None = None
-    fetch_k: PositiveInt = 20
-    lambda_mult: NonNegativeFloat = 0.5
-    score_threshold: NonNegativeFloat = 0.2
+    fetch_k: int = 20
+    lambda_mult: float = 0.5
+    score_threshold: float = 0.2
     top_n: PositiveInt = 1
     temperature: NonNegativeFloat | None = None
     top_p: NonNegativeFloat | None = None
@@ -85,6 +89,7 @@ def read_turn(data: Any, framing: Framing, limits: InputLimits, model: str) -> T
     except ValidationError as exc:
         raise InputError(_describe(exc), status_code=422) from None
     retrieval = knobs.model_dump(include=set(RETRIEVAL_FIELDS), exclude_none=True)
+    read_retrieval(retrieval)  # the retriever's rules: its refusal would be a 502 naming it
     if framing == "opea":
         llm = {key: data.get(key) or default for key, default in _OPEA_LLM_DEFAULTS.items()}
         for key in ("presence_penalty", "chat_template", "stream_options"):

@@ -98,7 +98,7 @@ async def test_a_question_over_the_length_limit_is_a_422_naming_it():
         ({"messages": [{"role": "robot", "content": "hi"}]}, "messages[0].role"),
         ({"messages": [{"role": "assistant", "content": "hi"}]}, "no user message"),
         ({"messages": "   "}, "empty"),
-        ({"messages": QUESTION, "k": 0}, "k:"),
+        ({"messages": QUESTION, "k": 0}, "`k` must be from 1 to 1000, got 0"),
         ({"messages": QUESTION, "stream": "yes"}, "stream"),
         ({"prompt": QUESTION}, "`messages` is required"),
     ],
@@ -110,6 +110,29 @@ async def test_a_bad_or_oversized_request_is_a_422_saying_what_is_wrong(body, na
     assert response.status_code == 422
     assert named in response.json()["detail"]
     assert stack.llm.requests == [] and stack.kb.searches == []
+
+
+@pytest.mark.parametrize("route", ["/v1/chat/completions", "/v1/chatqna"])
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"search_type": "bogus"}, "`search_type` 'bogus' is not one of similarity, "),
+        ({"k": 100000}, "`k` must be from 1 to 1000, got 100000"),
+        ({"fetch_k": 1001, "search_type": "mmr"}, "`fetch_k` must be from 1 to 1000, got 1001"),
+        ({"search_type": "mmr", "lambda_mult": 5}, "`lambda_mult` must be between 0 and 1, got 5.0"),
+        ({"k": "many"}, "k: Input should be a valid integer"),
+    ],
+)
+async def test_a_retrieval_parameter_the_retriever_refuses_is_a_422_before_any_node_is_called(route, fields, message):
+    # ux review D3: these were a 502 blaming the retriever (its 422, relayed as a node's failure)
+    async with run_stack() as stack, stack.client() as http:
+        response = await http.post(route, json={"messages": QUESTION, "stream": False, **fields})
+        fine = await http.post(route, json={"messages": QUESTION, "stream": False, "k": "2", "lambda_mult": 1})
+    assert response.status_code == 422, response.text
+    assert message in response.json()["detail"]
+    assert response.json()["error"]["message"] == response.json()["detail"]
+    assert fine.status_code == 200, fine.text  # OPEA's request reads "2" as 2, as before
+    assert len(stack.kb.searches) == len(stack.llm.requests) == 1  # only `fine` reached them
 
 
 async def test_a_body_over_the_size_limit_is_a_413():

@@ -11,11 +11,9 @@ import numpy.typing as npt
 
 from megaservice.components._store.types import Chunk, Collection
 from megaservice.exceptions import InputError
+from megaservice.protocol.retrieval import MAX_K
 
 __all__ = ["MAX_K", "check_chunks", "check_count", "check_dimension", "matrix_of", "query_vector"]
-
-MAX_K = 1000
-"""Most results one search returns (`k`), and most candidates it fetches (`fetch_k`)."""
 
 
 def check_count(name: str, value: int) -> None:

@@ -2,13 +2,11 @@
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal, get_args
+from typing import Any
+
+from megaservice.protocol.retrieval import SEARCH_TYPES, SearchType
 
 __all__ = ["SEARCH_TYPES", "Chunk", "Collection", "FileInfo", "Hit", "SearchType"]
-
-SearchType = Literal["similarity", "similarity_distance_threshold", "similarity_score_threshold", "mmr", "hybrid"]
-SEARCH_TYPES: tuple[str, ...] = get_args(SearchType)
-"""The `search_type`s the store answers (OPEA's four, and `hybrid`: full text and vectors, fused by rank)."""
 
 
 @dataclass(frozen=True, slots=True)

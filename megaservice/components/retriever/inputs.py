@@ -8,7 +8,8 @@
     {"text": str, "embedding": [floats]}         EmbedDoc (EmbedMultimodalDoc) → SearchedMultimodalDoc
 
 Each may carry OPEA's retrieval fields: `k`, `search_type`, `distance_threshold`, `score_threshold`,
-`fetch_k`, `lambda_mult`, `index_name`, and a metadata filter: `filters` (langchain PGVector's syntax,
+`fetch_k`, `lambda_mult` (checked by `megaservice.protocol.retrieval`, as the gateway checks a chat
+request's), `index_name`, and a metadata filter: `filters` (langchain PGVector's syntax,
 see `megaservice.components._store.filters`) or OPEA's `constraints` (`{"key": value}` or
 `{"key": [op, value]}` with op `==`, `!=`, `<`, `<=`, `>`, `>=`; a list of those is ANDed).
 """
@@ -20,12 +21,11 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import orjson
 
-from megaservice.components._store import MAX_K, SEARCH_TYPES
 from megaservice.components.retriever.backend import Search
 from megaservice.exceptions import InputError
 from megaservice.protocol.openai import ChatCompletionRequest
+from megaservice.protocol.retrieval import read_retrieval
 
 __all__ = ["Asked", "Shape", "read_request"]
 
@@ -57,15 +57,6 @@ def _fail(message: str) -> InputError:
 
 def _kind(value: Any) -> str:
     return "null" if value is None else type(value).__name__
-
-
-def _shown(value: Any, limit: int = 60) -> str:
-    """`value` as the JSON the client sent (`true`, `null`, `"mmr"`), cut to about `limit` characters."""
-    try:
-        text = orjson.dumps(value).decode()
-    except TypeError:  # orjson's JSONEncodeError: not a JSON value (a caller in Python)
-        text = repr(value)
-    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def read_request(body: Any) -> Asked:
@@ -132,68 +123,22 @@ def _search(body: dict[str, Any], text: Any, field: str, vector: "list[float] | 
         raise _fail(f"`{field}` must be the query's text, not {_kind(text)}")
     if not text.strip():
         raise _fail(f"`{field}` is empty: send the query's text")
-    search_type = body.get("search_type", "similarity")
-    if search_type not in SEARCH_TYPES:
-        raise _fail(f"`search_type` {_shown(search_type)} is not one of {', '.join(SEARCH_TYPES)}")
+    params = read_retrieval(body)
     collection = body.get("index_name")
     if collection is not None and not isinstance(collection, str):
         raise _fail(f"`index_name` must be a string, not {_kind(collection)}")
     return Search(
         vector=vector,
         text=text,
-        k=_count(body, "k", 4),
-        search_type=search_type,
-        distance_threshold=_threshold(body, "distance_threshold"),
-        score_threshold=_score_threshold(body),
-        fetch_k=_count(body, "fetch_k", 20),
-        lambda_mult=_fraction(body, "lambda_mult", 0.5),
+        k=params.k,
+        search_type=params.search_type,
+        distance_threshold=params.distance_threshold,
+        score_threshold=params.score_threshold,
+        fetch_k=params.fetch_k,
+        lambda_mult=params.lambda_mult,
         filters=_filters(body),
         collection=collection or None,
     )
-
-
-def _count(body: dict[str, Any], field: str, default: int) -> int:
-    value = body.get(field, default)
-    if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise _fail(f"`{field}` must be an integer from 1 to {MAX_K}, not {_shown(value)}")
-    if not 1 <= value <= MAX_K:
-        raise _fail(f"`{field}` must be from 1 to {MAX_K}, got {value}")
-    return value
-
-
-def _number(body: dict[str, Any], field: str, default: float | None) -> float | None:
-    value = body.get(field, default)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise _fail(f"`{field}` must be a number, not {_shown(value)}")
-    return float(value)
-
-
-def _threshold(body: dict[str, Any], field: str) -> float | None:
-    """A threshold: a number, not negative (OPEA's `NonNegativeFloat`), or `None`."""
-    value = _number(body, field, None)
-    if value is not None and value < 0:
-        raise _fail(f"`{field}` must not be negative (OPEA's NonNegativeFloat), got {value:g}")
-    return value
-
-
-def _score_threshold(body: dict[str, Any]) -> float | None:
-    """`score_threshold`: from 0 to 1, as a cosine similarity is never above 1."""
-    value = _threshold(body, "score_threshold")
-    if value is not None and value > 1:
-        raise _fail(f"`score_threshold` must be at most 1, got {value:g}: it is a cosine similarity, never above 1")
-    return value
-
-
-def _fraction(body: dict[str, Any], field: str, default: float) -> float:
-    value = _number(body, field, default)
-    assert value is not None
-    if not 0.0 <= value <= 1.0:
-        raise _fail(f"`{field}` must be between 0 and 1, got {value}")
-    return value
 
 
 def _filters(body: dict[str, Any]) -> dict[str, Any] | None:
