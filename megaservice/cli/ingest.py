@@ -3,10 +3,14 @@
     megaservice ingest docs/ handbook.pdf --url https://example.org/faq.html
     megaservice ingest notes/ --dataprep http://dataprep:5000 --chunk-size 800 --chunk-overlap 80
 
-Folders are walked (hidden files and folders left out); files of a type dataprep does not read are
-skipped and listed. Each file is sent as its own request (a file in a folder under its path from
-the folder's parent: `docs/a/README.md`), with a progress bar, then a summary: files ingested,
-chunks, skipped, failed with the reason dataprep gave. The exit status is 1 if any failed.
+Folders are walked (hidden files and folders left out, links that lead out of the folder not
+followed); files of a type dataprep does not read are skipped and listed. Each file is sent as its
+own request, under its **source name** (`source_name`): its path from the current directory when
+it is under it (`docs/a/README.md`, however the path was spelled), else its path from the parent of
+the argument that named it (`/srv/docs` → `docs/a/README.md`), so that ingesting a file again
+replaces it. A progress bar, then a summary: the files ingested under their names, chunks,
+skipped, failed with the reason dataprep gave. Dataprep is asked whether it is ready first; if
+nothing answers, that is one error naming its URL. The exit status is 1 if anything failed.
 """
 
 import asyncio
@@ -26,7 +30,7 @@ if TYPE_CHECKING:
 
     from megaservice.client import UpstreamClient
 
-__all__ = ["Outcome", "Upload", "collect", "ingest", "run"]
+__all__ = ["DataprepNotReady", "Outcome", "Upload", "collect", "ingest", "run", "source_name"]
 
 DEFAULT_DATAPREP = "http://127.0.0.1:5000"
 
@@ -62,13 +66,32 @@ def _supported(name: str) -> bool:
     return format_of(name) is not None
 
 
+class DataprepNotReady(Exception):
+    """Dataprep cannot be reached, or did not become ready in time: nothing was sent."""
+
+
+def source_name(path: Path, given: Path) -> str:
+    """The name dataprep stores `path` under: from the current directory if under it, else from `given`'s parent.
+
+    `given` is the argument that named `path`: the file itself, or the folder it was found in.
+    """
+    place = Path(os.path.abspath(path))  # noqa: PTH100  # `..` normalized, links not followed
+    here = Path.cwd()
+    if place.is_relative_to(here):
+        return place.relative_to(here).as_posix()
+    real = path.parent.resolve() / path.name  # the same, when a link leads to the current directory
+    if real.is_relative_to(here.resolve()):
+        return real.relative_to(here.resolve()).as_posix()
+    return place.relative_to(Path(os.path.abspath(given)).parent).as_posix()  # noqa: PTH100
+
+
 def collect(paths: list[Path], outcome: Outcome) -> list[Upload]:
     """The files `paths` name (folders walked, sorted); unsupported ones to `outcome.skipped`, missing to `failed`."""
     uploads = []
     for path in paths:
         if path.is_file():
             if _supported(path.name):
-                uploads.append(Upload(path, path.name))
+                uploads.append(Upload(path, source_name(path, path)))
             else:
                 outcome.skipped.append((str(path), "not a type dataprep reads"))
         elif path.is_dir():
@@ -79,11 +102,16 @@ def collect(paths: list[Path], outcome: Outcome) -> list[Upload]:
 
 
 def _walk(folder: Path, outcome: Outcome) -> list[Upload]:
-    base = folder.resolve().name or "root"
+    """The files under `folder`; links that lead out of it are skipped, as are links to folders (not walked)."""
+    top = folder.resolve()
     found = []
-    for directory, folders, files in os.walk(folder):
-        for hidden in sorted(name for name in folders if name.startswith(".")):
-            outcome.skipped.append((str(Path(directory) / hidden), "hidden folder"))
+    for directory, folders, files in os.walk(folder):  # links to folders are listed in `folders`, not walked
+        for name in sorted(folders):
+            path = Path(directory) / name
+            if name.startswith("."):
+                outcome.skipped.append((str(path), "hidden folder"))
+            elif path.is_symlink():
+                outcome.skipped.append((str(path), _link_reason(path, top, folder)))
         folders[:] = sorted(name for name in folders if not name.startswith("."))
         for name in sorted(files):
             path = Path(directory) / name
@@ -91,9 +119,20 @@ def _walk(folder: Path, outcome: Outcome) -> list[Upload]:
                 outcome.skipped.append((str(path), "hidden file"))
             elif not _supported(name):
                 outcome.skipped.append((str(path), "not a type dataprep reads"))
+            elif path.is_symlink() and not path.resolve().is_relative_to(top):
+                outcome.skipped.append((str(path), _link_reason(path, top, folder)))
             elif path.is_file():
-                found.append(Upload(path, f"{base}/{path.relative_to(folder).as_posix()}"))
+                found.append(Upload(path, source_name(path, folder)))
+            else:
+                outcome.skipped.append((str(path), "a link to nothing"))
     return found
+
+
+def _link_reason(path: Path, top: Path, folder: Path) -> str:
+    target = path.resolve()
+    if not target.is_relative_to(top):
+        return f"a link out of {folder} (to {target}): not followed"
+    return f"a link to a folder in {folder}: not followed (its files are ingested from {target})"
 
 
 def _multipart(fields: dict[str, str], upload: tuple[str, bytes] | None) -> tuple[bytes, str]:
@@ -129,22 +168,44 @@ def _reason(exc: Exception) -> str:
     return str(exc)
 
 
-async def _wait_ready(client: "UpstreamClient", dataprep: str, wait: float) -> str | None:
-    """`None` once dataprep answers `/v1/ready` with 200 (within `wait` seconds); else why not."""
-    from megaservice.client import Timeout
-    from megaservice.exceptions import UpstreamError
+_HOW_TO_START = (
+    "is it running? Start it with `megaservice up` (a pipeline with dataprep) or `megaservice serve dataprep`"
+)
 
+
+async def _wait_ready(client: "UpstreamClient", dataprep: str, wait: float, console: "Console | None") -> None:
+    """Return once dataprep answers `/v1/ready` with 200; while it answers 503 (starting), wait up to `wait` s.
+
+    Raises:
+        DataprepNotReady: nothing answers at `dataprep` (found at once: a short timeout), it answers
+            something else than 200 or 503, or it is still not ready after `wait` seconds.
+    """
+    from megaservice.client import Timeout
+    from megaservice.exceptions import UpstreamConnectError, UpstreamError, UpstreamStatusError, UpstreamTimeout
+
+    probe = Timeout(connect=2.0, read=5.0, total=5.0)
     deadline = time.monotonic() + wait
+    waiting = False
     while True:
         try:
-            await client.get("dataprep", f"{dataprep}/v1/ready", timeout=Timeout(connect=5.0, read=10.0, total=10.0))
+            await client.get("dataprep", f"{dataprep}/v1/ready", timeout=probe)
+        except (UpstreamConnectError, UpstreamTimeout) as exc:
+            raise DataprepNotReady(f"{exc}; {_HOW_TO_START}") from None  # it names the URL
         except UpstreamError as exc:
-            reason = _reason(exc)
+            if not isinstance(exc, UpstreamStatusError) or exc.upstream_status != 503:
+                raise DataprepNotReady(
+                    f"{dataprep}/v1/ready answered {_reason(exc)}; is --dataprep the URL of a dataprep service?"
+                ) from None
             if time.monotonic() >= deadline:
-                return reason
+                raise DataprepNotReady(
+                    f"dataprep at {dataprep} is still not ready after {wait:g} s: {_reason(exc)}"
+                ) from None
+            if not waiting and console is not None:
+                console.print(f"waiting up to {wait:g} s for dataprep at {dataprep} to be ready: {_reason(exc)}")
+            waiting = True
             await asyncio.sleep(0.5)
         else:
-            return None
+            return
 
 
 async def run(
@@ -159,7 +220,11 @@ async def run(
     wait: float = 60.0,
     console: "Console | None" = None,
 ) -> Outcome:
-    """Send `uploads` and `urls` to `dataprep` one by one, with a progress bar on `console`; fill `outcome`."""
+    """Send `uploads` and `urls` to `dataprep` one by one, with a progress bar on `console`; fill `outcome`.
+
+    Raises:
+        DataprepNotReady: dataprep is not there or not ready (`_wait_ready`); nothing was sent.
+    """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from megaservice.client import Timeout, UpstreamClient
@@ -174,12 +239,7 @@ async def run(
     client = UpstreamClient()
     calls = Timeout(connect=10.0, read=timeout, total=timeout)
     try:
-        not_ready = await _wait_ready(client, dataprep, wait)
-        if not_ready is not None:
-            reason = f"dataprep at {dataprep} is not ready: {not_ready}"
-            outcome.failed.extend((item.name, reason) for item in uploads)
-            outcome.failed.extend((url, reason) for url in urls)
-            return outcome
+        await _wait_ready(client, dataprep, wait, console)
         items: list[Upload | str] = [*uploads, *urls]
         columns = (
             SpinnerColumn(),
@@ -217,7 +277,8 @@ async def run(
 
 
 def report(outcome: Outcome, console: "Console") -> None:
-    """The summary: what was ingested, skipped and failed (with reasons)."""
+    """The summary: what was ingested (under which names), skipped and failed (with reasons)."""
+    from rich.markup import escape
     from rich.table import Table
 
     console.print(
@@ -225,13 +286,18 @@ def report(outcome: Outcome, console: "Console") -> None:
         f"[bold]{len(outcome.skipped)}[/] skipped, "
         f"[bold {'red' if outcome.failed else 'green'}]{len(outcome.failed)}[/] failed"
     )
-    for title, rows in (("Skipped", outcome.skipped), ("Failed", outcome.failed)):
+    ingested = [(name, str(chunks)) for name, chunks in outcome.ingested]
+    for title, rows, heads in (
+        ("Ingested", ingested, ("stored as", "chunks")),
+        ("Skipped", outcome.skipped, ("file or URL", "why")),
+        ("Failed", outcome.failed, ("file or URL", "why")),
+    ):
         if rows:
             table = Table(title=title, show_lines=False, title_justify="left")
-            table.add_column("file or URL", overflow="fold")
-            table.add_column("why", overflow="fold")
+            table.add_column(heads[0], overflow="fold")
+            table.add_column(heads[1], overflow="fold", justify="right" if title == "Ingested" else "left")
             for name, why in rows:
-                table.add_row(name, why)
+                table.add_row(escape(name), escape(why))
             console.print(table)
 
 
@@ -247,29 +313,46 @@ def ingest(
     chunk_size: Annotated[int | None, typer.Option(help="Characters per chunk (default: dataprep's).")] = None,
     chunk_overlap: Annotated[int | None, typer.Option(help="Characters neighbouring chunks share.")] = None,
     timeout: Annotated[float, typer.Option(help="Seconds one file may take to be ingested.")] = 3600.0,
-    wait: Annotated[float, typer.Option(help="Seconds to wait for dataprep to be ready.")] = 60.0,
+    wait: Annotated[
+        float, typer.Option(help="Seconds to wait for a dataprep that answers but is still starting (503).")
+    ] = 60.0,
 ) -> None:
-    """Ingest files, folders and web pages into a running dataprep service (`megaservice serve dataprep`)."""
+    """Ingest files, folders and web pages into a running dataprep service (`megaservice serve dataprep`).
+
+    A file is stored under its source name: its path from the current directory when it is under
+    it (`docs/a.md`, whether given as `docs`, `docs/a.md` or `/abs/path/docs/a.md`), else its path
+    from the parent of the argument that named it (`/srv/docs` gives `docs/a.md`, `/srv/docs/a.md`
+    gives `a.md`). Ingesting a file again under the same name replaces it. The summary lists the
+    names used.
+
+    Folders are walked; hidden files and folders, and links that lead out of the folder, are
+    skipped and listed. If nothing answers at --dataprep, that is one error at once (exit 1).
+    """
     from rich.console import Console
+    from rich.markup import escape
 
     if not paths and not url:
         raise typer.BadParameter("give files or folders to ingest, or --url", param_hint="PATH")
     console = Console(stderr=True)
     outcome = Outcome()
     uploads = collect(list(paths or []), outcome)
-    asyncio.run(
-        run(
-            uploads,
-            list(url or []),
-            outcome,
-            dataprep=dataprep,
-            chunk_size=chunk_size,
-            chunk_overlap=chunk_overlap,
-            timeout=timeout,
-            wait=wait,
-            console=console,
+    try:
+        asyncio.run(
+            run(
+                uploads,
+                list(url or []),
+                outcome,
+                dataprep=dataprep,
+                chunk_size=chunk_size,
+                chunk_overlap=chunk_overlap,
+                timeout=timeout,
+                wait=wait,
+                console=console,
+            )
         )
-    )
+    except DataprepNotReady as exc:
+        console.print(f"[bold red]error:[/] {escape(str(exc))}; nothing was ingested", highlight=False)
+        raise typer.Exit(1) from None
     report(outcome, console)
     if outcome.failed:
         raise typer.Exit(1)
