@@ -8,7 +8,8 @@
 
 The probes (`megaservice.limits.PROBE_PATHS`, or whatever `Limits.public_paths` says) and
 `OPTIONS` requests are public: they need no key and are not counted as in flight. A refusal is
-written straight to the server: no handler, no FastAPI.
+written straight to the server: no handler, no FastAPI. Its body is `{"detail": ...}`, and for a
+4xx OpenAI's `error` object too, as the chat routes' other refusals have.
 """
 
 import orjson
@@ -82,8 +83,11 @@ async def refuse_busy(send: Send, limits: Limits, inflight: int) -> None:
 
 
 async def refuse(send: Send, status: int, detail: str, headers: list[tuple[bytes, bytes]] | None = None) -> None:
-    """Answer `status` with `{"detail": detail}` and `headers`, straight to the server."""
-    body = orjson.dumps({"detail": detail})
+    """Answer `status` with `{"detail": detail}` (a 4xx: and OpenAI's `error`) and `headers`, straight to the server."""
+    content: dict[str, object] = {"detail": detail}
+    if status < 500:  # OpenAI's clients show its message (the chat routes' other 4xx have it too)
+        content["error"] = {"message": detail, "type": "invalid_request_error", "param": None, "code": None}
+    body = orjson.dumps(content)
     raw = [(b"content-length", str(len(body)).encode()), _JSON_HEADER, *(headers or [])]
     await send({"type": "http.response.start", "status": status, "headers": raw})
     await send({"type": "http.response.body", "body": body})

@@ -12,7 +12,8 @@ and answers hold: `megaservice.gateway.request` and `megaservice.gateway.answers
 Failures: a request that is wrong or over a limit, a 4xx saying which (`request`); a node that
 fails, the core's 502/503/504 naming it (`megaservice.exceptions`); a request the LLM refuses
 (its 4xx: the context is too long, a parameter it does not take), that 4xx as the LLM service
-answered it.
+answered it, with OpenAI's `error` object added when it has none. Every 4xx of the chat routes
+has `detail` and OpenAI's `error` (a body that is not JSON, too large, ... too).
 """
 
 import time
@@ -132,6 +133,8 @@ class _Chat:
                 turn = read_turn(await request.json(), framing, self.limits, self.name)
             except InputError as exc:
                 return _refused(exc)
+            except ValueError as exc:  # not JSON, not UTF-8: the core's 400, with OpenAI's `error` as well
+                return _refused(InputError(f"request body is not valid JSON: {exc}", status_code=400))
             return await self.answer(turn)
 
         return chat
@@ -145,7 +148,7 @@ class _Chat:
         except UpstreamStatusError as exc:
             status = exc.upstream_status
             if exc.node in self.llm_nodes and 400 <= status < 500 and status not in _NOT_RELAYED:
-                return Response(exc.body, status_code=status, media_type="application/json")
+                return _relayed(exc.body, status)
             raise
         if turn.refusal is not None:
             if turn.stream:
@@ -187,6 +190,28 @@ def _refused(exc: InputError) -> Response:
     message = str(exc)
     error = {"message": message, "type": "invalid_request_error", "param": None, "code": None}
     return _json({"detail": message, "error": error}, exc.status_code)
+
+
+def _relayed(body: str | bytes, status: int) -> Response:
+    """The LLM's 4xx as it answered it, with OpenAI's `error` added when it has none (a pydantic `detail`)."""
+    try:
+        content = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        content = None
+    if not isinstance(content, dict) or "error" in content or "detail" not in content:
+        return Response(body, status_code=status, media_type="application/json")
+    detail = content["detail"]
+    if isinstance(detail, list):  # FastAPI's validation errors: `stop: Input should be a valid string`
+        message = "; ".join(
+            f"{'.'.join(str(p) for p in item.get('loc', ()) if p != 'body')}: {item.get('msg')}"
+            if isinstance(item, dict)
+            else str(item)
+            for item in detail
+        )
+    else:
+        message = str(detail)
+    content["error"] = {"message": message, "type": "invalid_request_error", "param": None, "code": None}
+    return _json(content, status)
 
 
 def _json(content: Any, status: int = 200) -> Response:

@@ -142,6 +142,31 @@ async def test_a_body_over_the_size_limit_is_a_413():
     assert response.status_code == 413
 
 
+@pytest.mark.parametrize("route", ["/v1/chat/completions", "/v1/chatqna"])
+async def test_every_4xx_of_the_chat_routes_has_openais_error_object(route):
+    # ux review D12: a body that is not JSON, one over the limit (with its Content-Length), the LLM's
+    # pydantic 422 had only `detail`
+    settings = Settings(limits=Limits(max_body_bytes=1000))
+    async with run_stack(settings=settings) as stack, stack.client() as http:
+        answers = {
+            "not json": await http.post(route, content=b"not json", headers={"content-type": "application/json"}),
+            "empty": await http.post(route, content=b"", headers={"content-type": "application/json"}),
+            "not utf-8": await http.post(route, content=b'{"messages": "\xff"}'),
+            "too large": await http.post(route, json={"messages": "x" * 2000}),
+        }
+        if route == "/v1/chat/completions":  # /v1/chatqna passes OPEA's fields only: no `stop`
+            answers["llm refuses"] = await http.post(route, json={"messages": QUESTION, "stop": 5})
+    expected = {"not json": 400, "empty": 400, "not utf-8": 400, "too large": 413, "llm refuses": 422}
+    assert {what: answer.status_code for what, answer in answers.items()} == {w: expected[w] for w in answers}
+    for what, answer in answers.items():
+        error = answer.json()["error"]
+        assert error["type"] == "invalid_request_error", what
+        assert error["message"] and "detail" in answer.json(), what
+    assert answers["not json"].json()["error"]["message"].startswith("request body is not valid JSON")
+    if "llm refuses" in answers:
+        assert answers["llm refuses"].json()["error"]["message"].startswith("stop")
+
+
 async def test_the_openai_client_sees_a_limit_as_a_bad_request_naming_it():
     settings = Settings(input_limits=InputLimits(max_tokens=100))
     async with run_stack(settings=settings) as stack, client_for(stack) as client:
