@@ -116,7 +116,7 @@ async def test_a_bad_or_oversized_request_is_a_422_saying_what_is_wrong(body, na
 @pytest.mark.parametrize(
     ("fields", "message"),
     [
-        ({"search_type": "bogus"}, "`search_type` \"bogus\" is not one of similarity, "),
+        ({"search_type": "bogus"}, '`search_type` "bogus" is not one of similarity, '),
         ({"k": 100000}, "`k` must be from 1 to 1000, got 100000"),
         ({"fetch_k": 1001, "search_type": "mmr"}, "`fetch_k` must be from 1 to 1000, got 1001"),
         ({"search_type": "mmr", "lambda_mult": 5}, "`lambda_mult` must be between 0 and 1, got 5.0"),
