@@ -23,8 +23,21 @@ app = typer.Typer(
 app.add_typer(export_app)
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from megaservice._version import __version__
+
+        typer.echo(f"megaservice {__version__}")
+        raise typer.Exit
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", help="Print megaservice's version and exit.", callback=_print_version, is_eager=True),
+    ] = False,
+) -> None:
     """Run GenAI pipelines as HTTP microservices (OPEA-compatible)."""
 
 
