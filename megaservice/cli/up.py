@@ -2,6 +2,7 @@
 
 import asyncio
 import itertools
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -128,17 +129,34 @@ def ask(
     max_tokens: Annotated[int, typer.Option(help="Most tokens in the answer.")] = 256,
     api_key: Annotated[str | None, typer.Option(help="The megaservice's API key, if it has one.")] = None,
 ) -> None:
-    """Ask a running pipeline a question; the answer streams in, then its sources."""
+    """Ask a running pipeline a question; the answer streams in, then its sources.
+
+    Exits 1 on an error (the megaservice unreachable, a failing node), 3 when a guardrail refused the question.
+    """
     console = Console(highlight=False)
     try:
-        sources = asyncio.run(_ask(console, url.rstrip("/"), question, max_tokens, api_key))
+        answer = asyncio.run(_ask(console, url.rstrip("/"), question, max_tokens, api_key))
     except _AskError as exc:
         console.print(Text(f"\nerror: {exc}", style="red"))
         raise typer.Exit(1) from None
-    if sources:
+    if answer.refused_by is not None:
+        console.print(Text(f"refused by the guardrail: {answer.refused_by}", style="yellow"))
+        raise typer.Exit(_REFUSED)
+    if answer.sources:
         console.print(Text("\nsources:", style="bold"))
-        for number, source in enumerate(sources, 1):
+        for number, source in enumerate(answer.sources, 1):
             console.print(Text(f"  [{number}] {_source_line(source)}", style="dim"))
+
+
+_REFUSED = 3
+"""`ask`'s exit code when a guardrail refused the question (1 is an error, 2 a wrong command line)."""
+
+
+@dataclass
+class _Answer:
+    sources: list[Any] = field(default_factory=list)
+    refused_by: str | None = None
+    """The pipeline's name of the guardrail that refused the question (the gateway's `refused_by`)."""
 
 
 class _AskError(Exception):
@@ -159,7 +177,7 @@ def _source_line(source: Any) -> str:
     return ", ".join(parts)
 
 
-async def _ask(console: Console, url: str, question: str, max_tokens: int, api_key: str | None) -> list[Any]:
+async def _ask(console: Console, url: str, question: str, max_tokens: int, api_key: str | None) -> _Answer:
     import aiohttp
     import orjson
 
@@ -167,7 +185,7 @@ async def _ask(console: Console, url: str, question: str, max_tokens: int, api_k
 
     body = {"messages": [{"role": "user", "content": question}], "stream": True, "max_tokens": max_tokens}
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    sources: list[Any] = []
+    result = _Answer()
     timeout = aiohttp.ClientTimeout(total=None, connect=5, sock_read=120)
     try:
         async with (
@@ -189,11 +207,13 @@ async def _ask(console: Console, url: str, question: str, max_tokens: int, api_k
                         text = (choice.get("delta") or {}).get("content")
                         if text:
                             console.out(text, end="", highlight=False)
-                    sources.extend(data.get("sources") or ())
+                    result.sources.extend(data.get("sources") or ())
+                    if data.get("refused_by"):
+                        result.refused_by = str(data["refused_by"])
     except aiohttp.ClientError as exc:
         raise _AskError(f"cannot reach the megaservice at {url}: {exc} (is `megaservice up` running?)") from None
     console.out("")
-    return sources
+    return result
 
 
 def pipelines() -> None:

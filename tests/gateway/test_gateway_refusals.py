@@ -2,10 +2,13 @@
 
 import ast
 
+import anyio
 import httpx
 import openai
 import pytest
+from typer.testing import CliRunner
 
+from megaservice.cli import app
 from megaservice.components.llm import LLMSettings, create_service as llm_service
 from megaservice.gateway import create_gateway
 from megaservice.limits import InputLimits, Limits
@@ -63,6 +66,15 @@ async def test_a_refusal_on_the_opea_route_is_opeas_answer(stack):
     assert frames == [f"data: {REFUSAL.encode()!r}", "data: [DONE]"]
     assert whole.json()["choices"][0]["message"]["content"] == REFUSAL
     assert whole.json()["choices"][0]["metadata"] == {"refused_by": "guardrail"}
+    assert stack.llm.requests == []
+
+
+async def test_megaservice_ask_marks_a_refused_question_and_exits_3(stack):
+    asked = await anyio.to_thread.run_sync(
+        lambda: CliRunner().invoke(app, ["ask", INSULT, "--url", stack.url], env={"COLUMNS": "400", "NO_COLOR": "1"})
+    )
+    assert asked.exit_code == 3, asked.output
+    assert asked.output.splitlines() == [REFUSAL, "refused by the guardrail: guardrail"]
     assert stack.llm.requests == []
 
 
