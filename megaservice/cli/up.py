@@ -220,11 +220,18 @@ def pipelines() -> None:
     """List the pipelines that ship with megaservice."""
     from megaservice.pipeline.loader import load_pipeline, shipped_pipelines
 
-    table = Table("name", "description", "file", box=None)
-    for name, path in sorted(shipped_pipelines().items()):
+    console = Console(highlight=False)
+    shipped = sorted(shipped_pipelines().items())
+    width = max((len(name) for name, _ in shipped), default=0)
+    for name, path in shipped:
         try:
             description = load_pipeline(path).description
         except Exception as exc:  # noqa: BLE001  # a listing shows a broken file instead of failing
             description = f"(invalid: {exc})"
-        table.add_row(name, description, str(path))
-    Console().print(table)
+        row = Table.grid(padding=(0, 2))
+        row.add_column(min_width=width, style="bold")
+        row.add_column()
+        row.add_row(name, description)
+        console.print(row)
+        # on a line of its own, never wrapped or cut by rich: the path is what users copy
+        console.print(Text(f"{'':{width + 2}}file: {path}"), soft_wrap=True)
