@@ -149,15 +149,23 @@ class Launcher:
         ]
         taken = taken_ports(wanted)
         if taken:
-            lines = [f"port {port} is taken; {service} needs it" for service, port in taken]
-            hint = ". Stop what uses it, or give the service another port in the pipeline file."
+            width = max(len(service) for service, _ in taken)
+            lines = [
+                "a port the pipeline needs is taken:"
+                if len(taken) == 1
+                else f"{len(taken)} ports the pipeline needs are taken:",
+                *(f"  {service:<{width}}  port {port}" for service, port in taken),
+                "Stop what uses it, or give the service another port in the pipeline file."
+                if len(taken) == 1
+                else "Stop what uses them, or give the services other ports in the pipeline file.",
+            ]
             if self.receiver is not None and any(service == self.receiver.name for service, _ in taken):
-                hint += (
-                    f" {self.receiver.name} is the trace receiver of --observe: if Jaeger or another OTLP receiver"
+                lines.append(
+                    f"{self.receiver.name} is the trace receiver of --observe: if Jaeger or another OTLP receiver"
                     " already listens there, run with --no-observe and TELEMETRY_ENDPOINT set to it; or choose"
                     " other ports with --observe-port / --observe-ui-port (or the pipeline file's `observe:`)."
                 )
-            raise LaunchError("; ".join(lines) + hint)
+            raise LaunchError("\n".join(lines))
 
     def check_tracing(self) -> None:
         """Raise `LaunchError` if `--observe` was asked for without the `tracing` extra."""

@@ -128,11 +128,29 @@ def test_a_taken_port_is_named_with_its_service_before_anything_starts(tmp_path:
         pipeline, path = _pipeline(tmp_path, port)
         lines: list[tuple[str, str]] = []
         launcher = Launcher(pipeline, path, data_dir=tmp_path, emit=lambda n, s: lines.append((n, s)))  # type: ignore[arg-type]
-        with pytest.raises(LaunchError, match=rf"port {port} is taken; llm needs it"):
+        with pytest.raises(LaunchError, match=rf"is taken:\n  llm  port {port}\n"):
             launcher.check_ports()
         with pytest.raises(LaunchError):
             asyncio.run(launcher.run())
     assert lines == []  # nothing was started
+
+
+def test_taken_ports_are_listed_one_a_line_with_their_services(tmp_path: Path) -> None:
+    with socket.socket() as llm_holder, socket.socket() as gateway_holder:
+        for holder in (llm_holder, gateway_holder):
+            holder.bind(("127.0.0.1", 0))
+            holder.listen()
+        llm_port, gateway_port = llm_holder.getsockname()[1], gateway_holder.getsockname()[1]
+        pipeline, path = _pipeline(tmp_path, llm_port, gateway_port=gateway_port)
+        launcher = Launcher(pipeline, path, data_dir=tmp_path, emit=lambda n, s: None)  # type: ignore[arg-type]
+        with pytest.raises(LaunchError) as refused:
+            launcher.check_ports()
+    assert str(refused.value).splitlines() == [
+        "2 ports the pipeline needs are taken:",
+        f"  llm          port {llm_port}",
+        f"  megaservice  port {gateway_port}",
+        "Stop what uses them, or give the services other ports in the pipeline file.",
+    ]
 
 
 def _up(*args: str) -> tuple[int, str]:

@@ -123,7 +123,7 @@ def test_a_taken_viewer_port_is_refused_naming_the_receiver_before_anything_star
             emit=lambda n, s: lines.append((n, s)),
             receiver=receiver,
         )
-        with pytest.raises(LaunchError, match=rf"port {taken} is taken; traces needs it.*Jaeger.*--observe-ui-port"):
+        with pytest.raises(LaunchError, match=rf"(?s)\n  traces  port {taken}\n.*Jaeger.*--observe-ui-port"):
             asyncio.run(launcher.run())
     assert lines == []
 
