@@ -27,7 +27,7 @@ whose body names the node and has OpenAI's `error` object (so the openai client 
 
 import logging
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Collection, Iterator, Mapping
 from typing import Any
 
 import orjson
@@ -126,15 +126,17 @@ def _opea_response(turn: Turn, text: str, usage: Any) -> dict[str, Any]:
 # -- streamed -------------------------------------------------------------------------------------
 
 
-def relay(events: AsyncIterator[Any], turn: Turn) -> AsyncIterator[bytes | str]:
+def relay(events: AsyncIterator[Any], turn: Turn, *, nodes: Collection[str] = ()) -> AsyncIterator[bytes | str]:
     """The LLM's stream (raw SSE events, or OPEA frames after an output guardrail) in the turn's framing.
 
     An async `align_generator` hook: the LLM node failing midway is raised through here, and the
-    core ends the stream with its error event (the node, OpenAI's `error` object).
+    core ends the stream with its error event (the node, OpenAI's `error` object). An error event
+    the LLM service sends about its own upstream is passed on named by the LLM node, since its
+    `node` (`model-server`) is not one of the pipeline's `nodes` (`_named_by_the_pipeline`).
     """
     if turn.framing == "opea":
-        return _opea_stream(events, turn)
-    return _openai_stream(events, turn)
+        return _opea_stream(events, turn, nodes)
+    return _openai_stream(events, turn, nodes)
 
 
 def _first_event(turn: Turn) -> None:
@@ -143,7 +145,7 @@ def _first_event(turn: Turn) -> None:
         gateway_metrics().llm_first_token_latency.observe(time.monotonic() - turn.llm_called)
 
 
-async def _openai_stream(events: AsyncIterator[Any], turn: Turn) -> AsyncIterator[bytes]:
+async def _openai_stream(events: AsyncIterator[Any], turn: Turn, nodes: Collection[str]) -> AsyncIterator[bytes]:
     first = timing = True
     async for event in events:
         if timing:
@@ -157,7 +159,7 @@ async def _openai_stream(events: AsyncIterator[Any], turn: Turn) -> AsyncIterato
             yield raw
             continue
         if _is_error(raw):  # the LLM service's own error event (it has OpenAI's `error`): passed on
-            yield raw
+            yield _named_by_the_pipeline(raw, turn, nodes)
             await _drain(events)
             return
         text, done = _compat.event_text(raw)
@@ -169,7 +171,7 @@ async def _openai_stream(events: AsyncIterator[Any], turn: Turn) -> AsyncIterato
     yield DONE
 
 
-async def _opea_stream(events: AsyncIterator[Any], turn: Turn) -> AsyncIterator[bytes | str]:
+async def _opea_stream(events: AsyncIterator[Any], turn: Turn, nodes: Collection[str]) -> AsyncIterator[bytes | str]:
     timing = True
     async for event in events:
         if timing:
@@ -179,7 +181,7 @@ async def _opea_stream(events: AsyncIterator[Any], turn: Turn) -> AsyncIterator[
         if raw.startswith(_DATA_JSON):
             text = _delta_content(raw)
         elif _is_error(raw):
-            yield raw
+            yield _named_by_the_pipeline(raw, turn, nodes)
             await _drain(events)
             return
         else:
@@ -243,6 +245,26 @@ def _delta_content(raw: bytes) -> str:
     delta = choices[0].get("delta")
     content = delta.get("content") if isinstance(delta, dict) else choices[0].get("text")
     return content if isinstance(content, str) else ""
+
+
+def _named_by_the_pipeline(raw: bytes, turn: Turn, nodes: Collection[str]) -> bytes:
+    """An error event naming a node the pipeline does not have, named by the LLM node instead.
+
+    The LLM service names its own upstream `model-server` (it does not know the pipeline): a client
+    looks for the node among the pipeline's. Its message is kept, after the LLM node's name.
+    """
+    _, found, data = raw.partition(b"data: ")
+    try:
+        body = orjson.loads(data) if found and turn.llm_node else None
+    except orjson.JSONDecodeError:
+        return raw
+    if not isinstance(body, dict) or not isinstance(body.get("node"), str) or body["node"] in nodes:
+        return raw
+    message = f"{turn.llm_node}: {body.get('message', '')}"
+    body.update(node=turn.llm_node, message=message)
+    if isinstance(body.get("error"), dict):
+        body["error"] = {**body["error"], "message": message}
+    return _compat.error_frame(body)
 
 
 def _is_error(raw: bytes) -> bool:

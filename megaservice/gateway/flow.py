@@ -65,6 +65,7 @@ class GatewayOrchestrator(ServiceOrchestrator):
             return {**inputs, "top_n": turn.top_n}
         if role in (ServiceType.LLM, ServiceType.LVM):
             turn.answered = True
+            turn.llm_node = service_name(args[0])
             turn.llm_called = now = time.monotonic()
             gateway_metrics().pipeline_latency.observe(now - turn.started)
             turn.refusal = turn.refused_by = None  # a black list that let the LLM run refused nothing
@@ -106,7 +107,7 @@ class GatewayOrchestrator(ServiceOrchestrator):
     async def align_generator(self, gen: Any, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
         """Write the LLM's stream in the request's framing, the sources before the end (`answers.relay`)."""
         turn: Turn | None = kwargs.get("turn")
-        source = gen if turn is None else answers.relay(gen, turn)
+        source = gen if turn is None else answers.relay(gen, turn, nodes=frozenset(map(service_name, self.services)))
         async for item in source:
             yield item
 

@@ -57,6 +57,8 @@ class Turn:
     """When the request was read (`time.monotonic()`): the pipeline's time is counted from it."""
     llm_called: float = 0.0
     """When the LLM node was called (`time.monotonic()`; 0 until it is)."""
+    llm_node: str = ""
+    """The pipeline's name of the LLM node, once it is called (its service's own upstream errors are named by it)."""
 
     def source_dicts(self) -> list[dict[str, Any]]:
         """The sources as answers carry them (numbered from 1, in the order the LLM saw them)."""

@@ -5,6 +5,7 @@ import ast
 import anyio
 import httpx
 import openai
+import orjson
 import pytest
 from typer.testing import CliRunner
 
@@ -246,6 +247,24 @@ async def test_a_stream_failing_midway_ends_with_the_llm_services_error_which_th
                         async for chunk in stream:
                             pieces.append(chunk.choices[0].delta.content)  # noqa: PERF401  # kept when it raises
     assert pieces == ["partial"]
+
+
+@pytest.mark.parametrize("route", ["/v1/chat/completions", "/v1/chatqna"])
+async def test_the_llm_services_error_midway_names_the_llm_node_as_the_pipeline_does(route):
+    # the LLM service names its own upstream `model-server`, a name the pipeline does not have (UX report D9)
+    async with FaultyServer("reset") as model_server:
+        llm = llm_service(LLMSettings(endpoint=model_server.url)).app
+        async with serve(llm) as llm_url:
+            pipeline = parse_pipeline(pipeline_yaml({"llm": llm_url}, ("llm",)), environ={})
+            async with serve(create_gateway(pipeline, Settings()).app) as url, httpx.AsyncClient(base_url=url) as http:
+                with anyio.fail_after(10):
+                    text = (await http.post(route, json={"messages": "hi", "stream": True})).text
+    head, _, event = text.partition("event: error\ndata: ")
+    assert "partial" in head
+    error = orjson.loads(event)
+    assert error["node"] == "llm"
+    assert error["message"].startswith("llm: connection to model-server failed"), error
+    assert error["error"]["message"] == error["message"]
 
 
 async def test_streams_of_several_questions_at_once_each_get_their_own_answer(stack):
