@@ -11,7 +11,7 @@ both. A reader may open with neither (it learns them from the collection, once o
 Connections come from a pool (psycopg_pool) of autocommit connections; one that broke (PostgreSQL
 restarted) is replaced and a search is tried once more, so the services recover on their own.
 While PostgreSQL cannot be reached every call raises `StoreUnavailable` (503 naming the database),
-after at most `PG_POOL_TIMEOUT` seconds; the pool tries to connect every `RECONNECT_DELAY` (0.5 s),
+after at most `PG_POOL_TIMEOUT` seconds; the pool tries to connect every 0.5 s (`pool.RECONNECT_DELAY`),
 so calls succeed again within about that once PostgreSQL answers. With no `PG_CONNECTION_STRING`
 the store joins the embedded PostgreSQL of the data directory, or starts it
 (`megaservice.components.postgres.embedded`).
@@ -34,8 +34,7 @@ from pgvector.psycopg import register_vector_async
 from psycopg import AsyncConnection, sql
 from psycopg.rows import TupleRow
 from psycopg.types.json import Jsonb, set_json_loads
-from psycopg_pool import AsyncConnectionPool, PoolClosed, PoolTimeout, TooManyRequests
-from psycopg_pool.base import AttemptWithBackoff
+from psycopg_pool import PoolClosed, PoolTimeout, TooManyRequests
 
 from megaservice.components._store import queries, schema
 from megaservice.components._store.checks import (
@@ -48,11 +47,12 @@ from megaservice.components._store.checks import (
 from megaservice.components._store.errors import DATABASE_NODE, ModelMismatch, StoreUnavailable
 from megaservice.components._store.filters import filter_condition
 from megaservice.components._store.plan import SearchPlan
+from megaservice.components._store.pool import Pool
 from megaservice.components._store.settings import StoreSettings, shown_dsn
 from megaservice.components._store.types import Chunk, Collection, FileInfo, Hit
 from megaservice.exceptions import InputError, UpstreamTimeout
 
-__all__ = ["MAX_K", "RECONNECT_DELAY", "Store"]
+__all__ = ["MAX_K", "Store"]
 
 logger = logging.getLogger("megaservice.store")
 
@@ -62,52 +62,6 @@ _T = TypeVar("_T")
 _Conn = AsyncConnection[TupleRow]
 _BROKEN = (psycopg.OperationalError, psycopg.InterfaceError)
 _POOL_ERRORS = (PoolTimeout, PoolClosed, TooManyRequests)  # OperationalErrors too, but no connection broke
-
-RECONNECT_DELAY = 0.5
-"""Seconds between the pool's attempts to replace a connection while PostgreSQL cannot be reached.
-
-psycopg_pool doubles the delay after each failed attempt (1, 2, 4, 8, 16 s ...): after an outage of
-15 s its next attempt came up to 15 s after PostgreSQL answered again, and every call failed until
-then. A failed attempt on a server that is down costs well under a millisecond."""
-_WARN_EVERY = 10.0  # seconds between two of psycopg_pool's warnings of a failed attempt, per pool
-
-
-class _Reconnecting(AttemptWithBackoff):
-    """psycopg_pool's reconnection attempt, with the delay held at `RECONNECT_DELAY` (jittered by 10 %)."""
-
-    INITIAL_DELAY = RECONNECT_DELAY
-    DELAY_BACKOFF = 1.0
-
-
-class _Pool(AsyncConnectionPool[_Conn]):
-    """psycopg_pool's pool, trying again every `RECONNECT_DELAY` s (not ever more rarely) while the server is down."""
-
-    async def _add_connection(self, attempt: AttemptWithBackoff | None, growing: bool = False) -> None:
-        # a failed attempt reschedules itself with the same `attempt`: the first one sets the policy
-        await super()._add_connection(attempt or _Reconnecting(timeout=self.reconnect_timeout), growing)
-
-
-class _FewerReconnectWarnings(logging.Filter):
-    """psycopg_pool's warning of each failed attempt to connect, at most once per pool every `_WARN_EVERY` s.
-
-    Each connection the pool lost tries again every `RECONNECT_DELAY`: a pool of 10 would log 20 a second.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._shown: dict[str, float] = {}
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.msg != "error connecting in %r: %s" or not isinstance(record.args, tuple) or not record.args:
-            return True
-        pool, now = str(record.args[0]), time.monotonic()
-        if now - self._shown.get(pool, -_WARN_EVERY) < _WARN_EVERY:
-            return False
-        self._shown[pool] = now
-        return True
-
-
-logging.getLogger("psycopg.pool").addFilter(_FewerReconnectWarnings())
 
 
 class Store:
@@ -120,7 +74,7 @@ class Store:
         self.model = model
         self.dimension = dimension
         self._collection: Collection | None = None
-        self._pool: _Pool | None = None
+        self._pool: Pool | None = None
         self._lease: Any = None  # the embedded server's lease, while this store uses it
         self._location = shown_dsn(self.settings.connection) if self.settings.connection else "(embedded)"
         self._lock = asyncio.Lock()
@@ -152,7 +106,7 @@ class Store:
         return self._collection
 
     @property
-    def pool(self) -> AsyncConnectionPool[_Conn]:
+    def pool(self) -> Pool:
         """The connection pool (connections with pgvector's types, autocommit, `hnsw.ef_search` set)."""
         if self._pool is None:
             raise RuntimeError("the store is not connected: await store.connect() first")
@@ -176,7 +130,7 @@ class Store:
                     self._collection = await self._setup(conn)
             except _BROKEN as exc:
                 raise StoreUnavailable(_reason(exc), url=self._location) from exc
-            self._pool = _Pool(
+            self._pool = Pool(
                 conninfo,
                 min_size=self.settings.pool_min,
                 max_size=max(self.settings.pool_max, self.settings.pool_min),
