@@ -12,6 +12,7 @@ A source's name is the first of these metadata keys that is set: `source`, `file
 `chunk_id`, `index`; its page `page` or `page_number`.
 """
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -89,10 +90,14 @@ def reranked(answer: Any, candidates: Sequence[Source]) -> list[Source] | None:
 
 
 def documents_of(answer: Any) -> list[Any] | None:
-    """The documents field of a reranker's (or retriever's) answer, in any of OPEA's shapes."""
+    """The documents field of a reranker's (or retriever's) answer, in any of OPEA's shapes.
+
+    `reranked_docs` first: where an answer has both (ours, to an `LLMParamsDoc`), `documents` holds the
+    same texts without their scores and metadata.
+    """
     if not isinstance(answer, Mapping):
         return None
-    for key in ("documents", "reranked_docs", "retrieved_docs"):
+    for key in ("reranked_docs", "documents", "retrieved_docs"):
         value = answer.get(key)
         if isinstance(value, list):
             return value
@@ -110,14 +115,14 @@ def _source(doc: Any, outer: Mapping[str, Any] | None) -> Source | None:
         text = "\n".join(str(part) for part in text)
     if not isinstance(text, str):
         return None
-    score = doc.get("score")
-    source = Source(text=text, score=float(score) if isinstance(score, int | float) else None)
     inner = doc.get("metadata")
     metadata: Mapping[str, Any] = {}
     if isinstance(outer, Mapping):
         metadata = outer
     if isinstance(inner, Mapping):
         metadata = {**metadata, **inner}
+    score = doc.get("score", metadata.get("score"))  # the reranker's, else the retriever's (in the metadata)
+    source = Source(text=text, score=float(score) if _number(score) else None)
     if not metadata:  # some keep the metadata on the document itself: {"text", "source", "chunk_index"}
         metadata = {k: v for k, v in doc.items() if k in _NAME_KEYS or k in _CHUNK_KEYS or k in _PAGE_KEYS}
         metadata.pop("index", None)  # a reranker's `index` is a position in its input, not a chunk
@@ -136,6 +141,10 @@ def _named(source: Source, metadata: Mapping[str, Any] | None) -> Source:
     source.chunk = _integer(metadata, _CHUNK_KEYS)
     source.page = _integer(metadata, _PAGE_KEYS)
     return source
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _integer(metadata: Mapping[str, Any], keys: tuple[str, ...]) -> int | None:

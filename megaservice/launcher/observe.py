@@ -89,9 +89,15 @@ def receiver_for(
     return Receiver(name, chosen[0], chosen[1], settings.max_traces, settings.max_spans)
 
 
-def observed_env(env: dict[str, str], receiver: Receiver) -> dict[str, str]:
-    """A service's environment, exporting its spans to `receiver` (whatever endpoint or switch it had)."""
+def observed_env(env: dict[str, str], receiver: Receiver, name: str | None = None) -> dict[str, str]:
+    """A service's environment, exporting its spans to `receiver` (whatever endpoint or switch it had).
+
+    With `name` (the pipeline's name of the service), its spans are that service's (`OTEL_SERVICE_NAME`),
+    so the trace viewer names services as the pipeline file does (`guardrail`, not the component's `bias`).
+    """
     observed = {**env, "TELEMETRY_ENDPOINT": receiver.traces_url}
+    if name is not None:
+        observed["OTEL_SERVICE_NAME"] = name
     observed.pop("OTEL_SDK_DISABLED", None)
     observed.setdefault("OTEL_BSP_SCHEDULE_DELAY", BATCH_DELAY_MS)
     return observed

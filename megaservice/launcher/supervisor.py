@@ -92,7 +92,8 @@ def service_commands(
         if spec.backend is not None:
             argv += ["--backend", spec.backend]
         env = {**base, **spec.env}
-        env = observed_env(env, receiver) if receiver else env
+        if receiver is not None:  # spans named as the pipeline names the service, unless its own env says
+            env = observed_env(env, receiver, None if "OTEL_SERVICE_NAME" in spec.env else name)
         short = None if spec.component in MODEL_SERVERS else slice_us
         commands.append(Command(name, argv, env, spec.host, spec.port, slice_us=short))
     gateway = pipeline.megaservice

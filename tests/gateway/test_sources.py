@@ -40,3 +40,28 @@ def test_a_reranker_that_kept_the_metadata_is_believed():
 
 def test_an_answer_without_documents_is_not_a_rerankers():
     assert reranked({"text": "hello"}, [Source("alpha")]) is None
+
+
+def test_our_rerankers_llm_params_doc_gives_its_scores_not_only_the_texts():
+    # An LLMParamsDoc with `documents` (texts) and `reranked_docs` (texts, scores, metadata) beside them.
+    candidates = [Source("alpha", "a.md", 0, score=0.3), Source("beta", "b.md", 4, score=0.2)]
+    answer = {
+        "query": "q",
+        "documents": ["beta", "alpha"],
+        "reranked_docs": [
+            {"text": "beta", "score": 0.91, "metadata": {"source": "b.md", "chunk_index": 4}},
+            {"text": "alpha", "score": 0.42, "metadata": {"source": "a.md", "chunk_index": 0}},
+        ],
+    }
+    kept = reranked(answer, candidates) or []
+    assert [(s.source, s.chunk, s.score) for s in kept] == [("b.md", 4, 0.91), ("a.md", 0, 0.42)]
+
+
+def test_the_retrievers_score_in_the_metadata_is_the_sources_score():
+    answer = {
+        "retrieved_docs": [{"text": "alpha"}, {"text": "beta"}],
+        "metadata": [{"source": "a.md", "chunk_index": 0, "score": 0.8}, {"source": "b.md", "score": "high"}],
+    }
+    assert [s.score for s in retrieved(answer)] == [0.8, None]
+    # and it stays with a document a reranker passed on as text only
+    assert [s.score for s in reranked({"documents": ["alpha"]}, retrieved(answer)) or []] == [0.8]

@@ -25,18 +25,18 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-def tiny(port: int, *, observe: str = "", env: str = "") -> str:
+def tiny(port: int, *, observe: str = "", env: str = "", name: str = "llm") -> str:
     return textwrap.dedent(
         f"""
         name: tiny
         services:
-          llm:
+          {name}:
             component: llm
             port: {port}
             env: {{LLM_ENDPOINT: "http://127.0.0.1:9", {env}}}
         megaservice:
           port: {port + 1}
-          flow: [llm]
+          flow: [{name}]
         """
     ) + (f"observe: {observe}\n" if observe else "")
 
@@ -54,6 +54,8 @@ def test_the_receiver_starts_first_and_every_service_exports_to_it(tmp_path: Pat
     assert [c.name for c in services] == [c.name for c in service_commands(pipeline, path, data_dir=tmp_path)]
     for command in services:
         assert command.env["TELEMETRY_ENDPOINT"] == "http://127.0.0.1:4318/v1/traces", command.name
+        if command.name != "megaservice":  # which names its spans by the pipeline's name itself
+            assert command.env["OTEL_SERVICE_NAME"] == command.name  # `guardrail`, not the component's `bias`
         assert command.env["OTEL_BSP_SCHEDULE_DELAY"] == "1000"
     # without it, nothing is traced unless the environment says so
     plain = service_commands(pipeline, path, data_dir=tmp_path)
@@ -72,6 +74,9 @@ def test_observe_wins_over_a_services_own_endpoint_and_the_sdks_off_switch(tmp_p
     assert llm.env["TELEMETRY_ENDPOINT"] == receiver.traces_url
     assert "OTEL_SDK_DISABLED" not in llm.env
     assert llm.env["OTEL_BSP_SCHEDULE_DELAY"] == "50"  # what the file says stays
+    assert llm.env["OTEL_SERVICE_NAME"] == "llm"  # the pipeline's name of the service
+    named = parse_pipeline(tiny(7100, env='OTEL_SERVICE_NAME: "answers"'), "tiny.yaml")
+    assert service_commands(named, tmp_path / "tiny.yaml", receiver=receiver)[1].env["OTEL_SERVICE_NAME"] == "answers"
 
 
 def test_jaegers_ports_move_up_where_the_pipeline_uses_them_and_asked_ports_may_not_clash() -> None:
@@ -149,7 +154,8 @@ async def test_up_observe_shows_one_trace_spanning_the_megaservice_and_the_llm_s
 
     model = FakeLLM(tokens=["Traces", " work", "."])
     async with serve(model) as model_url:
-        text = tiny(llm_port, env='LLM_MODEL_ID: "fake-llm"').replace("http://127.0.0.1:9", model_url)
+        # named `writer` in the pipeline (the component's own service name is `llm`): its spans say `writer`
+        text = tiny(llm_port, env='LLM_MODEL_ID: "fake-llm"', name="writer").replace("http://127.0.0.1:9", model_url)
         text = text.replace(f"port: {llm_port + 1}", f"port: {gateway_port}")
         path = tmp_path / "tiny.yaml"
         path.write_text(text)
@@ -164,13 +170,13 @@ async def test_up_observe_shows_one_trace_spanning_the_megaservice_and_the_llm_s
                 )
                 assert running not in done, lines
             names = [line.split(":")[0].removeprefix("starting ") for n, line in lines if line.startswith("starting ")]
-            assert names == ["traces", "llm", "megaservice"]
+            assert names == ["traces", "writer", "megaservice"]
             assert ("up", f"  traces      {receiver.viewer_url}   (spans in at {receiver.traces_url})") in lines
             async with httpx.AsyncClient(timeout=30) as client:
                 body = {"messages": [{"role": "user", "content": "Do traces work?"}], "stream": False}
                 answer = await client.post(f"http://127.0.0.1:{gateway_port}/v1/chat/completions", json=body)
                 assert answer.status_code == 200, answer.text
-                trace = await _the_trace(client, receiver, services={"tiny", "llm"})
+                trace = await _the_trace(client, receiver, services={"tiny", "writer"})
                 page = await client.get(receiver.viewer_url)
                 assert page.status_code == 200 and "megaservice traces" in page.text
         finally:
@@ -179,8 +185,8 @@ async def test_up_observe_shows_one_trace_spanning_the_megaservice_and_the_llm_s
     assert code == 0
     rows = {(row["service"], row["name"]): row for row in trace["spans"]}
     server = rows["tiny", "POST /v1/chat/completions"]
-    node = next(row for (service, name), row in rows.items() if service == "tiny" and name.startswith("node llm"))
-    served = rows["llm", "POST /v1/chat/completions"]
+    node = next(row for (service, name), row in rows.items() if service == "tiny" and name.startswith("node writer"))
+    served = rows["writer", "POST /v1/chat/completions"]
     assert server["depth"] == 0 and trace["root_service"] == "tiny"
     assert node["parent_id"] == server["span_id"] and served["depth"] > node["depth"]
     assert node["key_attributes"]["gen_ai.usage.output_tokens"] == 0  # what the fake model server reports
@@ -198,9 +204,9 @@ async def _the_trace(client: httpx.AsyncClient, receiver: Receiver, services: se
         for summary in listed["traces"]:
             if services <= set(summary["services"]):
                 trace = (await client.get(f"{api}/{summary['trace_id']}")).json()
-                if any(row["service"] == "llm" and row["name"].startswith("POST") for row in trace["spans"]) and any(
-                    row["depth"] == 0 and row["service"] == "tiny" for row in trace["spans"]
-                ):
+                if any(
+                    row["service"] in services - {"tiny"} and row["name"].startswith("POST") for row in trace["spans"]
+                ) and any(row["depth"] == 0 and row["service"] == "tiny" for row in trace["spans"]):
                     return trace
         await asyncio.sleep(0.3)
     raise AssertionError(f"no trace over {services}: {listed}")
