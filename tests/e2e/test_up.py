@@ -255,6 +255,8 @@ def test_a_request_is_one_trace_across_the_megaservice_and_every_component_in_th
             and by_id[row["parent_id"]]["parent_id"] == node["span_id"]
         ]
         assert served, (node["name"], [(row["service"], row["name"]) for row in rows])
+        # under the pipeline's name of the service (`guardrail`, `reranker`), not its component's own
+        assert {row["service"] for row in served} == {node["name"].split()[1]}, (node["name"], served)
     assert trace["errors"] == 0
 
 
